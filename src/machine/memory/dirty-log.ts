@@ -1,0 +1,89 @@
+import { PAGE_SHIFT } from './layout.js';
+
+/**
+ * One byte per guest page, set by every guest store and device DMA write while logging is on.
+ * Lives in shared memory: the vCPU thread marks, the host thread syncs. Clear-before-copy:
+ * a page's byte is taken (cleared) *before* its contents are copied, so a store that races with
+ * the copy marks it again for the next round.
+ */
+export class DirtyLog {
+  /** The marks, one byte per page; the CPU writes these directly on its hot path. */
+  readonly bits: Uint8Array;
+  private readonly words: Int32Array;
+  readonly pageCount: number;
+
+  constructor(buffer: SharedArrayBuffer, pageCount: number) {
+    this.pageCount = pageCount;
+    this.bits = new Uint8Array(buffer, 0, pageCount);
+    this.words = new Int32Array(buffer, 0, buffer.byteLength >>> 2);
+  }
+
+  static allocate(pageCount: number): DirtyLog {
+    return new DirtyLog(new SharedArrayBuffer(DirtyLog.bytesFor(pageCount)), pageCount);
+  }
+
+  /** Rounded up to whole 32-bit words so sync can skip clean stretches four pages at a time. */
+  static bytesFor(pageCount: number): number {
+    return (pageCount + 3) & ~3;
+  }
+
+  /** Marks every page dirty (the first pre-copy round sends everything). */
+  markAll(): void {
+    this.bits.fill(1);
+  }
+
+  clear(): void {
+    this.bits.fill(0);
+  }
+
+  /** Marks the pages covering [addr, addr+len) of guest-physical offset space (device DMA). */
+  markRange(offset: number, length: number): void {
+    if (length <= 0) return;
+    const first = offset >>> PAGE_SHIFT;
+    const last = (offset + length - 1) >>> PAGE_SHIFT;
+    for (let p = first; p <= last; p++) this.bits[p] = 1;
+  }
+
+  isDirty(page: number): boolean {
+    return Atomics.load(this.bits, page) !== 0;
+  }
+
+  /** Takes one page's mark: returns whether it was dirty and leaves it clean. */
+  take(page: number): boolean {
+    return Atomics.exchange(this.bits, page, 0) !== 0;
+  }
+
+  /**
+   * Takes every mark at once and writes the dirty page numbers, ascending, into `out`
+   * (allocated if absent or too small). Returns the filled prefix.
+   */
+  sync(out?: Uint32Array): Uint32Array {
+    const words = this.words;
+    const bits = this.bits;
+    let buf = out !== undefined && out.length >= this.pageCount ? out : new Uint32Array(this.pageCount);
+    let n = 0;
+    const nWords = words.length;
+    for (let w = 0; w < nWords; w++) {
+      if (words[w] === 0) continue;
+      const base = w << 2;
+      for (let i = 0; i < 4; i++) {
+        const p = base + i;
+        if (p < this.pageCount && Atomics.exchange(bits, p, 0) !== 0) buf[n++] = p;
+      }
+    }
+    return buf.subarray(0, n);
+  }
+
+  /** How many pages are marked now (does not clear). */
+  count(): number {
+    const words = this.words;
+    const bits = this.bits;
+    let n = 0;
+    for (let w = 0; w < words.length; w++) {
+      if (words[w] === 0) continue;
+      const base = w << 2;
+      for (let i = 0; i < 4; i++) if (base + i < this.pageCount && bits[base + i] !== 0) n++;
+    }
+    return n;
+  }
+}

@@ -1,0 +1,100 @@
+import { DirtyLog } from './dirty-log.js';
+import { MAX_RAM_BYTES, MIN_RAM_BYTES, PAGE_SHIFT, PAGE_SIZE, RAM_BASE } from './layout.js';
+import { PresenceMap } from './presence-map.js';
+import { allocateSignals } from './signals.js';
+
+/** Everything needed to open the same guest RAM in another thread (structured-clone safe). */
+export interface RamDescriptor {
+  readonly bytes: number;
+  readonly data: SharedArrayBuffer;
+  readonly dirty: SharedArrayBuffer;
+  readonly presence: SharedArrayBuffer;
+  readonly signals: SharedArrayBuffer;
+}
+
+export class RamSizeError extends Error {
+  constructor(readonly requested: number) {
+    super(`RAM size ${requested} bytes is not allowed: it must be a multiple of 4 KiB between ${MIN_RAM_BYTES} bytes (1 MiB) and ${MAX_RAM_BYTES} bytes (2 GiB)`);
+    this.name = 'RamSizeError';
+  }
+}
+
+/**
+ * Guest RAM at RAM_BASE: a SharedArrayBuffer in 4 KiB pages, with the dirty log and the presence
+ * map beside it. The typed-array views are public because the CPU reads and writes them directly.
+ */
+export class GuestRam {
+  readonly base = RAM_BASE;
+  readonly bytes: number;
+  readonly pageCount: number;
+  readonly buffer: SharedArrayBuffer;
+  readonly u8: Uint8Array;
+  readonly u16: Uint16Array;
+  readonly i32: Int32Array;
+  readonly dirty: DirtyLog;
+  readonly presence: PresenceMap;
+  /** Shared signalling slots (see signals.ts). */
+  readonly signals: Int32Array;
+
+  private constructor(d: RamDescriptor) {
+    this.bytes = d.bytes;
+    this.pageCount = d.bytes >>> PAGE_SHIFT;
+    this.buffer = d.data;
+    this.u8 = new Uint8Array(d.data);
+    this.u16 = new Uint16Array(d.data);
+    this.i32 = new Int32Array(d.data);
+    this.signals = new Int32Array(d.signals);
+    this.dirty = new DirtyLog(d.dirty, this.pageCount);
+    this.presence = new PresenceMap(d.presence, this.pageCount, this.signals, this.u8);
+  }
+
+  static allocate(bytes: number): GuestRam {
+    if (!Number.isInteger(bytes) || bytes < MIN_RAM_BYTES || bytes > MAX_RAM_BYTES || bytes % PAGE_SIZE !== 0) {
+      throw new RamSizeError(bytes);
+    }
+    const pages = bytes / PAGE_SIZE;
+    const presence = new SharedArrayBuffer(pages);
+    new Uint8Array(presence).fill(1);
+    return new GuestRam({
+      bytes,
+      data: new SharedArrayBuffer(bytes),
+      dirty: new SharedArrayBuffer(DirtyLog.bytesFor(pages)),
+      presence,
+      signals: allocateSignals().buffer as SharedArrayBuffer,
+    });
+  }
+
+  static open(d: RamDescriptor): GuestRam {
+    return new GuestRam(d);
+  }
+
+  describe(): RamDescriptor {
+    return {
+      bytes: this.bytes,
+      data: this.buffer,
+      dirty: this.dirty.bits.buffer as SharedArrayBuffer,
+      presence: this.presence.bits.buffer as SharedArrayBuffer,
+      signals: this.signals.buffer as SharedArrayBuffer,
+    };
+  }
+
+  /** Guest-physical address to RAM offset, or -1 when the range is not wholly inside RAM. */
+  offsetOf(addr: number, length: number): number {
+    const off = (addr - RAM_BASE) >>> 0;
+    return off + length <= this.bytes && length >= 0 ? off : -1;
+  }
+
+  /** A view of one page (no copy). */
+  page(page: number): Uint8Array {
+    return this.u8.subarray(page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
+  }
+
+  /** Whether a page holds only zero bytes (checked a word at a time). */
+  isZeroPage(page: number): boolean {
+    const i32 = this.i32;
+    const start = page * (PAGE_SIZE >>> 2);
+    const end = start + (PAGE_SIZE >>> 2);
+    for (let i = start; i < end; i++) if (i32[i] !== 0) return false;
+    return true;
+  }
+}

@@ -1,0 +1,38 @@
+/**
+ * A small shared Int32Array through which the host thread and a VM's vCPU thread signal each
+ * other with Atomics. Slot meanings are fixed here so every layer agrees on them.
+ */
+export const enum Sig {
+  /** Bumped (Atomics.add + notify) by anything that should wake a sleeping vCPU. */
+  Doorbell = 0,
+  /** Page number an absent-page access is waiting for, or -1. */
+  FaultPage = 1,
+  /** Bumped each time the vCPU reports an absent-page access; the host waits on it. */
+  FaultSeq = 2,
+  /** Host's command to the vCPU thread (VcpuCommand in vcpu/control.ts). */
+  Command = 3,
+  /** vCPU thread's current state (VcpuState in vcpu/control.ts). */
+  State = 4,
+  /** Dirty logging requested by the host: epoch number, odd = on, even = off. */
+  DirtyRequest = 5,
+  /** Last dirty-log epoch the vCPU applied. */
+  DirtyAck = 6,
+  /** Throttle: percent of wall time the vCPU sleeps (0..99). */
+  Throttle = 7,
+  /** Instructions left for single-step, or 0. */
+  StepBudget = 8,
+  /** Presence checking requested (1) or not (0): on while any page may be absent. */
+  PresenceOn = 9,
+  Count = 16,
+}
+
+export function allocateSignals(): Int32Array {
+  const s = new Int32Array(new SharedArrayBuffer(Sig.Count * 4));
+  s[Sig.FaultPage] = -1;
+  return s;
+}
+
+export function ring(signals: Int32Array): void {
+  Atomics.add(signals, Sig.Doorbell, 1);
+  Atomics.notify(signals, Sig.Doorbell);
+}
