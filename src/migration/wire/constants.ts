@@ -1,0 +1,213 @@
+/**
+ * Numbers that define the tern migration wire format, protocol 1.0. Every layout, bound and
+ * code here is documented byte by byte in docs/migration-protocol.md; change both together.
+ */
+
+export const PROTOCOL_MAJOR = 1;
+export const PROTOCOL_MINOR = 0;
+
+export interface ProtocolVersion {
+  readonly major: number;
+  readonly minor: number;
+}
+
+export const PROTOCOL_VERSION: ProtocolVersion = Object.freeze({ major: PROTOCOL_MAJOR, minor: PROTOCOL_MINOR });
+
+/**
+ * First 8 payload bytes of HELLO, ACCEPT and REFUSE. Frozen across all versions (the version
+ * travels in the next 4 bytes), so a peer of another version is told apart from a wrong peer.
+ */
+export const MAGIC_TEXT = 'TERNMIGR';
+export const MAGIC: ReadonlyArray<number> = Object.freeze([0x54, 0x45, 0x52, 0x4e, 0x4d, 0x49, 0x47, 0x52]);
+
+/** Frame type codes (byte 0 of every frame header). */
+export const enum FrameType {
+  Hello = 0x01,
+  Accept = 0x02,
+  Refuse = 0x03,
+  Abort = 0x04,
+  Pages = 0x10,
+  RoundEnd = 0x11,
+  State = 0x12,
+  Discard = 0x13,
+  Complete = 0x20,
+  Committed = 0x21,
+  Activated = 0x22,
+  PageRequest = 0x30,
+  Resume = 0x31,
+  Ping = 0x40,
+  Pong = 0x41,
+}
+
+/** Bits of the frame header's flags byte. Every bit not allowed for a type must be zero. */
+export const enum FrameFlag {
+  /** PAGES only: this batch answers a PAGE_REQUEST (post-copy network fault). */
+  Demand = 0x01,
+}
+
+/** Encoding of one page entry in a PAGES batch. */
+export const enum PageEncoding {
+  /** WIRE_PAGE_SIZE bytes of page contents follow. */
+  Raw = 0,
+  /** The page is all zero; no data follows. */
+  Zero = 1,
+  /** XBZRLE-style delta against the previous version the receiver holds: u32 length + bytes. */
+  Delta = 2,
+  /** Compressed page contents: u32 length + bytes. */
+  Compressed = 3,
+}
+
+/** Capability bits (HELLO offers, ACCEPT grants a subset). Unknown bits are ignored, not refused. */
+export const enum Capability {
+  ZeroPages = 1 << 0,
+  Xbzrle = 1 << 1,
+  Compression = 1 << 2,
+  MultiStream = 1 << 3,
+  PostcopyRecovery = 1 << 4,
+}
+
+export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
+  [Capability.ZeroPages, 'zero-pages'],
+  [Capability.Xbzrle, 'xbzrle'],
+  [Capability.Compression, 'compression'],
+  [Capability.MultiStream, 'multi-stream'],
+  [Capability.PostcopyRecovery, 'postcopy-recovery'],
+];
+
+/** Capability bits this version defines. */
+export const KNOWN_CAPABILITIES = 0x1f;
+
+export const FRAME_HEADER_BYTES = 8;
+/** The page size of protocol 1.x; a raw PAGES entry carries exactly this many bytes. */
+export const WIRE_PAGE_SIZE = 4096;
+export const ID_BYTES = 16;
+export const DIGEST_BYTES = 32;
+
+export const MAX_STATE_BYTES = 16 * 1024 * 1024;
+/** No frame payload may exceed this; checked from the header before anything is buffered. */
+export const MAX_FRAME_PAYLOAD = MAX_STATE_BYTES + 4096;
+export const MAX_BATCH_PAGES = 1024;
+/** A delta or compressed entry larger than a page is pointless: send the page raw instead. */
+export const MAX_ENCODED_PAGE_BYTES = WIRE_PAGE_SIZE;
+export const MAX_NAME_BYTES = 255;
+export const MAX_CONFIG_BYTES = 64 * 1024;
+export const MAX_REASON_TEXT_BYTES = 1024;
+export const MAX_REQUEST_PAGES = 64;
+export const MAX_STREAMS = 16;
+
+export const HELLO_FIXED_BYTES = 70;
+export const ACCEPT_BYTES = 32;
+export const REFUSE_FIXED_BYTES = 16;
+export const ABORT_FIXED_BYTES = 4;
+export const PAGES_FIXED_BYTES = 12;
+export const ROUND_END_BYTES = 28;
+export const STATE_FIXED_BYTES = 36;
+export const RESUME_FIXED_BYTES = 28;
+export const DISCARD_FIXED_BYTES = 12;
+export const PAGE_REQUEST_FIXED_BYTES = 8;
+
+/** Worst-case entry: page u32 + encoding u8 + length u32 + a page of bytes. */
+export const MAX_PAGE_ENTRY_BYTES = 4 + 1 + 4 + MAX_ENCODED_PAGE_BYTES;
+export const MAX_PAGES_PAYLOAD = PAGES_FIXED_BYTES + MAX_BATCH_PAGES * MAX_PAGE_ENTRY_BYTES;
+/** Runs that fit the frame bound: enough for any set over 2^22 pages (16 GiB of 4 KiB pages). */
+export const MAX_PAGE_RUNS = Math.floor((MAX_FRAME_PAYLOAD - RESUME_FIXED_BYTES) / 8);
+
+const NAMES: { [t: number]: string } = {
+  [FrameType.Hello]: 'HELLO',
+  [FrameType.Accept]: 'ACCEPT',
+  [FrameType.Refuse]: 'REFUSE',
+  [FrameType.Abort]: 'ABORT',
+  [FrameType.Pages]: 'PAGES',
+  [FrameType.RoundEnd]: 'ROUND_END',
+  [FrameType.State]: 'STATE',
+  [FrameType.Discard]: 'DISCARD',
+  [FrameType.Complete]: 'COMPLETE',
+  [FrameType.Committed]: 'COMMITTED',
+  [FrameType.Activated]: 'ACTIVATED',
+  [FrameType.PageRequest]: 'PAGE_REQUEST',
+  [FrameType.Resume]: 'RESUME',
+  [FrameType.Ping]: 'PING',
+  [FrameType.Pong]: 'PONG',
+};
+
+/** Largest payload each type may carry; the reader rejects a longer frame from its header. */
+const MAX_PAYLOAD: { [t: number]: number } = {
+  [FrameType.Hello]: HELLO_FIXED_BYTES + MAX_NAME_BYTES + MAX_CONFIG_BYTES,
+  [FrameType.Accept]: ACCEPT_BYTES,
+  [FrameType.Refuse]: REFUSE_FIXED_BYTES + MAX_REASON_TEXT_BYTES,
+  [FrameType.Abort]: ABORT_FIXED_BYTES + MAX_REASON_TEXT_BYTES,
+  [FrameType.Pages]: MAX_PAGES_PAYLOAD,
+  [FrameType.RoundEnd]: ROUND_END_BYTES,
+  [FrameType.State]: STATE_FIXED_BYTES + MAX_STATE_BYTES,
+  [FrameType.Discard]: DISCARD_FIXED_BYTES + 8 * MAX_PAGE_RUNS,
+  [FrameType.Complete]: 8 + DIGEST_BYTES,
+  [FrameType.Committed]: 4 + DIGEST_BYTES,
+  [FrameType.Activated]: 8,
+  [FrameType.PageRequest]: PAGE_REQUEST_FIXED_BYTES + 4 * MAX_REQUEST_PAGES,
+  [FrameType.Resume]: RESUME_FIXED_BYTES + 8 * MAX_PAGE_RUNS,
+  [FrameType.Ping]: 8,
+  [FrameType.Pong]: 8,
+};
+
+/** Flag bits each type may carry. */
+const ALLOWED_FLAGS: { [t: number]: number } = { [FrameType.Pages]: FrameFlag.Demand };
+
+/** Which side sends each type; the reader can enforce it. */
+export type Sender = 'source' | 'destination' | 'either';
+
+const SENDERS: { [t: number]: Sender } = {
+  [FrameType.Hello]: 'source',
+  [FrameType.Accept]: 'destination',
+  [FrameType.Refuse]: 'destination',
+  [FrameType.Abort]: 'either',
+  [FrameType.Pages]: 'source',
+  [FrameType.RoundEnd]: 'source',
+  [FrameType.State]: 'source',
+  [FrameType.Discard]: 'source',
+  [FrameType.Complete]: 'source',
+  [FrameType.Committed]: 'destination',
+  [FrameType.Activated]: 'destination',
+  [FrameType.PageRequest]: 'destination',
+  [FrameType.Resume]: 'destination',
+  [FrameType.Ping]: 'either',
+  [FrameType.Pong]: 'either',
+};
+
+export function isFrameType(t: number): t is FrameType {
+  return NAMES[t] !== undefined;
+}
+
+/** 'PAGES' for a known type, 'type 0x7f' otherwise. */
+export function frameTypeName(t: number): string {
+  return NAMES[t] ?? `type 0x${t.toString(16).padStart(2, '0')}`;
+}
+
+export function maxPayloadFor(t: FrameType): number {
+  return MAX_PAYLOAD[t] ?? 0;
+}
+
+export function allowedFlagsFor(t: FrameType): number {
+  return ALLOWED_FLAGS[t] ?? 0;
+}
+
+export function senderOf(t: FrameType): Sender {
+  return SENDERS[t] ?? 'either';
+}
+
+export function capabilityNames(mask: number): string[] {
+  const out: string[] = [];
+  for (const [bit, name] of CAPABILITY_NAMES) if ((mask & bit) !== 0) out.push(name);
+  const unknown = (mask & ~KNOWN_CAPABILITIES) >>> 0;
+  if (unknown !== 0) out.push(`unknown(0x${unknown.toString(16)})`);
+  return out;
+}
+
+export function formatVersion(v: ProtocolVersion): string {
+  return `${v.major}.${v.minor}`;
+}
+
+/** The version a session runs at: same major required, lower minor wins. Undefined if majors differ. */
+export function negotiateVersion(local: ProtocolVersion, peer: ProtocolVersion): ProtocolVersion | undefined {
+  if (local.major !== peer.major) return undefined;
+  return { major: local.major, minor: Math.min(local.minor, peer.minor) };
+}
