@@ -1,0 +1,88 @@
+/* The guest runtime: everything an app may call. Apps define `int main(void)`;
+ * its return value becomes the power-off exit code. */
+#ifndef RUNTIME_H
+#define RUNTIME_H
+
+#include <stddef.h>
+#include <stdarg.h>
+#include "platform.h"
+
+/* Exit codes the runtime itself uses (sifive_test fail codes). */
+#define EXIT_CHECK_FAILED 1 /* an app's self-check failed */
+#define EXIT_BAD_ARGS     2 /* a boot argument could not be parsed */
+#define EXIT_TRAP         3 /* an unexpected exception or interrupt */
+
+/* ---- boot information (start.S, fdt.c) ---- */
+extern uint32_t boot_hartid;
+extern uint32_t boot_fdt;        /* FDT address from a1; everything from here up is reserved */
+extern uint32_t ram_base, ram_size;
+extern const char *bootargs;     /* /chosen/bootargs, "" if none */
+int fdt_parse(uint32_t fdt);     /* 0 on success */
+
+/* ---- power (sifive_test) ---- */
+__attribute__((noreturn)) void poweroff(int code);
+
+/* ---- memory ---- */
+void *memset(void *d, int c, size_t n);
+void *memcpy(void *d, const void *s, size_t n);
+void *memmove(void *d, const void *s, size_t n);
+int memcmp(const void *a, const void *b, size_t n);
+size_t strlen(const char *s);
+int strcmp(const char *a, const char *b);
+int strncmp(const char *a, const char *b, size_t n);
+void region_init(void);
+void *region_alloc(size_t bytes);   /* page-aligned, never freed; NULL if it does not fit */
+size_t region_free(void);           /* bytes still available */
+
+/* ---- console (ns16550a) ---- */
+void uart_init(void);
+void console_putc(char c);
+void console_puts(const char *s);
+int console_getc(void);             /* -1 if no input is waiting */
+void uart_interrupt(void);          /* drains received bytes into the input ring */
+int printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+int vprintf(const char *fmt, va_list ap);
+
+/* ---- time (CLINT) ---- */
+uint64_t time_now(void);                /* mtime, 10 MHz ticks */
+void timer_arm(uint64_t when);          /* mtimecmp = when, enable MTIE */
+void timer_disarm(void);
+void sleep_until(uint64_t when);        /* wfi until mtime >= when */
+extern int idle_poll;                   /* boot arg idle=poll: sleep_until spins instead */
+static inline uint64_t ms_to_ticks(uint64_t ms) { return ms * (TIMEBASE_HZ / 1000); }
+
+/* ---- traps ---- */
+struct trap_frame {
+    uint32_t x[32];     /* x[i] = register xi at the trap; x[2] = interrupted sp, x[0] unused */
+    uint32_t mepc, mstatus, mcause, mtval;
+};
+/* Called first for every trap; return nonzero if it handled the trap. */
+extern int (*trap_hook)(struct trap_frame *f);
+/* Called after the runtime handled a timer interrupt (timer already disarmed). */
+extern void (*timer_hook)(void);
+extern volatile uint32_t timer_interrupts, external_interrupts;
+void plic_enable(uint32_t src);
+const char *trap_cause_name(uint32_t mcause);
+
+/* ---- boot arguments: space-separated key=value tokens ---- */
+void args_init(void);
+/* Fails with EXIT_BAD_ARGS if a key is neither in the NULL-terminated list nor one the
+ * runtime itself reads (idle=). */
+void args_allow(const char *const *keys);
+const char *arg_str(const char *key, const char *def);
+uint64_t arg_uint(const char *key, uint64_t def);
+uint64_t arg_size(const char *key, uint64_t def);       /* bytes; K/M/G suffixes (binary) */
+uint64_t arg_duration(const char *key, uint64_t def);   /* ticks; us/ms/s suffixes, bare = ms */
+__attribute__((noreturn)) void arg_fail(const char *key, const char *value, const char *want);
+
+/* ---- small helpers ---- */
+static inline uint32_t xorshift32(uint32_t *s)
+{
+    uint32_t x = *s;
+    x ^= x << 13; x ^= x >> 17; x ^= x << 5;
+    return *s = x;
+}
+
+int main(void);
+
+#endif

@@ -1,0 +1,70 @@
+/**
+ * The seam between migration and the rest of tern. Migration sees a VM only through these
+ * interfaces: its RAM (pages, dirty log, presence map), pause/resume/throttle, dirty logging,
+ * and its non-RAM state as an opaque blob. The host layer implements them.
+ */
+import type { GuestRam } from '../machine/memory/ram.js';
+import type { MachineConfig } from './wire/messages.js';
+
+/** Who a VM is: stays the same across every move. */
+export interface VmIdentity {
+  /** 16-byte UUID. */
+  readonly uuid: Uint8Array;
+  readonly name: string;
+}
+
+/** A running VM as the source of a migration sees it. */
+export interface MigratableVm extends VmIdentity {
+  readonly ram: GuestRam;
+  /** What the destination must reproduce (image digest, boot args, devices). */
+  readonly config: MachineConfig;
+  /** Stops the vCPU at an instruction boundary; resolves once it has (guest time stops too). */
+  pause(): Promise<void>;
+  resume(): void;
+  /** Percent of wall time the vCPU sleeps, 0..99 (auto-converge). */
+  setThrottle(percent: number): void;
+  /** Resolves once every later guest store is (or is not) marked in ram.dirty. */
+  setDirtyLogging(on: boolean): Promise<void>;
+  /** The machine state (CPU, devices, clock, console); only while paused. */
+  saveState(): Promise<Uint8Array>;
+}
+
+/** What a destination host offers an incoming migration. */
+export interface IncomingVm extends VmIdentity {
+  readonly ramBytes: number;
+  readonly config: MachineConfig;
+}
+
+/** RAM reserved at the destination for one incoming migration. */
+export interface Reservation {
+  readonly ram: GuestRam;
+}
+
+export class RefusedError extends Error {
+  constructor(readonly reason: 'busy' | 'exists' | 'too-big' | 'config-mismatch' | 'bad-request' | 'internal', message: string) {
+    super(message);
+    this.name = 'RefusedError';
+  }
+}
+
+/** A VM loaded at the destination from the received state, not yet running. */
+export interface PreparedVm {
+  /** Stage 5, activation: the vCPU runs here from now on. */
+  resume(): void;
+  /** Before commitment only: drop it (the source keeps running the VM). */
+  discard(): Promise<void>;
+}
+
+/** The destination host's side of the seam. */
+export interface DestinationHost {
+  /** Stage 1, reservation: check resources and config, allocate, or throw RefusedError. */
+  reserve(vm: IncomingVm): Reservation;
+  /**
+   * Stage 4, commitment check: load the received state over the reserved RAM into a paused VM.
+   * Throws if the state is refused. `postcopy`: pages not yet received are absent in the
+   * presence map and fetched on demand once it runs.
+   */
+  load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts: { readonly postcopy: boolean }): Promise<PreparedVm>;
+  /** The migration failed before a VM was loaded: drop the reserved RAM. */
+  release(vm: IncomingVm, reservation: Reservation): void;
+}
