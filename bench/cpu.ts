@@ -1,0 +1,125 @@
+// npm run bench:cpu — guest speed of tern against QEMU on the same images, in one run.
+// Not a test: figures depend on the machine. Prints a table and, with --json, one JSON object.
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { GuestRam } from '../src/machine/memory/ram.js';
+import { runCaptured } from '../src/machine/vcpu/run-captured.js';
+import { Vcpu } from '../src/machine/vcpu/vcpu.js';
+import { runOnQemu } from './qemu.js';
+
+const images = fileURLToPath(new URL('../../guests/images/', import.meta.url));
+const json = process.argv.includes('--json');
+const MEM = 256 * 1024 * 1024;
+const COMPUTE_ARGS = process.env.BENCH_COMPUTE_ARGS ?? 'timing=1';
+
+function log(s: string): void {
+  if (!json) process.stdout.write(s + '\n');
+}
+
+/** compute prints `ticks=T instret=I` for its timed kernel when timing=1. */
+function parseTiming(out: string): { ticks: number; instret: number } | undefined {
+  const t = /ticks=(\d+)/.exec(out);
+  const i = /minstret-delta=(\d+)/.exec(out);
+  if (t === null) return undefined;
+  return { ticks: Number(t[1]), instret: i === null ? NaN : Number(i[1]) };
+}
+
+function digest(out: string): string {
+  return out.split('\n').filter((l) => !/ticks=/.test(l)).join('\n').trim();
+}
+
+async function computeBench(): Promise<Record<string, number | string | boolean>> {
+  const image = images + 'compute.elf';
+  const tern = await runCaptured(image, { memBytes: MEM, append: COMPUTE_ARGS, timeoutMs: 600_000 });
+  const qemu = await runOnQemu(image, { mem: '256M', append: COMPUTE_ARGS, timeoutMs: 600_000 });
+  const tt = parseTiming(tern.output);
+  const qt = parseTiming(qemu.output);
+  if (tt === undefined || qt === undefined) throw new Error(`compute did not print its timing line:\ntern: ${tern.output}\nqemu: ${qemu.output}`);
+  // The kernel's instruction count is deterministic: tern's retired-instruction counter gives it exactly.
+  const insns = tt.instret;
+  const ternMips = insns / (tt.ticks / 1e7) / 1e6;
+  const qemuMips = insns / (qt.ticks / 1e7) / 1e6;
+  const same = digest(tern.output) === digest(qemu.output);
+  log(`compute (${COMPUTE_ARGS}): ${insns.toLocaleString()} instructions in the timed kernel`);
+  log(`  tern  ${ternMips.toFixed(1).padStart(8)} MIPS   (${(tt.ticks / 1e7).toFixed(3)} s guest time, whole run ${tern.instructions.toLocaleString()} insns in ${tern.seconds.toFixed(2)} s wall)`);
+  log(`  qemu  ${qemuMips.toFixed(1).padStart(8)} MIPS   (${(qt.ticks / 1e7).toFixed(3)} s guest time)`);
+  log(`  tern/qemu ${(ternMips / qemuMips).toFixed(3)}   same digest: ${same}`);
+  return { ternMips, qemuMips, ratio: ternMips / qemuMips, sameOutput: same, instructions: insns };
+}
+
+/** verify's pass rate over a fixed window on both, converted to MIPS with tern's instructions per pass. */
+async function verifyBench(): Promise<Record<string, number>> {
+  const image = images + 'verify.elf';
+  const append = 'region=32M mark=1';
+  const windowMs = 8000;
+  const tern = await runCaptured(image, { memBytes: MEM, append, timeoutMs: windowMs });
+  const qemu = await runOnQemu(image, { mem: '256M', append, timeoutMs: windowMs });
+  const tb = (tern.output.match(/B/g) ?? []).length;
+  const qb = (qemu.output.match(/B/g) ?? []).length;
+  const insnsPerPass = tb > 0 ? tern.instructions / tb : NaN;
+  const ternMips = tern.instructions / tern.seconds / 1e6;
+  const qemuMips = (qb * insnsPerPass) / qemu.seconds / 1e6;
+  log(`verify (${append}, ${windowMs / 1000} s window; includes start-up):`);
+  log(`  tern  ${tb} passes  ${ternMips.toFixed(1).padStart(8)} MIPS`);
+  log(`  qemu  ${qb} passes  ${qemuMips.toFixed(1).padStart(8)} MIPS (instructions per pass from tern)`);
+  log(`  tern/qemu ${(ternMips / qemuMips).toFixed(3)}`);
+  return { ternPasses: tb, qemuPasses: qb, ternMips, qemuMips, ratio: ternMips / qemuMips };
+}
+
+/** Guest speed with the dirty log off vs on (synced every 10 ms as a pre-copy round would). */
+async function dirtyLogCost(): Promise<Record<string, number>> {
+  const image = new Uint8Array(await readFile(images + 'compute.elf'));
+  const measure = async (logging: boolean): Promise<number> => {
+    const ram = GuestRam.allocate(MEM);
+    const vcpu = await Vcpu.start({ ram, running: false, start: { kind: 'boot', boot: { image, imageName: 'compute.elf', bootargs: COMPUTE_ARGS } } });
+    const chunks: Uint8Array[] = [];
+    vcpu.on('console', (d) => chunks.push(d));
+    if (logging) await vcpu.setDirtyLogging(true);
+    const done = new Promise<void>((r) => vcpu.once('exit', () => r()));
+    let syncs = 0;
+    const timer = logging ? setInterval(() => { ram.dirty.sync(); syncs++; }, 10) : undefined;
+    vcpu.resume();
+    await done;
+    if (timer) clearInterval(timer);
+    await vcpu.stop();
+    const t = parseTiming(Buffer.concat(chunks).toString('latin1'));
+    if (t === undefined) throw new Error('compute printed no timing');
+    return t.instret / (t.ticks / 1e7) / 1e6;
+  };
+  const off = await measure(false);
+  const on = await measure(true);
+  const off2 = await measure(false);
+  const base = Math.max(off, off2);
+  const cost = 1 - on / base;
+  log(`dirty log: off ${off.toFixed(1)} / ${off2.toFixed(1)} MIPS, on (sync every 10 ms) ${on.toFixed(1)} MIPS -> cost ${(cost * 100).toFixed(1)}% (best-of-two baseline)`);
+  return { offMips: base, onMips: on, costPercent: cost * 100 };
+}
+
+/** How long pause() takes to return, with the guest busy (verify) and idle-sleeping (hello-like wfi). */
+async function pauseLatency(): Promise<Record<string, number>> {
+  const image = new Uint8Array(await readFile(images + 'verify.elf'));
+  const ram = GuestRam.allocate(MEM);
+  const vcpu = await Vcpu.start({ ram, start: { kind: 'boot', boot: { image, imageName: 'verify.elf', bootargs: 'region=32M' } } });
+  await new Promise((r) => setTimeout(r, 300));
+  const samples: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const t0 = performance.now();
+    await vcpu.pause();
+    samples.push(performance.now() - t0);
+    vcpu.resume();
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await vcpu.stop();
+  samples.sort((a, b) => a - b);
+  const q = (p: number): number => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))]!;
+  log(`pause latency (verify running, 200 pauses): p50 ${q(0.5).toFixed(3)} ms  p99 ${q(0.99).toFixed(3)} ms  max ${samples[samples.length - 1]!.toFixed(3)} ms`);
+  return { p50Ms: q(0.5), p99Ms: q(0.99), maxMs: samples[samples.length - 1]! };
+}
+
+const result: Record<string, unknown> = {};
+log('tern bench:cpu — tern vs QEMU (qemu-system-riscv32, TCG) on the same images, this run');
+result.compute = await computeBench();
+result.verify = await verifyBench();
+result.dirtyLog = await dirtyLogCost();
+result.pause = await pauseLatency();
+if (json) process.stdout.write(JSON.stringify(result) + '\n');

@@ -1,0 +1,138 @@
+import { Bus } from './bus.js';
+import { VirtualClock } from './clock.js';
+import { ConsoleLog } from './console-log.js';
+import { Hart, StopReason } from './cpu/hart.js';
+import { Clint } from './devices/clint.js';
+import { Plic } from './devices/plic.js';
+import { SifiveTest } from './devices/sifive-test.js';
+import { Uart16550 } from './devices/uart16550.js';
+import { buildBoardFdt, fdtAddress } from './fdt.js';
+import { loadImage, type ImageFormat } from './loader.js';
+import { CLINT_BASE, CLINT_SIZE, PLIC_BASE, PLIC_SIZE, TEST_BASE, TEST_SIZE, UART0_BASE, UART0_IRQ, UART0_SIZE } from './memory/layout.js';
+import { GuestRam } from './memory/ram.js';
+import { StateReader, StateWriter, type Stateful } from './state/codec.js';
+import { encodeSnapshot, restoreSnapshot } from './state/snapshot.js';
+
+/** What a fresh machine boots: the image file's bytes and the kernel command line. */
+export interface BootSpec {
+  readonly image: Uint8Array;
+  /** The image's file name, for errors and for choosing raw vs ELF. */
+  readonly imageName: string;
+  readonly bootargs: string;
+  readonly format?: ImageFormat;
+}
+
+export interface BootInfo {
+  readonly entry: number;
+  readonly fdtAddr: number;
+  readonly fdtBytes: number;
+  readonly format: 'elf' | 'raw';
+}
+
+/** The virtual clock as a state section: its value travels with the VM. */
+class ClockState implements Stateful {
+  readonly stateId = 'clock';
+  readonly stateVersion = 1;
+  constructor(private readonly clock: VirtualClock) {}
+  saveState(w: StateWriter): void {
+    w.f64(this.clock.ticks());
+  }
+  restoreState(r: StateReader): void {
+    const t = r.f64();
+    if (!Number.isSafeInteger(t) || t < 0) r.fail(`mtime ${t} is not a valid tick count`);
+    this.clock.set(t);
+  }
+}
+
+/**
+ * The RV32 computer laid out as QEMU's virt board: one hart, RAM, CLINT, PLIC, UART, test
+ * finisher. It runs on whatever thread calls runSlice (the vCPU worker in a VM, the test itself
+ * in unit tests). Knows nothing of hosts or migration.
+ */
+export class Machine {
+  readonly ram: GuestRam;
+  readonly bus: Bus;
+  readonly clock: VirtualClock;
+  readonly hart: Hart;
+  readonly clint: Clint;
+  readonly plic: Plic;
+  readonly uart: Uart16550;
+  readonly test: SifiveTest;
+  readonly console = new ConsoleLog();
+  /** Called for every byte the guest writes to its console (after it is logged). */
+  onOutput: (byte: number) => void = () => {};
+  private readonly parts: readonly Stateful[];
+
+  constructor(ram: GuestRam, clock: VirtualClock = new VirtualClock()) {
+    this.ram = ram;
+    this.clock = clock;
+    this.bus = new Bus(ram);
+    this.hart = new Hart(this.bus, clock, 0);
+    const setMip = (mask: number, level: boolean): void => this.hart.setPending(mask, level);
+    this.clint = new Clint(clock, setMip);
+    this.plic = new Plic(setMip);
+    this.uart = new Uart16550((byte) => {
+      this.console.push(byte);
+      this.onOutput(byte);
+    }, this.plic, UART0_IRQ);
+    this.test = new SifiveTest(this.bus);
+    this.bus.map(TEST_BASE, TEST_SIZE, this.test);
+    this.bus.map(CLINT_BASE, CLINT_SIZE, this.clint);
+    this.bus.map(PLIC_BASE, PLIC_SIZE, this.plic);
+    this.bus.map(UART0_BASE, UART0_SIZE, this.uart);
+    this.parts = [this.hart, new ClockState(clock), this.clint, this.plic, this.uart, this.test, this.console];
+  }
+
+  /** Loads the image and the device tree into RAM and resets the hart to the entry point. */
+  boot(spec: BootSpec): BootInfo {
+    const loaded = loadImage(spec.image, this.ram, { format: spec.format ?? 'auto', name: spec.imageName });
+    const fdt = buildBoardFdt({ ramBytes: this.ram.bytes, bootargs: spec.bootargs });
+    const fdtAddr = fdtAddress(this.ram.bytes, fdt.length);
+    const off = this.ram.offsetOf(fdtAddr, fdt.length);
+    if (off < 0) throw new Error(`device tree of ${fdt.length} bytes does not fit in RAM`);
+    if ((loaded.highAddr >>> 0) > (fdtAddr >>> 0)) {
+      throw new Error(`image ${spec.imageName} reaches 0x${(loaded.highAddr >>> 0).toString(16)}, over the device tree at 0x${(fdtAddr >>> 0).toString(16)}: give the VM more memory`);
+    }
+    this.ram.u8.set(fdt, off);
+    this.hart.reset(loaded.entry, 0, fdtAddr);
+    return { entry: loaded.entry, fdtAddr, fdtBytes: fdt.length, format: loaded.format };
+  }
+
+  /** Brings device interrupt lines up to date and runs up to `budget` instructions. */
+  runSlice(budget: number): StopReason {
+    this.clint.update();
+    return this.hart.run(budget);
+  }
+
+  /** Runs until the guest exits or `maxInstructions` pass, skipping wfi sleeps (tests and tools). */
+  runToExit(maxInstructions: number): { exited: boolean; code: number; instructions: number } {
+    const start = this.hart.instret;
+    // Budget, not retired instructions, bounds the loop: a guest in a trap loop retires none.
+    let left = maxInstructions;
+    while (left > 0) {
+      const r = this.runSlice(Math.min(100_000, left));
+      left -= this.hart.budgetUsed;
+      if (r === StopReason.Exit) return { exited: true, code: this.bus.exitCode, instructions: this.hart.instret - start };
+      if (r === StopReason.Wfi) {
+        // Nobody to wait for: jump the clock to the next timer deadline.
+        const d = this.clint.deadline();
+        if (Number.isFinite(d) && d > this.clock.ticks()) this.clock.set(d);
+      }
+    }
+    return { exited: false, code: 0, instructions: this.hart.instret - start };
+  }
+
+  /** Every non-RAM part of the machine, in state-file order. */
+  get stateParts(): readonly Stateful[] {
+    return this.parts;
+  }
+
+  saveState(): Uint8Array {
+    return encodeSnapshot(this.parts);
+  }
+
+  /** Restores into this (fresh) machine; on error the machine must be discarded. */
+  restoreState(bytes: Uint8Array): void {
+    restoreSnapshot(bytes, this.parts);
+  }
+}

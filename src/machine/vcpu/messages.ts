@@ -1,0 +1,41 @@
+import type { RamDescriptor } from '../memory/ram.js';
+import type { BootSpec } from '../machine.js';
+
+/** How a worker starts: a fresh boot from an image, or a restored machine state. */
+export type VcpuStart =
+  | { readonly kind: 'boot'; readonly boot: BootSpec }
+  | { readonly kind: 'restore'; readonly state: Uint8Array };
+
+export interface VcpuWorkerData {
+  readonly ram: RamDescriptor;
+  readonly start: VcpuStart;
+  /** Start running at once (true) or wait paused for the first resume (false). */
+  readonly running: boolean;
+}
+
+/** Host thread -> vCPU thread (processed while the vCPU is paused or between slices). */
+export type ToVcpu =
+  | { readonly type: 'resume' }
+  | { readonly type: 'step'; readonly id: number; readonly count: number }
+  | { readonly type: 'save'; readonly id: number }
+  | { readonly type: 'input'; readonly data: Uint8Array }
+  | { readonly type: 'stats'; readonly id: number };
+
+export interface VcpuStats {
+  readonly instret: number;
+  readonly pc: number;
+  readonly mtime: number;
+  readonly state: number;
+}
+
+/** vCPU thread -> host thread. */
+export type FromVcpu =
+  | { readonly type: 'ready'; readonly console: Uint8Array; readonly consoleTotal: number }
+  | { readonly type: 'console'; readonly data: Uint8Array }
+  | { readonly type: 'exit'; readonly code: number }
+  | { readonly type: 'stepped'; readonly id: number; readonly executed: number }
+  | { readonly type: 'saved'; readonly id: number; readonly state: Uint8Array }
+  | { readonly type: 'stats'; readonly id: number; readonly stats: VcpuStats }
+  | { readonly type: 'failed'; readonly id: number; readonly message: string }
+  | { readonly type: 'crash'; readonly message: string; readonly stack: string }
+  | { readonly type: 'start-failed'; readonly name: string; readonly message: string };

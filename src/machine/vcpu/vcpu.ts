@@ -1,0 +1,255 @@
+import { EventEmitter } from 'node:events';
+import { Worker } from 'node:worker_threads';
+import { GuestRam } from '../memory/ram.js';
+import { Sig, ring } from '../memory/signals.js';
+import { VcpuCommand, VcpuState, vcpuStateName } from './control.js';
+import type { FromVcpu, ToVcpu, VcpuStart, VcpuStats } from './messages.js';
+
+export class VcpuError extends Error {
+  constructor(message: string, readonly vm?: string) {
+    super(vm !== undefined ? `vm ${vm}: ${message}` : message);
+    this.name = 'VcpuError';
+  }
+}
+
+export interface VcpuOptions {
+  readonly ram: GuestRam;
+  readonly start: VcpuStart;
+  /** Start running at once (default) or paused. */
+  readonly running?: boolean;
+  /** Name used in errors. */
+  readonly name?: string;
+}
+
+export interface VcpuEvents {
+  console: [data: Uint8Array];
+  exit: [code: number];
+  crash: [error: VcpuError];
+  fault: [page: number];
+}
+
+/**
+ * The host thread's handle on a VM's vCPU thread: run, pause (returns once the vCPU is stopped
+ * at an instruction boundary), resume, single-step, throttle, save state, stop. RAM is shared
+ * with the thread, so the host reads and writes pages directly.
+ */
+export class Vcpu extends EventEmitter<VcpuEvents> {
+  readonly ram: GuestRam;
+  readonly name: string;
+  private readonly worker: Worker;
+  private readonly sig: Int32Array;
+  private nextId = 1;
+  private readonly pending = new Map<number, { resolve: (m: FromVcpu) => void; reject: (e: Error) => void }>();
+  private exitCode: number | undefined;
+  private crashed: VcpuError | undefined;
+  private terminated = false;
+  private dirtyEpoch = 0;
+  /** Console history as of start plus everything printed since (the host's mirror). */
+  private consoleChunks: Uint8Array[] = [];
+
+  private constructor(opts: VcpuOptions, worker: Worker) {
+    super();
+    this.ram = opts.ram;
+    this.name = opts.name ?? 'vm';
+    this.worker = worker;
+    this.sig = opts.ram.signals;
+  }
+
+  /** Starts the vCPU thread and resolves once the machine is booted or restored. */
+  static start(opts: VcpuOptions): Promise<Vcpu> {
+    const running = opts.running ?? true;
+    const sig = opts.ram.signals;
+    Atomics.store(sig, Sig.Command, running ? VcpuCommand.Run : VcpuCommand.Pause);
+    Atomics.store(sig, Sig.State, VcpuState.Starting);
+    const worker = new Worker(new URL('./worker.js', import.meta.url), {
+      workerData: { ram: opts.ram.describe(), start: opts.start, running },
+    });
+    const vcpu = new Vcpu(opts, worker);
+    return new Promise((resolve, reject) => {
+      const onFirst = (m: FromVcpu): void => {
+        if (m.type === 'ready') {
+          vcpu.consoleChunks.push(m.console);
+          worker.off('message', onFirst);
+          worker.on('message', (msg: FromVcpu) => vcpu.onMessage(msg));
+          resolve(vcpu);
+        } else if (m.type === 'start-failed' || m.type === 'crash') {
+          worker.off('message', onFirst);
+          void worker.terminate();
+          const e = new VcpuError(m.message, opts.name);
+          if (m.type === 'start-failed') e.name = m.name;
+          reject(e);
+        }
+      };
+      worker.on('message', onFirst);
+      worker.once('error', (e) => reject(new VcpuError(`vCPU thread failed to start: ${e.message}`, opts.name)));
+      worker.on('exit', () => {
+        vcpu.terminated = true;
+        for (const p of vcpu.pending.values()) p.reject(new VcpuError('vCPU thread ended', vcpu.name));
+        vcpu.pending.clear();
+      });
+    });
+  }
+
+  private onMessage(m: FromVcpu): void {
+    switch (m.type) {
+      case 'console':
+        this.consoleChunks.push(m.data);
+        this.emit('console', m.data);
+        break;
+      case 'exit':
+        this.exitCode = m.code;
+        this.emit('exit', m.code);
+        break;
+      case 'crash':
+        this.crashed = new VcpuError(`vCPU crashed: ${m.message}\n${m.stack}`, this.name);
+        for (const p of this.pending.values()) p.reject(this.crashed);
+        this.pending.clear();
+        this.emit('crash', this.crashed);
+        break;
+      case 'stepped':
+      case 'saved':
+      case 'stats':
+      case 'failed': {
+        const p = this.pending.get(m.id);
+        if (p === undefined) return;
+        this.pending.delete(m.id);
+        if (m.type === 'failed') p.reject(new VcpuError(m.message, this.name));
+        else p.resolve(m);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private request(make: (id: number) => ToVcpu): Promise<FromVcpu> {
+    if (this.terminated) return Promise.reject(new VcpuError('the vCPU thread has been stopped', this.name));
+    if (this.crashed !== undefined) return Promise.reject(this.crashed);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage(make(id));
+    });
+  }
+
+  get state(): string {
+    return vcpuStateName(Atomics.load(this.sig, Sig.State));
+  }
+
+  get stateCode(): VcpuState {
+    return Atomics.load(this.sig, Sig.State) as VcpuState;
+  }
+
+  /** The guest's exit code once it powered off. */
+  get exited(): number | undefined {
+    return this.exitCode;
+  }
+
+  /** Asks the vCPU to stop at the next instruction boundary; resolves when it has. */
+  async pause(): Promise<void> {
+    Atomics.store(this.sig, Sig.Command, VcpuCommand.Pause);
+    ring(this.sig);
+    for (;;) {
+      const s = Atomics.load(this.sig, Sig.State);
+      if (s !== VcpuState.Running && s !== VcpuState.Starting) {
+        if (s === VcpuState.Crashed) throw this.crashed ?? new VcpuError('vCPU crashed', this.name);
+        return;
+      }
+      const w = Atomics.waitAsync(this.sig, Sig.State, s, 1000);
+      if (w.async) await w.value;
+    }
+  }
+
+  resume(): void {
+    const s = Atomics.load(this.sig, Sig.State);
+    if (s === VcpuState.Exited || s === VcpuState.Crashed) throw new VcpuError(`cannot resume a vCPU that is ${vcpuStateName(s)}`, this.name);
+    Atomics.store(this.sig, Sig.Command, VcpuCommand.Run);
+    ring(this.sig);
+    this.worker.postMessage({ type: 'resume' } satisfies ToVcpu);
+  }
+
+  /** Executes `count` instructions from the paused state (fewer if the guest waits or exits). */
+  async step(count: number): Promise<number> {
+    const m = await this.request((id) => ({ type: 'step', id, count }));
+    return m.type === 'stepped' ? m.executed : 0;
+  }
+
+  /** Percentage (0..99) of wall time the vCPU sleeps: QEMU's cpu-throttle-percentage. */
+  setThrottle(percent: number): void {
+    const p = Math.max(0, Math.min(99, Math.round(percent)));
+    Atomics.store(this.sig, Sig.Throttle, p);
+    ring(this.sig);
+  }
+
+  get throttle(): number {
+    return Atomics.load(this.sig, Sig.Throttle);
+  }
+
+  /** The non-RAM machine state; the vCPU must be paused (or exited). */
+  async saveState(): Promise<Uint8Array> {
+    const m = await this.request((id) => ({ type: 'save', id }));
+    if (m.type !== 'saved') throw new VcpuError('unexpected reply to save', this.name);
+    return m.state;
+  }
+
+  async stats(): Promise<VcpuStats> {
+    const m = await this.request((id) => ({ type: 'stats', id }));
+    if (m.type !== 'stats') throw new VcpuError('unexpected reply to stats', this.name);
+    return m.stats;
+  }
+
+  /** Turns the dirty log on or off; resolves once every later guest store is (or is not) logged. */
+  async setDirtyLogging(on: boolean): Promise<void> {
+    this.dirtyEpoch += 1;
+    if (((this.dirtyEpoch & 1) === 1) !== on) this.dirtyEpoch += 1;
+    const epoch = this.dirtyEpoch;
+    if (on) this.ram.dirty.clear();
+    Atomics.store(this.sig, Sig.DirtyRequest, epoch);
+    ring(this.sig);
+    // A paused vCPU applies the request before its next instruction; a running one acks it.
+    for (;;) {
+      const ack = Atomics.load(this.sig, Sig.DirtyAck);
+      const s = Atomics.load(this.sig, Sig.State);
+      if (ack === epoch || s !== VcpuState.Running) return;
+      const w = Atomics.waitAsync(this.sig, Sig.DirtyAck, ack, 100);
+      if (w.async) await w.value;
+    }
+  }
+
+  /** Sends bytes to the guest's UART. */
+  input(data: Uint8Array): void {
+    this.worker.postMessage({ type: 'input', data } satisfies ToVcpu);
+    ring(this.sig);
+  }
+
+  /** The console history: what the machine had when this thread started plus all output since. */
+  consoleHistory(): Uint8Array {
+    const total = this.consoleChunks.reduce((n, c) => n + c.length, 0);
+    const out = new Uint8Array(total);
+    let o = 0;
+    for (const c of this.consoleChunks) {
+      out.set(c, o);
+      o += c.length;
+    }
+    if (this.consoleChunks.length > 64) this.consoleChunks = [out];
+    return out;
+  }
+
+  /** Waits for the next absent-page access the vCPU reports (post-copy network fault). */
+  async nextFault(lastSeq: number, timeoutMs: number): Promise<{ seq: number; page: number } | undefined> {
+    const w = Atomics.waitAsync(this.sig, Sig.FaultSeq, lastSeq, timeoutMs);
+    if (w.async) await w.value;
+    const seq = Atomics.load(this.sig, Sig.FaultSeq);
+    if (seq === lastSeq) return undefined;
+    return { seq, page: Atomics.load(this.sig, Sig.FaultPage) };
+  }
+
+  /** Ends the vCPU thread. The RAM stays valid for the host. */
+  async stop(): Promise<void> {
+    if (this.terminated) return;
+    Atomics.store(this.sig, Sig.Command, VcpuCommand.Stop);
+    ring(this.sig);
+    await this.worker.terminate();
+    this.terminated = true;
+  }
+}

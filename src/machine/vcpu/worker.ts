@@ -1,0 +1,263 @@
+// The vCPU thread: owns one Machine and runs it in slices, obeying the shared control block.
+import { parentPort, workerData } from 'node:worker_threads';
+import { StopReason } from '../cpu/hart.js';
+import { Machine } from '../machine.js';
+import { GuestRam } from '../memory/ram.js';
+import { Sig } from '../memory/signals.js';
+import { VcpuCommand, VcpuState } from './control.js';
+import type { FromVcpu, ToVcpu, VcpuWorkerData } from './messages.js';
+
+/** Instructions per slice: bounds pause latency and interrupt latency (~0.1 ms at 100 MIPS). */
+const SLICE = 10_000;
+/** Return to the event loop this often so host messages (input, save) get in. */
+const YIELD_MS = 10;
+/** Flush console output to the host at least this often while the guest prints. */
+const FLUSH_MS = 5;
+/** Longest single sleep; the loop re-checks everything after it. */
+const MAX_SLEEP_MS = 100;
+/** Throttling accounts run time in periods of this length. */
+const THROTTLE_PERIOD_MS = 10;
+
+const port = parentPort!;
+const data = workerData as VcpuWorkerData;
+const ram = GuestRam.open(data.ram);
+const sig = ram.signals;
+const machine = new Machine(ram);
+const hart = machine.hart;
+
+let out = new Uint8Array(64 * 1024);
+let outLen = 0;
+let lastFlush = performance.now();
+let dirtyEpoch = 0;
+let throttleRan = 0;
+let exited = false;
+
+function post(m: FromVcpu, transfer?: ArrayBuffer[]): void {
+  port.postMessage(m, transfer);
+}
+
+function flush(): void {
+  if (outLen === 0) return;
+  const chunk = out.slice(0, outLen);
+  outLen = 0;
+  lastFlush = performance.now();
+  post({ type: 'console', data: chunk }, [chunk.buffer]);
+}
+
+machine.onOutput = (byte) => {
+  if (outLen === out.length) flush();
+  out[outLen++] = byte;
+};
+
+function setState(s: VcpuState): void {
+  Atomics.store(sig, Sig.State, s);
+  Atomics.notify(sig, Sig.State);
+}
+
+/** Applies host requests that must take effect before the next instruction. */
+function applyControls(): void {
+  const req = Atomics.load(sig, Sig.DirtyRequest);
+  if (req !== dirtyEpoch) {
+    dirtyEpoch = req;
+    hart.dirtyLogOn = (req & 1) === 1;
+    Atomics.store(sig, Sig.DirtyAck, req);
+    Atomics.notify(sig, Sig.DirtyAck);
+  }
+  hart.presenceOn = Atomics.load(sig, Sig.PresenceOn) === 1;
+}
+
+/** Blocks the thread until the doorbell rings or `ms` pass. */
+function sleep(ms: number): void {
+  const bell = Atomics.load(sig, Sig.Doorbell);
+  if (Atomics.load(sig, Sig.Command) !== VcpuCommand.Run) return;
+  Atomics.wait(sig, Sig.Doorbell, bell, Math.min(ms, MAX_SLEEP_MS));
+}
+
+// Post-copy: an access to an absent page publishes the page and sleeps until it is installed.
+hart.onAbsentPage = (page: number): void => {
+  const present = ram.presence.bits;
+  Atomics.store(sig, Sig.FaultPage, page);
+  Atomics.add(sig, Sig.FaultSeq, 1);
+  Atomics.notify(sig, Sig.FaultSeq);
+  let pausedHere = false;
+  while (Atomics.load(present, page) === 0) {
+    const bell = Atomics.load(sig, Sig.Doorbell);
+    if (Atomics.load(present, page) !== 0) break;
+    const cmd = Atomics.load(sig, Sig.Command);
+    if (cmd !== VcpuCommand.Run && !pausedHere) {
+      // The instruction has not started, so this is an instruction boundary: report paused.
+      machine.clock.stop();
+      flush();
+      setState(VcpuState.PausedInFault);
+      pausedHere = true;
+    } else if (cmd === VcpuCommand.Run && pausedHere) {
+      machine.clock.start();
+      setState(VcpuState.Running);
+      pausedHere = false;
+    }
+    Atomics.wait(sig, Sig.Doorbell, bell, 50);
+  }
+  Atomics.store(sig, Sig.FaultPage, -1);
+  if (pausedHere) {
+    // Paused while waiting: stay paused at this boundary until resumed.
+    while (Atomics.load(sig, Sig.Command) !== VcpuCommand.Run) {
+      const bell = Atomics.load(sig, Sig.Doorbell);
+      Atomics.wait(sig, Sig.Doorbell, bell, 50);
+    }
+    machine.clock.start();
+    setState(VcpuState.Running);
+  }
+};
+
+function enterPaused(): void {
+  machine.clock.stop();
+  flush();
+  applyControls();
+  setState(VcpuState.Paused);
+}
+
+function finish(code: number): void {
+  exited = true;
+  machine.clock.stop();
+  flush();
+  setState(VcpuState.Exited);
+  post({ type: 'exit', code });
+}
+
+function crash(e: unknown): void {
+  const err = e instanceof Error ? e : new Error(String(e));
+  exited = true;
+  try {
+    flush();
+  } catch {
+    /* nothing more to save */
+  }
+  setState(VcpuState.Crashed);
+  post({ type: 'crash', message: err.message, stack: err.stack ?? '' });
+}
+
+/** Runs slices until it is time to yield, pause or stop. */
+function loop(): void {
+  if (exited) return;
+  try {
+    const started = performance.now();
+    let periodStart = started;
+    for (;;) {
+      const cmd = Atomics.load(sig, Sig.Command);
+      if (cmd !== VcpuCommand.Run) {
+        enterPaused();
+        return;
+      }
+      applyControls();
+      const reason = machine.runSlice(SLICE);
+      if (reason === StopReason.Exit) {
+        finish(machine.bus.exitCode);
+        return;
+      }
+      const now = performance.now();
+      if (outLen > 0 && now - lastFlush >= FLUSH_MS) flush();
+      if (reason === StopReason.Wfi) {
+        flush();
+        sleep(machine.clock.msUntil(machine.clint.deadline()));
+        // Input or commands may have arrived: let the event loop deliver them.
+        setImmediate(loop);
+        return;
+      }
+      const pct = Atomics.load(sig, Sig.Throttle);
+      if (pct > 0) {
+        throttleRan += now - periodStart;
+        periodStart = now;
+        if (throttleRan >= THROTTLE_PERIOD_MS) {
+          sleep((throttleRan * pct) / (100 - pct));
+          throttleRan = 0;
+          periodStart = performance.now();
+        }
+      }
+      if (now - started >= YIELD_MS) {
+        setImmediate(loop);
+        return;
+      }
+    }
+  } catch (e) {
+    crash(e);
+  }
+}
+
+function resume(): void {
+  if (exited) return;
+  const s = Atomics.load(sig, Sig.State);
+  if (s === VcpuState.Running) return;
+  Atomics.store(sig, Sig.Command, VcpuCommand.Run);
+  machine.clock.start();
+  setState(VcpuState.Running);
+  loop();
+}
+
+port.on('message', (m: ToVcpu) => {
+  try {
+    switch (m.type) {
+      case 'resume':
+        resume();
+        break;
+      case 'input':
+        machine.uart.pushInput(m.data);
+        break;
+      case 'step': {
+        if (Atomics.load(sig, Sig.State) !== VcpuState.Paused) {
+          post({ type: 'failed', id: m.id, message: 'single-step needs a paused vCPU' });
+          break;
+        }
+        const before = hart.instret;
+        applyControls();
+        // Guest time stands still while single-stepping, so stepped runs are exactly repeatable.
+        // Count budget, not retired instructions: a guest in a trap loop retires none.
+        let left = m.count;
+        while (left > 0 && !exited) {
+          const r = machine.runSlice(Math.min(left, SLICE));
+          left -= hart.budgetUsed;
+          if (r === StopReason.Exit) {
+            finish(machine.bus.exitCode);
+            break;
+          }
+          if (r === StopReason.Wfi) break;
+        }
+        flush();
+        post({ type: 'stepped', id: m.id, executed: hart.instret - before });
+        break;
+      }
+      case 'save': {
+        const s = Atomics.load(sig, Sig.State);
+        if (s !== VcpuState.Paused && s !== VcpuState.Exited) {
+          post({ type: 'failed', id: m.id, message: 'the machine state can only be saved while the vCPU is paused' });
+          break;
+        }
+        const state = machine.saveState();
+        post({ type: 'saved', id: m.id, state }, [state.buffer as ArrayBuffer]);
+        break;
+      }
+      case 'stats':
+        post({ type: 'stats', id: m.id, stats: { instret: hart.instret, pc: hart.getPc(), mtime: machine.clock.ticks(), state: Atomics.load(sig, Sig.State) } });
+        break;
+    }
+  } catch (e) {
+    if ('id' in m) post({ type: 'failed', id: m.id, message: e instanceof Error ? e.message : String(e) });
+    else crash(e);
+  }
+});
+
+try {
+  if (data.start.kind === 'boot') machine.boot(data.start.boot);
+  else machine.restoreState(data.start.state);
+  const history = machine.console.contents();
+  post({ type: 'ready', console: history, consoleTotal: machine.console.total });
+  if (data.running) {
+    resume();
+  } else {
+    Atomics.store(sig, Sig.Command, VcpuCommand.Pause);
+    setState(VcpuState.Paused);
+  }
+} catch (e) {
+  const err = e instanceof Error ? e : new Error(String(e));
+  setState(VcpuState.Crashed);
+  post({ type: 'start-failed', name: err.name, message: err.message });
+}

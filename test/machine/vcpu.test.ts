@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { after, test } from 'node:test';
+import { GuestRam } from '../../src/machine/memory/ram.js';
+import { Vcpu } from '../../src/machine/vcpu/vcpu.js';
+import { runCaptured } from '../../src/machine/vcpu/run-captured.js';
+import { imageBytes, imagePath, sleep, text, until } from '../helpers/images.js';
+
+const MiB = 1024 * 1024;
+const live: Vcpu[] = [];
+after(async () => {
+  for (const v of live) await v.stop();
+});
+
+async function boot(name: string, append: string, memBytes: number, running: boolean): Promise<Vcpu> {
+  const ram = GuestRam.allocate(memBytes);
+  const v = await Vcpu.start({ ram, running, name, start: { kind: 'boot', boot: { image: imageBytes(name), imageName: name + '.elf', bootargs: append } } });
+  live.push(v);
+  return v;
+}
+
+function ramHash(ram: GuestRam): string {
+  return createHash('sha256').update(ram.u8).digest('hex');
+}
+
+test('hello boots in a vCPU thread, prints its boot args and powers off with 0', async () => {
+  const r = await runCaptured(imagePath('hello'), { memBytes: 16 * MiB, append: 'alpha=1', timeoutMs: 30_000 });
+  assert.equal(r.exitCode, 0);
+  assert.match(r.output, /Hello/);
+  assert.match(r.output, /alpha=1/);
+  assert.ok(r.instructions > 0);
+});
+
+test('a bad image is refused at start with an ImageError', async () => {
+  const ram = GuestRam.allocate(16 * MiB);
+  await assert.rejects(
+    Vcpu.start({ ram, start: { kind: 'boot', boot: { image: new TextEncoder().encode('not an elf'), imageName: 'junk.img', bootargs: '' } } }),
+    (e: Error) => e.name === 'ImageError' && /junk\.img/.test(e.message),
+  );
+});
+
+test('save, restore in a new thread with a copy of RAM, continue: identical to an uninterrupted run', async () => {
+  const N1 = 3_000_000;
+  const N2 = 4_000_000;
+  const mem = 32 * MiB;
+  const append = 'region=4M';
+
+  const ref = await boot('verify', append, mem, false);
+  assert.equal(await ref.step(N1 + N2), N1 + N2);
+  const refConsole = text(ref.consoleHistory());
+  const refState = await ref.saveState();
+  const refHash = ramHash(ref.ram);
+
+  const a = await boot('verify', append, mem, false);
+  assert.equal(await a.step(N1), N1);
+  const state = await a.saveState();
+  const copy = GuestRam.allocate(mem);
+  copy.u8.set(a.ram.u8);
+  await a.stop();
+
+  const b = await Vcpu.start({ ram: copy, running: false, name: 'restored', start: { kind: 'restore', state } });
+  live.push(b);
+  assert.equal(await b.step(N2), N2);
+  assert.equal(text(b.consoleHistory()), refConsole);
+  assert.match(refConsole, /^AB+$/);
+  assert.equal(ramHash(copy), refHash);
+  // The complete machine state matches too (registers, CSRs, devices, clock, console).
+  assert.deepEqual(await b.saveState(), refState);
+});
+
+test('a restored compute run prints the same digest as one that never stopped', async () => {
+  const ref = await runCaptured(imagePath('compute'), { memBytes: 32 * MiB, append: 'iters=1', timeoutMs: 120_000 });
+  assert.equal(ref.exitCode, 0);
+  const a = await boot('compute', 'iters=1', 32 * MiB, false);
+  await a.step(2_000_000);
+  const state = await a.saveState();
+  const copy = GuestRam.allocate(32 * MiB);
+  copy.u8.set(a.ram.u8);
+  await a.stop();
+  const b = await Vcpu.start({ ram: copy, running: false, start: { kind: 'restore', state } });
+  live.push(b);
+  const exited = new Promise<number>((r) => b.once('exit', r));
+  b.resume();
+  assert.equal(await exited, 0);
+  await b.stats();
+  assert.equal(text(b.consoleHistory()), ref.output);
+});
+
+test('pause stops the guest at an instruction boundary and resume continues it', async () => {
+  const v = await boot('verify', 'region=4M', 32 * MiB, true);
+  assert.ok(await until(() => text(v.consoleHistory()).includes('B'), 20_000), 'verify started');
+  await v.pause();
+  assert.equal(v.state, 'paused');
+  const s1 = await v.stats();
+  await sleep(50);
+  const s2 = await v.stats();
+  assert.equal(s2.instret, s1.instret, 'no instruction retires while paused');
+  assert.equal(s2.mtime, s1.mtime, 'guest time stands still while paused');
+  v.resume();
+  await sleep(50);
+  const s3 = await v.stats();
+  assert.ok(s3.instret > s2.instret, 'runs again after resume');
+  assert.ok(s3.mtime > s2.mtime, 'guest time moves again');
+  assert.doesNotMatch(text(v.consoleHistory()), /X/);
+});
+
+test('the dirty log sees the pages a running guest writes, and only those', async () => {
+  const v = await boot('verify', 'region=4M', 32 * MiB, true);
+  assert.ok(await until(() => text(v.consoleHistory()).includes('BB'), 20_000));
+  await v.setDirtyLogging(true);
+  await sleep(200);
+  const pages = [...v.ram.dirty.sync()];
+  // verify touches the first byte of every page of its 4 MiB region on every pass.
+  assert.ok(pages.length >= 1024, `expected the whole region dirty, got ${pages.length} pages`);
+  assert.ok(pages.length < 1024 + 64, `only the region and a few stack/data pages: got ${pages.length}`);
+  const topPage = v.ram.pageCount - 1;
+  assert.ok(!pages.includes(topPage), 'untouched memory stays clean');
+  await sleep(100);
+  assert.ok(v.ram.dirty.sync().length >= 1000, 'writes keep marking after a sync');
+  await v.setDirtyLogging(false);
+  v.ram.dirty.clear();
+  await sleep(100);
+  assert.equal(v.ram.dirty.count(), 0, 'no marks while logging is off');
+});
+
+test('post-copy fault path: a restored VM with every page absent fetches pages on demand and runs on', async () => {
+  const mem = 16 * MiB;
+  const src = await boot('verify', 'region=2M', mem, true);
+  assert.ok(await until(() => text(src.consoleHistory()).includes('BBB'), 20_000));
+  await src.pause();
+  const srcPc = (await src.stats()).pc;
+  const state = await src.saveState();
+  const source = src.ram; // the source keeps its copy; pages are served from it
+
+  const ram = GuestRam.allocate(mem);
+  ram.presence.markAllAbsent();
+  const dst = await Vcpu.start({ ram, running: false, name: 'dst', start: { kind: 'restore', state } });
+  live.push(dst);
+  const before = text(dst.consoleHistory()).length;
+  let seq = 0;
+  let faults = 0;
+  const seen = new Set<number>();
+  const firstPages: number[] = [];
+  let serving = true;
+  const server = (async () => {
+    while (serving) {
+      const f = await dst.nextFault(seq, 100);
+      if (f === undefined) continue;
+      seq = f.seq;
+      if (f.page < 0) continue;
+      faults++;
+      seen.add(f.page);
+      if (firstPages.length < 3) firstPages.push(f.page);
+      ram.presence.install(f.page, source.page(f.page));
+    }
+  })();
+  dst.resume();
+  const ok = await until(() => /B{3}/.test(text(dst.consoleHistory()).slice(before)), 30_000);
+  serving = false;
+  await server;
+  const after2 = text(dst.consoleHistory()).slice(before);
+  assert.ok(ok, `guest continued after restore with pages on demand (printed ${JSON.stringify(after2.slice(0, 20))})`);
+  assert.doesNotMatch(after2, /X/);
+  assert.equal(firstPages[0], (srcPc - 0x8000_0000) >>> 12, 'the first fault is the fetch of the instruction the VM stopped at');
+  assert.ok(faults >= 512, `the 2 MiB region was fetched on demand: ${faults} faults`);
+  assert.equal(seen.size, faults, 'no page faults twice');
+});
