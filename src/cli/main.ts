@@ -20,7 +20,7 @@ function keepsRunning(): boolean {
 
 /** Errors that are the user's input, not a bug in tern: a clear message and exit code 2. */
 function isInputError(e: unknown): e is Error {
-  return e instanceof Error && ['UsageError', 'ImageError', 'RamSizeError', 'StateFormatError'].includes(e.name);
+  return e instanceof Error && ['UsageError', 'ImageError', 'RamSizeError', 'StateFormatError', 'FdtPlacementError'].includes(e.name);
 }
 
 try {

@@ -6,7 +6,7 @@ import { Clint } from './devices/clint.js';
 import { Plic } from './devices/plic.js';
 import { SifiveTest } from './devices/sifive-test.js';
 import { Uart16550 } from './devices/uart16550.js';
-import { buildBoardFdt, fdtAddress } from './fdt.js';
+import { buildBoardFdt, placeFdt } from './fdt.js';
 import { loadImage, type ImageFormat } from './loader.js';
 import { CLINT_BASE, CLINT_SIZE, PLIC_BASE, PLIC_SIZE, TEST_BASE, TEST_SIZE, UART0_BASE, UART0_IRQ, UART0_SIZE } from './memory/layout.js';
 import { GuestRam } from './memory/ram.js';
@@ -87,13 +87,8 @@ export class Machine {
   boot(spec: BootSpec): BootInfo {
     const loaded = loadImage(spec.image, this.ram, { format: spec.format ?? 'auto', name: spec.imageName });
     const fdt = buildBoardFdt({ ramBytes: this.ram.bytes, bootargs: spec.bootargs });
-    const fdtAddr = fdtAddress(this.ram.bytes, fdt.length);
-    const off = this.ram.offsetOf(fdtAddr, fdt.length);
-    if (off < 0) throw new Error(`device tree of ${fdt.length} bytes does not fit in RAM`);
-    if ((loaded.highAddr >>> 0) > (fdtAddr >>> 0)) {
-      throw new Error(`image ${spec.imageName} reaches 0x${(loaded.highAddr >>> 0).toString(16)}, over the device tree at 0x${(fdtAddr >>> 0).toString(16)}: give the VM more memory`);
-    }
-    this.ram.u8.set(fdt, off);
+    // Where QEMU puts it for -bios none; refused (FdtPlacementError) if it would land on the image.
+    const fdtAddr = placeFdt(this.ram, fdt, loaded.highAddr);
     this.hart.reset(loaded.entry, 0, fdtAddr);
     return { entry: loaded.entry, fdtAddr, fdtBytes: fdt.length, format: loaded.format };
   }

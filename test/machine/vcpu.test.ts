@@ -165,3 +165,18 @@ test('post-copy fault path: a restored VM with every page absent fetches pages o
   assert.ok(faults >= 512, `the 2 MiB region was fetched on demand: ${faults} faults`);
   assert.equal(seen.size, faults, 'no page faults twice');
 });
+
+test('an idle guest sleeps in wfi instead of burning a host core', async () => {
+  // verify with a long pace spends almost all its time waiting for the timer.
+  const v = await boot('verify', 'region=1M pace=200ms', 32 * MiB, true);
+  assert.ok(await until(() => text(v.consoleHistory()).includes('B'), 20_000));
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  await sleep(1000);
+  const used = process.cpuUsage(cpu0);
+  const wallUs = (performance.now() - t0) * 1000;
+  const share = (used.user + used.system) / wallUs;
+  assert.ok(share < 0.3, `process used ${(share * 100).toFixed(1)}% of a core while the guest idled`);
+  const passes = (text(v.consoleHistory()).match(/B/g) ?? []).length;
+  assert.ok(passes >= 2, 'the timer still wakes it');
+});
