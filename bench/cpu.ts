@@ -66,6 +66,28 @@ async function verifyBench(): Promise<Record<string, number>> {
   return { ternPasses: tb, qemuPasses: qb, ternMips, qemuMips, ratio: ternMips / qemuMips };
 }
 
+/** Throttling: the vCPU sleeps the given share of wall time; guest MIPS should drop in proportion. */
+async function throttle(): Promise<Record<string, number>> {
+  const image = new Uint8Array(await readFile(images + 'compute.elf'));
+  const out: Record<string, number> = {};
+  for (const pct of [0, 50, 80]) {
+    const ram = GuestRam.allocate(MEM);
+    const vcpu = await Vcpu.start({ ram, running: false, start: { kind: 'boot', boot: { image, imageName: 'compute.elf', bootargs: 'iters=5 timing=1' } } });
+    const chunks: Uint8Array[] = [];
+    vcpu.on('console', (d) => chunks.push(d));
+    vcpu.setThrottle(pct);
+    const done = new Promise<void>((r) => vcpu.once('exit', () => r()));
+    vcpu.resume();
+    await done;
+    await vcpu.stop();
+    const t = parseTiming(Buffer.concat(chunks).toString('latin1'));
+    if (t === undefined) throw new Error('compute printed no timing');
+    out[`mips${pct}`] = t.instret / (t.ticks / 1e7) / 1e6;
+  }
+  log(`throttle: 0% ${out.mips0!.toFixed(1)} MIPS, 50% ${out.mips50!.toFixed(1)} MIPS (x${(out.mips50! / out.mips0!).toFixed(2)}), 80% ${out.mips80!.toFixed(1)} MIPS (x${(out.mips80! / out.mips0!).toFixed(2)})`);
+  return out;
+}
+
 /** Guest speed with the dirty log off vs on (synced every 10 ms as a pre-copy round would). */
 async function dirtyLogCost(): Promise<Record<string, number>> {
   const image = new Uint8Array(await readFile(images + 'compute.elf'));
@@ -122,4 +144,5 @@ result.compute = await computeBench();
 result.verify = await verifyBench();
 result.dirtyLog = await dirtyLogCost();
 result.pause = await pauseLatency();
+result.throttle = await throttle();
 if (json) process.stdout.write(JSON.stringify(result) + '\n');
