@@ -68,6 +68,27 @@ test('save, restore in a new thread with a copy of RAM, continue: identical to a
   assert.deepEqual(await b.saveState(), refState);
 });
 
+test('a standby vCPU thread loads a state later and continues exactly like a fresh restore', async () => {
+  const mem = 32 * MiB;
+  const a = await boot('verify', 'region=4M', mem, false);
+  await a.step(2_000_000);
+  const state = await a.saveState();
+  const copy = GuestRam.allocate(mem);
+  copy.u8.set(a.ram.u8);
+  const s = await Vcpu.start({ ram: copy, name: 'standby', start: { kind: 'standby' } });
+  live.push(s);
+  assert.equal(s.state, 'paused');
+  await assert.rejects(s.restore(new Uint8Array(100)), /machine state/);
+  await s.stop();
+  const t = await Vcpu.start({ ram: copy, name: 'standby2', start: { kind: 'standby' } });
+  live.push(t);
+  await t.restore(state);
+  assert.equal(text(t.consoleHistory()), text(a.consoleHistory()));
+  await a.step(1_000_000);
+  await t.step(1_000_000);
+  assert.deepEqual(await t.saveState(), await a.saveState());
+});
+
 test('a restored compute run prints the same digest as one that never stopped', async () => {
   const ref = await runCaptured(imagePath('compute'), { memBytes: 32 * MiB, append: 'iters=1', timeoutMs: 120_000 });
   assert.equal(ref.exitCode, 0);

@@ -4,7 +4,10 @@ import type { BootSpec } from '../machine.js';
 /** How a worker starts: a fresh boot from an image, or a restored machine state. */
 export type VcpuStart =
   | { readonly kind: 'boot'; readonly boot: BootSpec }
-  | { readonly kind: 'restore'; readonly state: Uint8Array };
+  | { readonly kind: 'restore'; readonly state: Uint8Array }
+  /** A thread that is up and compiled but holds no machine yet: a migration destination
+   * starts one at reservation so that loading the state later costs no thread start-up. */
+  | { readonly kind: 'standby' };
 
 export interface VcpuWorkerData {
   readonly ram: RamDescriptor;
@@ -19,7 +22,8 @@ export type ToVcpu =
   | { readonly type: 'step'; readonly id: number; readonly count: number }
   | { readonly type: 'save'; readonly id: number }
   | { readonly type: 'input'; readonly data: Uint8Array }
-  | { readonly type: 'stats'; readonly id: number };
+  | { readonly type: 'stats'; readonly id: number }
+  | { readonly type: 'restore'; readonly id: number; readonly state: Uint8Array };
 
 export interface VcpuStats {
   readonly instret: number;
@@ -35,6 +39,7 @@ export type FromVcpu =
   | { readonly type: 'exit'; readonly code: number }
   | { readonly type: 'stepped'; readonly id: number; readonly executed: number }
   | { readonly type: 'saved'; readonly id: number; readonly state: Uint8Array }
+  | { readonly type: 'restored'; readonly id: number; readonly console: Uint8Array }
   | { readonly type: 'stats'; readonly id: number; readonly stats: VcpuStats }
   | { readonly type: 'failed'; readonly id: number; readonly message: string }
   | { readonly type: 'crash'; readonly message: string; readonly stack: string }

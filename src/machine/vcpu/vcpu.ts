@@ -57,7 +57,7 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
 
   /** Starts the vCPU thread and resolves once the machine is booted or restored. */
   static start(opts: VcpuOptions): Promise<Vcpu> {
-    const running = opts.running ?? true;
+    const running = opts.start.kind === 'standby' ? false : (opts.running ?? true);
     const sig = opts.ram.signals;
     Atomics.store(sig, Sig.Command, running ? VcpuCommand.Run : VcpuCommand.Pause);
     Atomics.store(sig, Sig.State, VcpuState.Starting);
@@ -107,6 +107,7 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
         this.emit('crash', this.crashed);
         break;
       case 'stepped':
+      case 'restored':
       case 'saved':
       case 'stats':
       case 'failed': {
@@ -190,6 +191,17 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
     const m = await this.request((id) => ({ type: 'save', id }));
     if (m.type !== 'saved') throw new VcpuError('unexpected reply to save', this.name);
     return m.state;
+  }
+
+  /**
+   * Loads a machine state into a vCPU started with `{ kind: 'standby' }` (it stays paused).
+   * Throws a VcpuError if the state is refused; the thread may then hold a half-loaded machine and
+   * must be stopped.
+   */
+  async restore(state: Uint8Array): Promise<void> {
+    const m = await this.request((id) => ({ type: 'restore', id, state }));
+    if (m.type !== 'restored') throw new VcpuError('unexpected reply to restore', this.name);
+    this.consoleChunks = [m.console];
   }
 
   async stats(): Promise<VcpuStats> {

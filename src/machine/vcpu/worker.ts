@@ -31,6 +31,8 @@ let lastFlush = performance.now();
 let dirtyEpoch = 0;
 let throttleRan = 0;
 let exited = false;
+/** True until a standby thread has loaded a machine state. */
+let standby = data.start.kind === 'standby';
 
 function post(m: FromVcpu, transfer?: ArrayBuffer[]): void {
   port.postMessage(m, transfer);
@@ -184,7 +186,7 @@ function loop(): void {
 }
 
 function resume(): void {
-  if (exited) return;
+  if (exited || standby) return;
   const s = Atomics.load(sig, Sig.State);
   if (s === VcpuState.Running) return;
   Atomics.store(sig, Sig.Command, VcpuCommand.Run);
@@ -235,6 +237,16 @@ port.on('message', (m: ToVcpu) => {
         post({ type: 'saved', id: m.id, state }, [state.buffer as ArrayBuffer]);
         break;
       }
+      case 'restore': {
+        if (!standby) {
+          post({ type: 'failed', id: m.id, message: 'only a standby vCPU can load a machine state' });
+          break;
+        }
+        machine.restoreState(m.state);
+        standby = false;
+        post({ type: 'restored', id: m.id, console: machine.console.contents() });
+        break;
+      }
       case 'stats':
         post({ type: 'stats', id: m.id, stats: { instret: hart.instret, pc: hart.getPc(), mtime: machine.clock.ticks(), state: Atomics.load(sig, Sig.State) } });
         break;
@@ -247,15 +259,15 @@ port.on('message', (m: ToVcpu) => {
 
 try {
   if (data.start.kind === 'boot') machine.boot(data.start.boot);
-  else machine.restoreState(data.start.state);
+  else if (data.start.kind === 'restore') machine.restoreState(data.start.state);
   const history = machine.console.contents();
-  post({ type: 'ready', console: history, consoleTotal: machine.console.total });
-  if (data.running) {
-    resume();
-  } else {
+  // Publish the state before 'ready' so the host never sees a started vCPU as 'starting'.
+  if (!data.running) {
     Atomics.store(sig, Sig.Command, VcpuCommand.Pause);
     setState(VcpuState.Paused);
   }
+  post({ type: 'ready', console: history, consoleTotal: machine.console.total });
+  if (data.running) resume();
 } catch (e) {
   const err = e instanceof Error ? e : new Error(String(e));
   setState(VcpuState.Crashed);
