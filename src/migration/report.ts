@@ -26,6 +26,8 @@ export interface RoundStats {
   rateLimitBps: number;
   /** vCPU throttle during this round, percent (auto-converge; 0 when off). */
   throttlePercent: number;
+  /** Pages already dirty again when the round reached them, left for the next round (Xen's skip). */
+  skippedPages?: number;
 }
 
 export interface MigrationProgress {

@@ -75,6 +75,17 @@ export function encodeFrame(type: FrameType, payload: Uint8Array, flags = 0): Ui
   return new FrameWriter(type, payload.length, flags).raw(payload).finish();
 }
 
+/**
+ * A frame whose payload is left where it arrived: views of the received chunks, in order, whose
+ * lengths add up to `length`. Nothing is copied, however many chunks the payload spans.
+ */
+export interface FramePieces {
+  readonly type: FrameType;
+  readonly flags: number;
+  readonly length: number;
+  readonly pieces: readonly Uint8Array[];
+}
+
 export interface FrameReaderOptions {
   /**
    * Who writes the stream this reader reads. When set, the first frame must be the handshake
@@ -140,7 +151,28 @@ export class FrameReader {
   next(): Frame | undefined {
     if (this.failure !== undefined) throw this.failure;
     try {
-      return this.step();
+      if (!this.ready()) return undefined;
+      const type = this.pendingType as FrameType;
+      const flags = this.pendingFlags;
+      return { type, flags, payload: this.take(this.complete()) };
+    } catch (e) {
+      if (e instanceof WireError) this.failure = e;
+      throw e;
+    }
+  }
+
+  /**
+   * Like next(), but the payload comes back as views of the chunks it arrived in, never copied
+   * into one buffer (for large frames consumed piece by piece, such as PAGES into guest RAM).
+   */
+  nextPieces(): FramePieces | undefined {
+    if (this.failure !== undefined) throw this.failure;
+    try {
+      if (!this.ready()) return undefined;
+      const type = this.pendingType as FrameType;
+      const flags = this.pendingFlags;
+      const length = this.complete();
+      return { type, flags, length, pieces: this.takePieces(length) };
     } catch (e) {
       if (e instanceof WireError) this.failure = e;
       throw e;
@@ -182,9 +214,10 @@ export class FrameReader {
     throw this.failure;
   }
 
-  private step(): Frame | undefined {
+  /** Whether a whole frame is buffered (its header checked). */
+  private ready(): boolean {
     if (this.pendingType < 0) {
-      if (this.avail < FRAME_HEADER_BYTES) return undefined;
+      if (this.avail < FRAME_HEADER_BYTES) return false;
       this.peek(this.scratch, FRAME_HEADER_BYTES);
       const h = this.checkHeader(this.scratch);
       this.advance(FRAME_HEADER_BYTES);
@@ -196,15 +229,18 @@ export class FrameReader {
     if (this.framesRead === 0 && this.from !== undefined && !this.magicChecked) {
       // Check the magic as soon as it is here, not after buffering the whole handshake.
       const n = Math.min(MAGIC.length, length);
-      if (this.avail < n) return undefined;
+      if (this.avail < n) return false;
       this.checkMagic(n);
       this.magicChecked = true;
     }
-    if (this.avail < length) return undefined;
-    const frame: Frame = { type: this.pendingType as FrameType, flags: this.pendingFlags, payload: this.take(length) };
+    return this.avail >= length;
+  }
+
+  /** Ends the pending frame; returns its payload length (the caller consumes the payload). */
+  private complete(): number {
     this.pendingType = -1;
     this.framesRead++;
-    return frame;
+    return this.pendingLength;
   }
 
   private checkHeader(b: Uint8Array): FrameHeader {
@@ -272,6 +308,24 @@ export class FrameReader {
     }
     const out = new Uint8Array(n);
     this.peek(out, n);
+    this.advance(n);
+    return out;
+  }
+
+  /** Consumes n bytes as views of the chunks that hold them. */
+  private takePieces(n: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let left = n;
+    let i = this.first;
+    let off = this.headOffset;
+    while (left > 0) {
+      const c = this.chunks[i]!;
+      const k = Math.min(left, c.length - off);
+      out.push(c.subarray(off, off + k));
+      left -= k;
+      i++;
+      off = 0;
+    }
     this.advance(n);
     return out;
   }

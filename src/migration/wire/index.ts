@@ -47,6 +47,7 @@ export {
   encodeFrameHeader,
   type Frame,
   type FrameHeader,
+  type FramePieces,
   type FrameReaderOptions,
 } from './frame.js';
 export * from './messages.js';

@@ -220,6 +220,10 @@ export class PageBatchReader implements PageBatch {
   private readonly offsets: Uint32Array;
   private readonly lengths: Uint32Array;
   private readonly ramPages: number;
+  /** decodePieces: the pieces and the payload offset each starts at (offsets are into their concatenation). */
+  private pieces: readonly Uint8Array[] | undefined;
+  private pieceStarts: number[] = [];
+  private pieceHint = 0;
 
   constructor(options: PageBatchReaderOptions = {}) {
     const cap = options.capacity ?? MAX_BATCH_PAGES;
@@ -231,6 +235,7 @@ export class PageBatchReader implements PageBatch {
   }
 
   decode(payload: Uint8Array, flags = 0): this {
+    this.pieces = undefined;
     const p = payload;
     const len = p.length;
     this.count = 0;
@@ -287,6 +292,124 @@ export class PageBatchReader implements PageBatch {
     return this;
   }
 
+  /**
+   * decode() for a payload left in the chunks it arrived in (FrameReader.nextPieces): the same
+   * checks and errors, nothing copied. Read entry data with copyData() (or data(), which copies
+   * when an entry spans two pieces); `payload` is empty unless there is a single piece.
+   */
+  decodePieces(pieces: readonly Uint8Array[], flags = 0): this {
+    if (pieces.length === 1) return this.decode(pieces[0]!, flags);
+    this.count = 0;
+    let len = 0;
+    const starts: number[] = [];
+    for (const q of pieces) {
+      starts.push(len);
+      len += q.length;
+    }
+    // A cursor over the pieces; every read below is preceded by a check against `len - pos`.
+    let pi = 0;
+    let po = 0;
+    let pos = 0;
+    const byte = (): number => {
+      let q = pieces[pi]!;
+      while (po >= q.length) {
+        pi++;
+        po = 0;
+        q = pieces[pi]!;
+      }
+      pos++;
+      return q[po++]!;
+    };
+    const u32 = (): number => (byte() | (byte() << 8) | (byte() << 16) | (byte() << 24)) >>> 0;
+    const skip = (n: number): void => {
+      pos += n;
+      po += n;
+      while (pi < pieces.length - 1 && po >= pieces[pi]!.length) {
+        po -= pieces[pi]!.length;
+        pi++;
+      }
+    };
+    if (len < PAGES_FIXED_BYTES) {
+      throw new WireError('truncated', `payload of ${len} bytes is shorter than the ${PAGES_FIXED_BYTES}-byte batch header`, { message: MSG, field: 'header' });
+    }
+    const round = u32();
+    const requestId = u32();
+    const count = byte() | (byte() << 8);
+    const r0 = byte();
+    const r1 = byte();
+    if (r0 !== 0 || r1 !== 0) fail2('reserved-bits', 'reserved', `is 0x${(r0 | (r1 << 8)).toString(16)}, must be 0`);
+    const demand = (flags & FrameFlag.Demand) !== 0;
+    if (demand && requestId === 0) fail('bad-value', 'requestId', 'is 0 in a demand batch; it must name the PAGE_REQUEST answered');
+    if (!demand && requestId !== 0) fail('bad-value', 'requestId', `is ${requestId} in a batch without the demand flag; must be 0`);
+    if (count === 0 || count > MAX_BATCH_PAGES) fail('bad-count', 'count', `${count} is outside 1..${MAX_BATCH_PAGES}`);
+    if (count > this.pages.length) fail('bad-count', 'count', `${count} exceeds this reader's capacity of ${this.pages.length}`);
+    for (let i = 0; i < count; i++) {
+      if (len - pos < 5) fail('bad-count', `entry[${i}]`, `count ${count} promises more entries than the payload holds: entry ${i} at offset ${pos} needs 5 header bytes, ${len - pos} left`);
+      const page = u32();
+      const enc = byte();
+      if (page >= this.ramPages) fail('bad-value', `entry[${i}].page`, `${page} is beyond guest RAM (${this.ramPages} pages)`);
+      let dlen: number;
+      switch (enc) {
+        case PageEncoding.Raw:
+          dlen = WIRE_PAGE_SIZE;
+          break;
+        case PageEncoding.Zero:
+          dlen = 0;
+          break;
+        case PageEncoding.Delta:
+        case PageEncoding.Compressed:
+          if (len - pos < 4) fail('bad-count', `entry[${i}].length`, `count ${count} promises more than the payload holds: entry ${i} length field at offset ${pos}, ${len - pos} bytes left`);
+          dlen = u32();
+          if (dlen === 0 || dlen > MAX_ENCODED_PAGE_BYTES) fail('bad-value', `entry[${i}].length`, `${dlen} is outside 1..${MAX_ENCODED_PAGE_BYTES}`);
+          break;
+        default:
+          fail('bad-value', `entry[${i}].encoding`, `${enc} is not a page encoding (0 raw, 1 zero, 2 delta, 3 compressed)`);
+      }
+      if (len - pos < dlen) fail('bad-count', `entry[${i}].data`, `entry ${i} (page ${page}) needs ${dlen} data bytes at offset ${pos}, ${len - pos} left`);
+      this.pages[i] = page;
+      this.encodings[i] = enc;
+      this.offsets[i] = pos;
+      this.lengths[i] = dlen;
+      skip(dlen);
+    }
+    if (pos !== len) fail2('trailing-bytes', 'end', `${len - pos} bytes after the last of ${count} entries (offset ${pos} of ${len})`);
+    this.round = round;
+    this.requestId = requestId;
+    this.demand = demand;
+    this.count = count;
+    this.payload = EMPTY;
+    this.pieces = pieces;
+    this.pieceStarts = starts;
+    this.pieceHint = 0;
+    return this;
+  }
+
+  /** Copies entry i's data into `dst` at `at` (from one piece or two, without a temporary). */
+  copyData(i: number, dst: Uint8Array, at: number): void {
+    const o = this.offsets[i]!;
+    const n = this.lengths[i]!;
+    const pieces = this.pieces;
+    if (pieces === undefined) {
+      dst.set(this.payload.subarray(o, o + n), at);
+      return;
+    }
+    const starts = this.pieceStarts;
+    let k = this.pieceHint;
+    if (k >= starts.length || starts[k]! > o) k = 0; // entries are usually read in order
+    while (k + 1 < starts.length && starts[k + 1]! <= o) k++;
+    this.pieceHint = k;
+    let off = o - starts[k]!;
+    let done = 0;
+    while (done < n) {
+      const q = pieces[k]!;
+      const m = Math.min(n - done, q.length - off);
+      dst.set(q.subarray(off, off + m), at + done);
+      done += m;
+      k++;
+      off = 0;
+    }
+  }
+
   page(i: number): number {
     return this.pages[i]!;
   }
@@ -301,6 +424,11 @@ export class PageBatchReader implements PageBatch {
   }
   data(i: number): Uint8Array {
     const o = this.offsets[i]!;
+    if (this.pieces !== undefined) {
+      const out = new Uint8Array(this.lengths[i]!);
+      this.copyData(i, out, 0);
+      return out;
+    }
     return this.payload.subarray(o, o + this.lengths[i]!);
   }
 
@@ -309,6 +437,8 @@ export class PageBatchReader implements PageBatch {
     for (let i = 0; i < n; i++) yield { page: this.page(i), encoding: this.encoding(i), data: this.data(i) };
   }
 }
+
+const EMPTY = new Uint8Array(0);
 
 function fail2(code: 'reserved-bits' | 'trailing-bytes', field: string, text: string): never {
   throw new WireError(code, text, { message: MSG, field });

@@ -1,0 +1,303 @@
+import { Command } from 'commander';
+import type { MigrationInfo, StartMigrationRequest } from '../host/api-types.js';
+import type { MigrationProgress, MigrationReport } from '../migration/report.js';
+import { CliError, DEFAULT_HOST, TernClient } from './client.js';
+import { age, examples, keyValues, printJson, table } from './output.js';
+import { UsageError, formatBytes, formatDuration, formatRate, parseDuration, parseRate } from './units.js';
+import { withHostOptions } from './vm.js';
+
+interface MigrateOpts {
+  from: string;
+  to?: string;
+  maxBandwidth?: string;
+  minBandwidth?: string;
+  downtimeLimit?: string;
+  maxRounds?: string;
+  verify?: boolean;
+  timeout?: string;
+  detach?: boolean;
+  json?: boolean;
+}
+
+/** How often `tern migrate` asks the source host how it is going. */
+const POLL_MS = 200;
+
+export function registerMigrate(program: Command): void {
+  const migrate = program
+    .command('migrate')
+    .description('live-migrate a running VM to another host (pre-copy), and list, watch or cancel migrations')
+    // `tern migrate list --json`: --json belongs to list, not to migrate (program has it too).
+    .enablePositionalOptions()
+    .argument('[vm]', 'name of the VM to move')
+    .option('--from <addr>', 'the source host: host:port of its API (env TERN_HOST)', DEFAULT_HOST)
+    .option('--to <addr>', 'the destination host: host:port of its API (required)')
+    .option('--max-bandwidth <rate>', 'cap on migration bandwidth: 1Gbit, 100Mbit, 500MB/s, 64MiB/s; 0 = unlimited', '0')
+    .option('--min-bandwidth <rate>', "floor of Clark's dynamic rate limit: round 1 runs at it, later rounds at the dirtying rate + 50 Mbit/s; 0 = no floor (round 1 at --max-bandwidth)", '0')
+    .option('--downtime-limit <duration>', 'switch over once the expected downtime is below this: 50ms, 1s (QEMU downtime-limit)', '300ms')
+    .option('--max-rounds <n>', 'stop iterating after this many pre-copy rounds and switch over', '30')
+    .option('--verify', 'compare SHA-256 digests of all RAM at switchover (slower; for testing)')
+    .option('--timeout <duration>', 'give up (the VM stays on the source) after this long; 0 = never', '10min')
+    .option('--detach', 'print the migration id and return at once; watch it with `tern migrate status ID`')
+    .option('--json', 'print exactly one JSON object: the migration report (with --detach: the migration id and where to follow it)')
+    .addHelpText('after', `
+While it runs on a terminal, a progress line shows the round, how much RAM is sent, the bandwidth,
+what remains and the downtime expected if it switched over now. Then a report: status, total time,
+downtime, rounds, bytes, and the per-round table (Clark's writable working set). Ctrl-C cancels the
+migration (the VM keeps running on the source).
+
+Exit codes: 0 completed, 1 failed or cancelled (or the host could not be reached), 2 bad usage.
+${examples([
+  'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002',
+  'tern migrate v1 --to 127.0.0.1:7002 --max-bandwidth 1Gbit --downtime-limit 50ms --verify',
+  'tern migrate v1 --to 127.0.0.1:7002 --json | jq .downtimeMs',
+  'tern migrate list',
+  'tern migrate status 3f9a1c2e',
+  'tern migrate cancel 3f9a1c2e',
+])}`)
+    .action(async (vmName: string | undefined, opts: MigrateOpts) => {
+      if (vmName === undefined) throw new UsageError('name the VM to migrate: tern migrate VM --to HOST:PORT (or see tern migrate --help)');
+      if (opts.to === undefined) throw new UsageError('--to is required: the destination host, host:port of its API');
+      process.exitCode = await runMigration(vmName, opts);
+    });
+
+  withHostOptions(migrate.command('list').alias('ls'))
+    .description('list the migrations of a host, outgoing and incoming (the last 100 finished ones are kept)')
+    .addHelpText('after', examples(['tern migrate list', 'tern migrate list --host 127.0.0.1:7002 --json']))
+    .action(async (opts: { host: string; json?: boolean }) => {
+      const client = new TernClient(opts.host);
+      const all = await client.listMigrations();
+      if (opts.json === true) {
+        printJson(all);
+        return;
+      }
+      if (all.length === 0) {
+        process.stdout.write(`no migrations on ${client.address}\n`);
+        return;
+      }
+      process.stdout.write(table(
+        ['ID', 'DIR', 'VM', 'STATUS', 'ROUTE', 'STARTED', 'TOTAL', 'DOWNTIME'],
+        all.map((m) => [
+          m.id,
+          m.direction === 'outgoing' ? 'out' : 'in',
+          m.vm,
+          m.status,
+          `${m.source ?? '-'} -> ${m.destination}`,
+          `${age(m.startedAt)} ago`,
+          m.report !== undefined ? formatDuration(m.report.totalTimeMs) : m.progress !== undefined ? formatDuration(m.progress.elapsedMs) : '-',
+          m.report !== undefined && m.report.status === 'completed' ? formatDuration(m.report.downtimeMs) : m.downtimeMs !== undefined ? formatDuration(m.downtimeMs) : '-',
+        ]),
+      ));
+    });
+
+  withHostOptions(migrate.command('status').alias('info'))
+    .description('show one migration: live progress while it runs, its report once finished (QEMU query-migrate)')
+    .argument('<id>', 'migration id (from tern migrate or tern migrate list)')
+    .option('-w, --watch', 'keep showing progress until it finishes, then the report (exit code as tern migrate)')
+    .addHelpText('after', examples(['tern migrate status 3f9a1c2e', 'tern migrate status 3f9a1c2e --watch', 'tern migrate status 3f9a1c2e --json']))
+    .action(async (id: string, opts: { host: string; json?: boolean; watch?: boolean }) => {
+      const client = new TernClient(opts.host);
+      let info = await client.getMigration(id);
+      if (opts.watch === true && info.report === undefined && info.direction === 'outgoing') {
+        const report = await follow(client, id, opts.json !== true && process.stderr.isTTY === true, false);
+        info = { ...info, report, status: report.status };
+      }
+      if (opts.json === true) printJson(info);
+      else process.stdout.write(describeMigration(info));
+      if (opts.watch === true && info.status !== 'completed') process.exitCode = 1;
+    });
+
+  withHostOptions(migrate.command('cancel'))
+    .description('cancel a running outgoing migration: the VM keeps running on the source (QEMU migrate_cancel)')
+    .argument('<id>', 'migration id')
+    .addHelpText('after', examples(['tern migrate cancel 3f9a1c2e', 'tern migrate cancel 3f9a1c2e --json']))
+    .action(async (id: string, opts: { host: string; json?: boolean }) => {
+      const client = new TernClient(opts.host);
+      await client.cancelMigration(id);
+      // Cancelling takes effect at the engine's next step; wait (briefly) to report the outcome.
+      let info = await client.getMigration(id);
+      const end = Date.now() + 10_000;
+      while (info.report === undefined && Date.now() < end) {
+        await sleep(POLL_MS);
+        info = await client.getMigration(id);
+      }
+      if (opts.json === true) printJson(info);
+      else if (info.report === undefined) process.stdout.write(`Migration ${id}: cancel requested; it is still stopping (tern migrate status ${id})\n`);
+      else if (info.status === 'cancelled') process.stdout.write(`Migration ${id} cancelled; VM ${info.vm} keeps running on host ${info.source ?? '?'}\n`);
+      else process.stdout.write(`Migration ${id} ended as ${info.status} before the cancel took effect\n`);
+    });
+}
+
+async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
+  const req: StartMigrationRequest = {
+    vm,
+    to: opts.to!,
+    maxBandwidthBps: parseRate(opts.maxBandwidth ?? '0', '--max-bandwidth'),
+    minBandwidthBps: parseRate(opts.minBandwidth ?? '0', '--min-bandwidth'),
+    downtimeLimitMs: Math.max(1, Math.round(parseDuration(opts.downtimeLimit ?? '300ms', '--downtime-limit'))),
+    maxRounds: parseCount(opts.maxRounds ?? '30', '--max-rounds'),
+    verifyRam: opts.verify === true,
+    timeoutMs: Math.round(parseDuration(opts.timeout ?? '10min', '--timeout')),
+  };
+  if (req.timeoutMs! !== 0 && req.timeoutMs! < 1000) throw new UsageError(`--timeout: at least 1s (or 0 for none), not ${opts.timeout}`);
+  const source = new TernClient(opts.from, '--from');
+  // Checked here too so a typo fails before anything starts.
+  new TernClient(opts.to!, '--to');
+  const started = await source.startMigration(req);
+  if (opts.detach === true) {
+    if (opts.json === true) printJson(started);
+    else process.stdout.write(`Migration ${started.id} of ${vm}: ${started.source} -> ${started.destination} started; watch it with: tern migrate status ${started.id} --watch --host ${source.address}\n`);
+    return 0;
+  }
+  const live = opts.json !== true && process.stderr.isTTY === true;
+  if (opts.json !== true && !live) process.stderr.write(`Migration ${started.id}: ${vm} ${started.source} -> ${started.destination} ...\n`);
+  const report = await follow(source, started.id, live, true);
+  if (opts.json === true) printJson(report);
+  else process.stdout.write(describeReport(report, source.address, started.to));
+  return report.status === 'completed' ? 0 : 1;
+}
+
+function parseCount(text: string, what: string): number {
+  if (!/^\d+$/.test(text.trim()) || Number(text) < 1) throw new UsageError(`${what}: '${text}' is not a positive whole number`);
+  return Number(text);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Polls the migration until it has a report, drawing a progress line on stderr when `live`.
+ * With `cancelOnInterrupt`, the first Ctrl-C cancels the migration; a second one quits.
+ */
+async function follow(client: TernClient, id: string, live: boolean, cancelOnInterrupt: boolean): Promise<MigrationReport> {
+  let interrupted = 0;
+  const onSigint = (): void => {
+    interrupted++;
+    if (interrupted > 1 || !cancelOnInterrupt) {
+      if (live) process.stderr.write('\n');
+      process.exit(130);
+    }
+    process.stderr.write(`\ntern: cancelling migration ${id} (Ctrl-C again to stop waiting)\n`);
+    client.cancelMigration(id).catch((e: unknown) => process.stderr.write(`tern: cancel failed: ${(e as Error).message}\n`));
+  };
+  process.on('SIGINT', onSigint);
+  let failures = 0;
+  try {
+    for (;;) {
+      let info: MigrationInfo;
+      try {
+        info = await client.getMigration(id);
+        failures = 0;
+      } catch (e) {
+        // The source host is the only one who knows the outcome; ride out a short hiccup.
+        if (++failures >= 10) throw e;
+        await sleep(POLL_MS * 2);
+        continue;
+      }
+      if (info.report !== undefined) {
+        if (live) process.stderr.write('\r\x1b[K');
+        return info.report;
+      }
+      if (live && info.progress !== undefined) process.stderr.write('\r\x1b[K' + progressLine(info.progress, process.stderr.columns || 120));
+      await sleep(POLL_MS);
+    }
+  } catch (e) {
+    if (live) process.stderr.write('\n');
+    throw e instanceof CliError ? new CliError(`${e.message}; the migration's outcome is unknown (ask: tern migrate status ${id} --host ${client.address})`) : e;
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+/** What sent so far means as a fraction: round 1 copies all of RAM, later rounds shrink the dirty remainder. */
+function percentDone(p: MigrationProgress): number {
+  if (p.ramBytes <= 0) return 0;
+  if (p.round <= 1) return Math.min(99, (100 * p.pagesTransferred * 4096) / p.ramBytes);
+  return Math.max(0, Math.min(99, 100 * (1 - p.remainingBytes / p.ramBytes)));
+}
+
+export function progressLine(p: MigrationProgress, columns: number): string {
+  const pct = percentDone(p);
+  const barWidth = 20;
+  const filled = Math.round((pct / 100) * barWidth);
+  const bar = '[' + '#'.repeat(filled) + '-'.repeat(barWidth - filled) + ']';
+  const parts = [
+    `${p.vm} ${p.stage}`,
+    `round ${p.round}`,
+    `${bar} ${pct.toFixed(0).padStart(2)}%`,
+    `${formatBytes(p.bytesTransferred)} sent`,
+    formatRate(p.bandwidthBps),
+    `remaining ${formatBytes(p.remainingBytes)}`,
+    `dirtying ${formatRate(p.dirtyRateBps)}`,
+    `downtime ~${formatDuration(p.expectedDowntimeMs)}`,
+    formatDuration(p.elapsedMs),
+  ];
+  const line = parts.join('  ');
+  return line.length > columns - 1 ? line.slice(0, Math.max(10, columns - 1)) : line;
+}
+
+/** The report of a finished migration, for people. */
+export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr?: string): string {
+  const route = `${r.source}${sourceAddr !== undefined ? ` (${sourceAddr})` : ''} -> ${r.destination}${destAddr !== undefined ? ` (${destAddr})` : ''}`;
+  const pairs: [string, string][] = [
+    ['status', r.status + (r.error !== undefined ? ` at ${r.error.stage}: ${r.error.message}${r.error.peer !== undefined ? ` (peer ${r.error.peer})` : ''}` : '')],
+    ['route', `${route}, ${r.mode}`],
+    ['total time', `${formatDuration(r.totalTimeMs)} (setup ${formatDuration(r.setupTimeMs)})`],
+    ['downtime', r.status === 'completed' ? `${formatDuration(r.downtimeMs)} (limit ${formatDuration(r.downtimeLimitMs)}, expected ${formatDuration(r.expectedDowntimeMs)})` : '-'],
+    ['rounds', `${r.rounds}${r.switchoverReason !== '' ? ` (switchover: ${r.switchoverReason})` : ''}`],
+    ['RAM', formatBytes(r.ramBytes)],
+    ['transferred', `${formatBytes(r.bytesTransferred)} in ${r.pagesTransferred} pages (${r.zeroPages} zero), state ${formatBytes(r.stateBytes)}`],
+    ['bandwidth cap', r.maxBandwidthBps > 0 ? formatRate(r.maxBandwidthBps) : 'unlimited'],
+  ];
+  if (r.ramDigestMatch !== undefined) pairs.push(['RAM digest', r.ramDigestMatch ? 'match' : 'MISMATCH']);
+  let out = `Migration ${r.id} of ${r.vm}: ${r.status}\n` + indent(keyValues(pairs));
+  if (r.perRound.length > 0) {
+    out += '\n' + indent(table(
+      ['ROUND', 'PAGES', 'BYTES', 'TIME', 'DIRTY PAGES', 'DIRTY RATE', 'BANDWIDTH', 'LIMIT', 'THROTTLE'],
+      r.perRound.map((s) => [
+        String(s.round),
+        String(s.pages),
+        formatBytes(s.bytes),
+        formatDuration(s.durationMs),
+        String(s.dirtyPages),
+        formatRate(s.dirtyRateBps),
+        formatRate(s.bandwidthBps),
+        s.rateLimitBps > 0 ? formatRate(s.rateLimitBps) : 'none',
+        `${s.throttlePercent}%`,
+      ]),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8],
+    ));
+  }
+  return out;
+}
+
+function indent(text: string): string {
+  return text.split('\n').map((l) => (l === '' ? l : '  ' + l)).join('\n');
+}
+
+function describeMigration(m: MigrationInfo): string {
+  if (m.report !== undefined) return describeReport(m.report, undefined, m.to);
+  const pairs: [string, string][] = [
+    ['direction', m.direction],
+    ['vm', m.vm],
+    ['status', m.status],
+    ['route', `${m.source ?? '(unknown)'} -> ${m.destination}${m.to !== undefined ? ` (${m.to})` : ''}`],
+    ['started', `${m.startedAt} (${age(m.startedAt)} ago)`],
+  ];
+  if (m.finishedAt !== undefined) pairs.push(['finished', m.finishedAt]);
+  if (m.downtimeMs !== undefined) pairs.push(['downtime', formatDuration(m.downtimeMs)]);
+  if (m.error !== undefined) pairs.push(['error', m.error]);
+  const p = m.progress;
+  if (p !== undefined) {
+    pairs.push(
+      ['stage', `${p.stage}, round ${p.round}`],
+      ['sent', `${formatBytes(p.bytesTransferred)} (${p.pagesTransferred} pages) of ${formatBytes(p.ramBytes)} RAM`],
+      ['remaining', formatBytes(p.remainingBytes)],
+      ['bandwidth', formatRate(p.bandwidthBps)],
+      ['dirty rate', formatRate(p.dirtyRateBps)],
+      ['expected downtime', formatDuration(p.expectedDowntimeMs)],
+      ['elapsed', formatDuration(p.elapsedMs)],
+    );
+  }
+  return `Migration ${m.id}\n` + indent(keyValues(pairs));
+}

@@ -1,0 +1,238 @@
+import { readFile } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { Command } from 'commander';
+import type { VmInfo } from '../host/api-types.js';
+import { CONSOLE_HISTORY_BYTES } from '../machine/console-log.js';
+import { DEFAULT_RAM_BYTES } from '../machine/memory/layout.js';
+import { ApiError, CliError, DEFAULT_HOST, TernClient } from './client.js';
+import { age, examples, keyValues, printJson, table } from './output.js';
+import { UsageError, formatBytes, formatDuration, parseSize } from './units.js';
+
+interface HostOpts {
+  host: string;
+  json?: boolean;
+}
+
+/** The --host and --json every vm command takes. */
+export function withHostOptions(cmd: Command): Command {
+  return cmd
+    .option('-H, --host <addr>', 'the tern host to talk to: host:port of its API (env TERN_HOST)', DEFAULT_HOST)
+    .option('--json', 'print the result as JSON (for scripts)');
+}
+
+/** How long `vm start` watches a new VM for an immediate power-off (a bad boot argument, say). */
+const START_CHECK_MS = 300;
+
+export function registerVm(program: Command): void {
+  const vm = program
+    .command('vm')
+    .description('manage the VMs of a tern host (start, list, inspect, pause, resume, stop, console)')
+    .addHelpText('after', examples([
+      'tern vm start guests/images/verify.elf --name v1 --mem 256M --append "region=64M"',
+      'tern vm list',
+      'tern vm console v1 --follow',
+      'tern vm stop v1',
+    ]) + `\nEvery vm command talks to the host at --host (default ${DEFAULT_HOST}; set TERN_HOST to change it).\n`);
+
+  withHostOptions(vm.command('start'))
+    .description('boot a guest image as a new VM on the host (virsh create)')
+    .argument('<image>', 'RV32 ELF image on this machine; the CLI uploads it to the host')
+    .option('-n, --name <name>', 'VM name, unique on the host (default: the image name without its extension)')
+    .option('-m, --mem <size>', 'guest RAM: 256M, 1G, or a bare number of MiB as QEMU -m', `${DEFAULT_RAM_BYTES / 1024 / 1024}M`)
+    .option('-a, --append <args>', 'kernel command line for /chosen/bootargs (QEMU -append)', '')
+    .addHelpText('after', examples([
+      'tern vm start guests/images/verify.elf --host 127.0.0.1:7001 --name v1 --mem 256M --append "region=64M"',
+      'tern vm start guests/images/hello.elf --json',
+    ]))
+    .action(async (image: string, opts: HostOpts & { name?: string; mem: string; append: string }) => {
+      const memBytes = parseSize(opts.mem, '--mem', true);
+      let bytes: Buffer;
+      try {
+        bytes = await readFile(image);
+      } catch (e) {
+        throw new UsageError(`cannot read image ${image}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      }
+      const imageName = basename(image);
+      const name = opts.name ?? imageName.replace(/\.[^.]*$/, '');
+      const client = new TernClient(opts.host);
+      let info: VmInfo;
+      try {
+        info = await client.createVm({ name, image: bytes.toString('base64'), imageName, memBytes, bootArgs: opts.append });
+      } catch (e) {
+        if (e instanceof ApiError && e.code === 'exists' && opts.name === undefined) {
+          throw new ApiError(e.status, e.code, `${e.message}; choose another with --name`);
+        }
+        throw e;
+      }
+      // A guest that powers off at once (bad boot argument, image that does not fit) says why on its console.
+      await new Promise((r) => setTimeout(r, START_CHECK_MS));
+      info = await client.getVm(info.name).catch(() => info);
+      if (opts.json === true) printJson(info);
+      if (info.status === 'exited' && info.exitCode !== 0) {
+        const out = (await client.console(info.name).catch(() => Buffer.alloc(0))).toString('utf8');
+        throw new CliError(`VM ${info.name} powered off right after boot with exit code ${info.exitCode ?? '?'}${out !== '' ? `; its console:\n${out.trimEnd()}` : ''}\n(it stays on the host until 'tern vm stop ${info.name}')`);
+      }
+      if (opts.json !== true) {
+        const state = info.status === 'exited' ? `; it has already powered off (exit code ${info.exitCode ?? '?'})` : '';
+        process.stdout.write(`Started VM ${info.name} on host ${info.host} (${client.address}): ${formatBytes(info.memBytes)} RAM, ${info.imageName}, uuid ${info.uuid}${state}\n`);
+      }
+    });
+
+  withHostOptions(vm.command('list').alias('ls'))
+    .description('list the VMs on the host (virsh list)')
+    .addHelpText('after', examples(['tern vm list', 'tern vm list --host 127.0.0.1:7002 --json']))
+    .action(async (opts: HostOpts) => {
+      const client = new TernClient(opts.host);
+      const vms = await client.listVms();
+      if (opts.json === true) {
+        printJson(vms);
+        return;
+      }
+      if (vms.length === 0) {
+        const h = await client.hostInfo().catch(() => undefined);
+        process.stdout.write(`no VMs on host ${h?.name ?? client.address}\n`);
+        return;
+      }
+      process.stdout.write(table(
+        ['NAME', 'STATUS', 'MEMORY', 'IMAGE', 'UP', 'ORIGIN'],
+        vms.map((v) => [v.name, v.status + (v.status === 'exited' ? ` (${v.exitCode ?? '?'})` : ''), formatBytes(v.memBytes), v.imageName, age(v.since), v.origin === 'migration' ? 'migrated in' : 'booted']),
+      ));
+    });
+
+  withHostOptions(vm.command('inspect').alias('info'))
+    .description('show everything about one VM (virsh dominfo)')
+    .argument('<name>', 'VM name')
+    .addHelpText('after', examples(['tern vm inspect v1', 'tern vm inspect v1 --json | jq .status']))
+    .action(async (name: string, opts: HostOpts) => {
+      const info = await new TernClient(opts.host).getVm(name);
+      if (opts.json === true) {
+        printJson(info);
+        return;
+      }
+      const pairs: [string, string][] = [
+        ['name', info.name],
+        ['uuid', info.uuid],
+        ['status', info.status],
+        ['host', info.host],
+        ['image', `${info.imageName} (${info.imageDigest})`],
+        ['memory', `${formatBytes(info.memBytes)} (${info.memBytes} bytes)`],
+        ['boot args', info.bootArgs === '' ? '(none)' : info.bootArgs],
+        ['origin', info.origin === 'migration' ? 'arrived by live migration' : 'booted here'],
+        ['since', `${info.since} (${age(info.since)} ago)`],
+      ];
+      if (info.instructions !== undefined) pairs.push(['instructions', info.instructions.toLocaleString('en-US')]);
+      if (info.guestTimeMs !== undefined) pairs.push(['guest time', formatDuration(info.guestTimeMs)]);
+      pairs.push(['console', `${info.consoleBytes} bytes`]);
+      if (info.exitCode !== undefined) pairs.push(['exit code', String(info.exitCode)]);
+      if (info.migration !== undefined) pairs.push(['migration', `${info.migration} (tern migrate status ${info.migration})`]);
+      if (info.error !== undefined) pairs.push(['error', info.error]);
+      process.stdout.write(keyValues(pairs));
+    });
+
+  const simple = (cmd: string, alias: string | undefined, description: string, done: string, run: (c: TernClient, name: string) => Promise<VmInfo>, example: string): void => {
+    const c = withHostOptions(vm.command(cmd));
+    if (alias !== undefined) c.alias(alias);
+    c.description(description)
+      .argument('<name>', 'VM name')
+      .addHelpText('after', examples([example, `${example} --json`]))
+      .action(async (name: string, opts: HostOpts) => {
+        const info = await run(new TernClient(opts.host), name);
+        if (opts.json === true) printJson(info);
+        else process.stdout.write(`VM ${info.name} ${done} on host ${info.host}\n`);
+      });
+  };
+  simple('pause', 'suspend', 'pause a running VM: its vCPU stops and guest time stands still (virsh suspend)', 'paused', (c, n) => c.pauseVm(n), 'tern vm pause v1');
+  simple('resume', undefined, 'resume a paused VM (virsh resume)', 'resumed', (c, n) => c.resumeVm(n), 'tern vm resume v1');
+  simple('stop', 'destroy', 'stop a VM at once and free its memory on the host (virsh destroy)', 'stopped and freed', (c, n) => c.deleteVm(n), 'tern vm stop v1');
+
+  withHostOptions(vm.command('console'))
+    .description("print a VM's console history (all of it: the history travels with the VM), optionally following new output")
+    .argument('<name>', 'VM name')
+    .option('-f, --follow', 'keep printing new output until Ctrl-C, the guest powers off or the VM is stopped; follows the VM when it migrates')
+    .addHelpText('after', examples([
+      'tern vm console v1',
+      'tern vm console v1 --follow',
+      'tern vm console v1 --json        # {"vm":"v1","host":"a","bytes":N,"text":"..."}',
+      'tern vm console v1 -f --json     # one {"data":"..."} line per chunk',
+    ]))
+    .action(async (name: string, opts: HostOpts & { follow?: boolean }) => {
+      const client = new TernClient(opts.host);
+      process.stdout.on('error', (e: NodeJS.ErrnoException) => process.exit(e.code === 'EPIPE' ? 0 : 74));
+      if (opts.follow !== true) {
+        const bytes = await client.console(name);
+        if (opts.json === true) {
+          const info = await client.getVm(name).catch(() => undefined);
+          printJson({ vm: name, host: info?.host ?? client.address, bytes: bytes.length, text: bytes.toString('utf8') });
+        } else {
+          process.stdout.write(bytes);
+        }
+        return;
+      }
+      await followConsole(client, name, opts.json === true);
+    });
+}
+
+/**
+ * Prints the console and its new output; when the VM migrates, follows it to its new host and
+ * goes on from where it was (the history travels with the VM, so the bytes already shown are
+ * skipped there). That is exact while the VM's whole output is within the history the machine
+ * keeps (CONSOLE_HISTORY_BYTES); beyond that it stops with a note instead of guessing.
+ */
+async function followConsole(first: TernClient, name: string, json: boolean): Promise<void> {
+  let client = first;
+  let printed = 0;
+  for (;;) {
+    const res = await client.stream(`/v1/vms/${encodeURIComponent(name)}/console?follow=1`);
+    const hostName = res.headers['x-tern-host'];
+    let skip = printed;
+    await new Promise<void>((resolve, reject) => {
+      res.on('data', (chunk: Buffer) => {
+        let c = chunk;
+        if (skip > 0) {
+          const n = Math.min(skip, c.length);
+          skip -= n;
+          c = c.subarray(n);
+          if (c.length === 0) return;
+        }
+        printed += c.length;
+        if (json) process.stdout.write(JSON.stringify({ data: c.toString('utf8') }) + '\n');
+        else process.stdout.write(c);
+      });
+      res.on('end', resolve);
+      res.on('error', reject);
+      res.on('aborted', () => reject(new CliError(`the connection to ${client.address} broke`)));
+    });
+    const where = typeof hostName === 'string' ? hostName : client.address;
+    const t = res.trailers;
+    switch (t['x-tern-end']) {
+      case 'exited': {
+        const info = await client.getVm(name).catch(() => undefined);
+        process.stderr.write(`\ntern: ${name} powered off (exit code ${info?.exitCode ?? '?'})\n`);
+        return;
+      }
+      case 'deleted':
+        process.stderr.write(`\ntern: ${name} was stopped on host ${where}\n`);
+        return;
+      case 'shutdown':
+        process.stderr.write(`\ntern: host ${where} shut down\n`);
+        return;
+      case 'slow-reader':
+        throw new CliError(`host ${where} dropped the console stream: output was not read fast enough`);
+      case 'migrated': {
+        const to = t['x-tern-to'];
+        const dest = t['x-tern-destination'] ?? '?';
+        if (to === undefined || printed >= CONSOLE_HISTORY_BYTES) {
+          process.stderr.write(`\ntern: ${name} migrated to host ${dest}; follow it there: tern vm console ${name} --follow --host ${to ?? '<destination>'}\n`);
+          return;
+        }
+        process.stderr.write(`\ntern: ${name} migrated to host ${dest} (${to}); following it there\n`);
+        client = new TernClient(to);
+        continue;
+      }
+      default:
+        // The connection ended without saying why (the host went away).
+        throw new CliError(`the console stream from ${where} ended unexpectedly`);
+    }
+  }
+}
+

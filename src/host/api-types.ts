@@ -1,0 +1,126 @@
+/**
+ * The JSON shapes of the management API (docs/api.md, docs/openapi.json). Shared by the daemon
+ * and the CLI so both speak the same language.
+ */
+import type { MigrationProgress, MigrationReport, MigrationStatus } from '../migration/report.js';
+
+export type VmStatus = 'running' | 'paused' | 'migrating' | 'exited' | 'crashed';
+
+export interface VmInfo {
+  name: string;
+  /** RFC 4122 form; the same on every host the VM visits. */
+  uuid: string;
+  status: VmStatus;
+  /** The name of the host holding the VM. */
+  host: string;
+  imageName: string;
+  imageDigest: string;
+  memBytes: number;
+  bootArgs: string;
+  /** 'boot': started on this host; 'migration': arrived here by live migration. */
+  origin: 'boot' | 'migration';
+  /** When the VM started or arrived on this host (ISO 8601). */
+  since: string;
+  /** Set once the guest powered off. */
+  exitCode?: number;
+  /** Set when the vCPU thread crashed (an emulator bug, not the guest's). */
+  error?: string;
+  /** The id of the outgoing migration in progress. */
+  migration?: string;
+  /** Instructions retired (absent when the vCPU could not answer in time). */
+  instructions?: number;
+  /** Guest virtual time (mtime) in milliseconds: stops while the VM is paused, travels with it. */
+  guestTimeMs?: number;
+  /** Bytes of console history held (GET /v1/vms/{name}/console). */
+  consoleBytes: number;
+}
+
+export interface HostInfo {
+  name: string;
+  version: string;
+  apiVersion: string;
+  /** The management API address, host:port. */
+  api: string;
+  /** Where sources send migration data, host:port; null when this build has no migration engine. */
+  migration: string | null;
+  pid: number;
+  startedAt: string;
+  vms: number;
+  memory: {
+    /** The budget for guest RAM on this host (--max-mem). */
+    maxBytes: number;
+    /** RAM of the VMs held here. */
+    usedBytes: number;
+    /** RAM reserved for incoming migrations. */
+    reservedBytes: number;
+    freeBytes: number;
+  };
+  migrations: { outgoing: number; incoming: number };
+}
+
+export interface CreateVmRequest {
+  name: string;
+  /** The image file's bytes, base64. */
+  image: string;
+  imageName: string;
+  memBytes?: number;
+  bootArgs?: string;
+}
+
+export interface StartMigrationRequest {
+  vm: string;
+  /** The destination host's management API address, host:port. */
+  to: string;
+  maxBandwidthBps?: number;
+  minBandwidthBps?: number;
+  downtimeLimitMs?: number;
+  maxRounds?: number;
+  verifyRam?: boolean;
+  timeoutMs?: number;
+}
+
+export interface MigrationInfo {
+  id: string;
+  /** 'outgoing': this host is the source; 'incoming': this host is the destination. */
+  direction: 'outgoing' | 'incoming';
+  vm: string;
+  status: MigrationStatus;
+  /** Source host name (unknown for a failed incoming migration). */
+  source?: string;
+  destination: string;
+  /** The destination's API address (outgoing only). */
+  to?: string;
+  startedAt: string;
+  finishedAt?: string;
+  /** Live progress (outgoing; the last one once finished). */
+  progress?: MigrationProgress;
+  /** The final report (outgoing, once finished). */
+  report?: MigrationReport;
+  /** Incoming: downtime measured at this host; failures: why. */
+  downtimeMs?: number;
+  error?: string;
+}
+
+export interface MigrationStarted {
+  id: string;
+  vm: string;
+  source: string;
+  destination: string;
+  to: string;
+  /** Where to follow it: GET this path on the source host. */
+  location: string;
+}
+
+/** One Server-Sent Event of GET /v1/events: the SSE `event:` field is `type`. */
+export type HostEvent =
+  | { type: 'vm.created' | 'vm.paused' | 'vm.resumed' | 'vm.deleted'; time: string; vm: string }
+  | { type: 'vm.arrived'; time: string; vm: string; migration: string; downtimeMs: number }
+  | { type: 'vm.departed'; time: string; vm: string; migration: string; destination: string }
+  | { type: 'vm.exited'; time: string; vm: string; exitCode: number }
+  | { type: 'vm.crashed'; time: string; vm: string; message: string }
+  | { type: 'migration.started'; time: string; vm: string; migration: string; destination: string }
+  | { type: 'migration.progress'; time: string; vm: string; migration: string; progress: MigrationProgress }
+  | { type: 'migration.completed' | 'migration.failed' | 'migration.cancelled'; time: string; vm: string; migration: string; report: MigrationReport }
+  | { type: 'migration.incoming-failed'; time: string; vm: string | null; message: string };
+
+export type HostEventType = HostEvent['type'];

@@ -1,0 +1,105 @@
+/**
+ * `tern host serve`: one long-running process holding the VMs of one host, with the management
+ * API on one address and the migration data listener on another.
+ */
+import { formatHostPort, type HostPort } from './address.js';
+import { ManagementApi } from './api.js';
+import { MigrationServer } from '../migration/destination.js';
+import { Host } from './host.js';
+import { IncomingVms } from './incoming.js';
+import { Migrations } from './migrations.js';
+import { createLogger, type Logger } from '../util/log.js';
+
+export interface DaemonOptions {
+  readonly name: string;
+  readonly listen: HostPort;
+  /** Default: the API host, port + 1000 (any free port when the API port is 0). */
+  readonly migrationListen?: HostPort;
+  readonly maxMemBytes: number;
+  /** Concurrent incoming migrations accepted. */
+  readonly maxIncoming?: number;
+  readonly log?: Logger;
+}
+
+/** Where a daemon ended up listening. */
+export interface DaemonAddresses {
+  readonly name: string;
+  readonly api: string;
+  readonly migration: string | null;
+  readonly pid: number;
+}
+
+export class ListenError extends Error {
+  constructor(what: string, addr: HostPort, cause: NodeJS.ErrnoException) {
+    const why = cause.code === 'EADDRINUSE' ? 'the address is already in use' : cause.code === 'EADDRNOTAVAIL' ? 'no such local address' : cause.code === 'EACCES' ? 'permission denied' : cause.message;
+    super(`cannot listen for ${what} on ${formatHostPort(addr)}: ${why}`);
+    this.name = 'ListenError';
+  }
+}
+
+export class Daemon {
+  readonly host: Host;
+  readonly migrations: Migrations;
+  readonly incoming: IncomingVms;
+  readonly api: ManagementApi;
+  readonly log: Logger;
+  private migrationServer: MigrationServer | undefined;
+  private apiAddr = '';
+  private migrationAddr: string | null = null;
+  private stopping: Promise<void> | undefined;
+
+  constructor(private readonly opts: DaemonOptions) {
+    // 'hostName', not 'host': the engine logs peer addresses as host/port.
+    this.log = opts.log ?? createLogger({ hostName: opts.name });
+    this.host = new Host({ name: opts.name, maxMemBytes: opts.maxMemBytes, log: this.log });
+    this.migrations = new Migrations(this.host);
+    this.incoming = new IncomingVms(this.host);
+    this.api = new ManagementApi({
+      host: this.host,
+      migrations: this.migrations,
+      apiAddress: () => this.apiAddr,
+      migrationAddress: () => this.migrationAddr,
+      incomingCount: () => this.incoming.count,
+    });
+  }
+
+  async start(): Promise<DaemonAddresses> {
+    const { listen } = this.opts;
+    let api: HostPort;
+    try {
+      api = await this.api.listen(listen.port, listen.host);
+    } catch (e) {
+      throw new ListenError('the management API', listen, e as NodeJS.ErrnoException);
+    }
+    this.apiAddr = formatHostPort(api);
+    const mig = this.opts.migrationListen ?? { host: listen.host, port: listen.port === 0 ? 0 : listen.port + 1000 };
+    const server = new MigrationServer(this.incoming, { name: this.host.name, log: this.log, maxSessions: this.opts.maxIncoming ?? 4 });
+    server.on('activated', (vm, info) => this.migrations.incomingActivated(vm, info, this.incoming.takeReservedAt(vm)));
+    server.on('failed', (vm, error) => this.migrations.incomingFailed(vm, error, this.incoming.takeReservedAt(vm)));
+    try {
+      const bound = await server.listen(mig.port, mig.host);
+      this.migrationAddr = formatHostPort(bound);
+      this.migrationServer = server;
+    } catch (e) {
+      await this.api.close(100);
+      throw new ListenError('migrations', mig, e as NodeJS.ErrnoException);
+    }
+    this.log.info({ api: this.apiAddr, migration: this.migrationAddr, maxMemBytes: this.opts.maxMemBytes }, 'host serving');
+    return { name: this.host.name, api: this.apiAddr, migration: this.migrationAddr, pid: process.pid };
+  }
+
+  /** Stops accepting requests and migrations, cancels outgoing ones, stops every VM. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.log.info({ vms: this.host.list().length }, 'host stopping');
+      this.host.refuseNew();
+      const apiClosed = this.api.close(2000);
+      await this.migrations.cancelAll(3000);
+      await this.migrationServer?.close().catch((e: unknown) => this.log.warn({ err: String(e) }, 'closing the migration listener failed'));
+      await this.host.shutdown();
+      await apiClosed;
+      this.log.info('host stopped');
+    })();
+    return this.stopping;
+  }
+}

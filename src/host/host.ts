@@ -1,0 +1,246 @@
+import { GuestRam, RamSizeError } from '../machine/memory/ram.js';
+import { Vcpu } from '../machine/vcpu/vcpu.js';
+import type { Logger } from '../util/log.js';
+import type { HostInfo, VmInfo } from './api-types.js';
+import { ApiFailure } from './errors.js';
+import { EventHub } from './events.js';
+import { HostedVm, formatUuid, newUuid, sha256Digest, type HostedVmConfig } from './hosted-vm.js';
+import { TERN_VERSION, API_VERSION } from './version.js';
+
+export interface HostOptions {
+  readonly name: string;
+  /** Budget for the RAM of all VMs held or reserved here. */
+  readonly maxMemBytes: number;
+  readonly log: Logger;
+}
+
+/** What POST /v1/vms asks for, validated. */
+export interface NewVm {
+  readonly name: string;
+  readonly image: Uint8Array;
+  readonly imageName: string;
+  readonly memBytes: number;
+  readonly bootArgs: string;
+}
+
+/** RAM set aside for something not yet a VM here (an incoming migration). */
+export interface MemoryClaim {
+  readonly name: string;
+  readonly uuid: string;
+  readonly bytes: number;
+}
+
+/**
+ * The VMs of one host and the memory they use. Every VM on this host is in `vms` under its
+ * name; names (and uuids) are unique per host, including those of VMs still arriving.
+ */
+export class Host {
+  readonly name: string;
+  readonly maxMemBytes: number;
+  readonly events = new EventHub();
+  readonly log: Logger;
+  readonly startedAt = new Date();
+  private readonly vms = new Map<string, HostedVm>();
+  /** Names being created by POST /v1/vms (the image is booting). */
+  private readonly starting = new Map<string, number>();
+  private readonly claims = new Set<MemoryClaim>();
+  private closing = false;
+
+  constructor(opts: HostOptions) {
+    this.name = opts.name;
+    this.maxMemBytes = opts.maxMemBytes;
+    this.log = opts.log;
+  }
+
+  get shuttingDown(): boolean {
+    return this.closing;
+  }
+
+  list(): HostedVm[] {
+    return [...this.vms.values()];
+  }
+
+  /** The VM named so, or a 404. */
+  get(name: string): HostedVm {
+    const vm = this.vms.get(name);
+    if (vm === undefined) throw ApiFailure.notFound(`no VM named '${name}' on host ${this.name}`);
+    return vm;
+  }
+
+  find(name: string): HostedVm | undefined {
+    return this.vms.get(name);
+  }
+
+  usedBytes(): number {
+    let n = 0;
+    for (const vm of this.vms.values()) n += vm.memBytes;
+    for (const b of this.starting.values()) n += b;
+    return n;
+  }
+
+  reservedBytes(): number {
+    let n = 0;
+    for (const c of this.claims) n += c.bytes;
+    return n;
+  }
+
+  freeBytes(): number {
+    return Math.max(0, this.maxMemBytes - this.usedBytes() - this.reservedBytes());
+  }
+
+  /** Why a VM of this name/uuid/size cannot come here, or undefined if it can. */
+  admissionProblem(name: string, uuid: string | undefined, bytes: number): { kind: 'exists' | 'no-memory'; message: string } | undefined {
+    if (this.vms.has(name) || this.starting.has(name)) return { kind: 'exists', message: `host ${this.name} already has a VM named '${name}'` };
+    for (const c of this.claims) {
+      if (c.name === name) return { kind: 'exists', message: `a VM named '${name}' is already arriving on host ${this.name}` };
+      if (uuid !== undefined && c.uuid === uuid) return { kind: 'exists', message: `VM ${uuid} is already arriving on host ${this.name}` };
+    }
+    if (uuid !== undefined) {
+      for (const vm of this.vms.values()) {
+        if (formatUuid(vm.uuid) === uuid) return { kind: 'exists', message: `host ${this.name} already runs VM ${uuid} (as '${vm.name}')` };
+      }
+    }
+    if (bytes > this.freeBytes()) {
+      return { kind: 'no-memory', message: `host ${this.name} has ${this.freeBytes()} bytes of its ${this.maxMemBytes}-byte guest memory budget free; the VM needs ${bytes}` };
+    }
+    return undefined;
+  }
+
+  claim(c: MemoryClaim): void {
+    this.claims.add(c);
+  }
+
+  unclaim(c: MemoryClaim): void {
+    this.claims.delete(c);
+  }
+
+  /** Boots a new VM from an image (POST /v1/vms). */
+  async create(spec: NewVm): Promise<HostedVm> {
+    if (this.closing) throw new ApiFailure(503, 'shutting-down', `host ${this.name} is shutting down`);
+    const problem = this.admissionProblem(spec.name, undefined, spec.memBytes);
+    if (problem !== undefined) throw ApiFailure.conflict(problem.message, problem.kind);
+    this.starting.set(spec.name, spec.memBytes);
+    try {
+      let ram: GuestRam;
+      try {
+        ram = GuestRam.allocate(spec.memBytes);
+      } catch (e) {
+        if (e instanceof RamSizeError) throw ApiFailure.badRequest(`memBytes: ${e.message}`);
+        throw new ApiFailure(507, 'no-memory', `cannot allocate ${spec.memBytes} bytes of guest RAM: ${(e as Error).message}`);
+      }
+      let vcpu: Vcpu;
+      try {
+        vcpu = await Vcpu.start({
+          ram,
+          name: spec.name,
+          running: true,
+          start: { kind: 'boot', boot: { image: spec.image, imageName: spec.imageName, bootargs: spec.bootArgs } },
+        });
+      } catch (e) {
+        const err = e as Error;
+        if (err.name === 'ImageError') throw new ApiFailure(400, 'bad-image', err.message);
+        if (/does not fit|give the VM more memory/.test(err.message)) throw new ApiFailure(400, 'bad-image', err.message);
+        throw e;
+      }
+      const config: HostedVmConfig = {
+        imageDigest: sha256Digest(spec.image),
+        bootArgs: spec.bootArgs,
+        devices: [],
+        memBytes: spec.memBytes,
+        imageName: spec.imageName,
+      };
+      const vm = new HostedVm({ uuid: newUuid(), name: spec.name, config, vcpu, origin: 'boot' });
+      this.adopt(vm);
+      this.log.info({ vm: vm.name, uuid: formatUuid(vm.uuid), memBytes: spec.memBytes, image: spec.imageName, bootArgs: spec.bootArgs }, 'vm started');
+      this.events.publish({ type: 'vm.created', vm: vm.name });
+      return vm;
+    } finally {
+      this.starting.delete(spec.name);
+    }
+  }
+
+  /** Makes a VM (new, or arrived by migration) part of this host. */
+  adopt(vm: HostedVm): void {
+    if (this.vms.has(vm.name)) throw new Error(`host ${this.name} already has a VM named '${vm.name}'`);
+    this.vms.set(vm.name, vm);
+    vm.on('exit', (code) => {
+      this.log.info({ vm: vm.name, exitCode: code }, 'guest powered off');
+      this.events.publish({ type: 'vm.exited', vm: vm.name, exitCode: code });
+    });
+    vm.on('crash', (e) => {
+      this.log.error({ vm: vm.name, err: e.message }, 'vCPU crashed');
+      this.events.publish({ type: 'vm.crashed', vm: vm.name, message: e.message });
+    });
+  }
+
+  async pause(name: string): Promise<HostedVm> {
+    const vm = this.get(name);
+    const s = vm.status;
+    if (s !== 'running') throw ApiFailure.conflict(s === 'paused' ? `VM '${name}' is already paused` : `VM '${name}' is ${s}; only a running VM can be paused`);
+    await vm.userPause();
+    this.log.info({ vm: name }, 'vm paused');
+    this.events.publish({ type: 'vm.paused', vm: name });
+    return vm;
+  }
+
+  resume(name: string): HostedVm {
+    const vm = this.get(name);
+    const s = vm.status;
+    if (s !== 'paused') throw ApiFailure.conflict(`VM '${name}' is ${s}, not paused`);
+    vm.userResume();
+    this.log.info({ vm: name }, 'vm resumed');
+    this.events.publish({ type: 'vm.resumed', vm: name });
+    return vm;
+  }
+
+  /** Stops the VM and frees its RAM (DELETE /v1/vms/{name}). */
+  async remove(name: string): Promise<VmInfo> {
+    const vm = this.get(name);
+    if (vm.status === 'migrating') {
+      throw ApiFailure.conflict(`VM '${name}' is migrating (migration ${vm.migrationId ?? '?'}); cancel the migration first`);
+    }
+    const info = await vm.info(this.name);
+    this.vms.delete(name);
+    await vm.stop({ why: 'deleted' });
+    this.log.info({ vm: name }, 'vm stopped and freed');
+    this.events.publish({ type: 'vm.deleted', vm: name });
+    return info;
+  }
+
+  /** The VM now runs elsewhere: end its vCPU here and forget it. */
+  async handedOver(vm: HostedVm, migration: string, destination: string, to: string): Promise<void> {
+    if (this.vms.get(vm.name) === vm) this.vms.delete(vm.name);
+    await vm.stop({ why: 'migrated', migration, destination, to });
+    this.events.publish({ type: 'vm.departed', vm: vm.name, migration, destination });
+  }
+
+  info(api: string, migration: string | null, migrations: { outgoing: number; incoming: number }): HostInfo {
+    const used = this.usedBytes();
+    const reserved = this.reservedBytes();
+    return {
+      name: this.name,
+      version: TERN_VERSION,
+      apiVersion: API_VERSION,
+      api,
+      migration,
+      pid: process.pid,
+      startedAt: this.startedAt.toISOString(),
+      vms: this.vms.size,
+      memory: { maxBytes: this.maxMemBytes, usedBytes: used, reservedBytes: reserved, freeBytes: Math.max(0, this.maxMemBytes - used - reserved) },
+      migrations,
+    };
+  }
+
+  /** From now on, refuse new VMs and incoming migrations (daemon shutdown begins). */
+  refuseNew(): void {
+    this.closing = true;
+  }
+
+  /** Stops every VM (daemon shutdown). */
+  async shutdown(): Promise<void> {
+    this.closing = true;
+    const all = [...this.vms.values()];
+    this.vms.clear();
+    await Promise.allSettled(all.map((vm) => vm.stop({ why: 'shutdown' })));
+  }
+}

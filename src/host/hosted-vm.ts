@@ -1,0 +1,189 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { CONSOLE_HISTORY_BYTES } from '../machine/console-log.js';
+import { TIMEBASE_HZ } from '../machine/memory/layout.js';
+import type { GuestRam } from '../machine/memory/ram.js';
+import { VcpuState } from '../machine/vcpu/control.js';
+import type { Vcpu, VcpuError } from '../machine/vcpu/vcpu.js';
+import type { MigratableVm } from '../migration/vm-port.js';
+import type { MachineConfig } from '../migration/wire/messages.js';
+import type { VmInfo, VmStatus } from './api-types.js';
+
+/** The machine config a hosted VM carries across hosts: the wire's fields plus RAM size and image name. */
+export interface HostedVmConfig extends MachineConfig {
+  memBytes: number;
+  imageName: string;
+}
+
+export interface HostedVmEvents {
+  console: [data: Uint8Array];
+  exit: [code: number];
+  crash: [error: VcpuError];
+  /** The VM left this host: deleted, or handed over to another host by a migration. */
+  gone: [departure: Departure];
+}
+
+/** Why a VM left this host; for a migration, where it went. */
+export interface Departure {
+  readonly why: 'deleted' | 'migrated' | 'shutdown';
+  readonly migration?: string;
+  /** The destination host's name and API address. */
+  readonly destination?: string;
+  readonly to?: string;
+}
+
+/** How long inspect waits for the vCPU thread to report its counters. */
+const STATS_TIMEOUT_MS = 1000;
+
+export function sha256Digest(bytes: Uint8Array): string {
+  return 'sha256:' + createHash('sha256').update(bytes).digest('hex');
+}
+
+export function newUuid(): Uint8Array {
+  return Uint8Array.from(Buffer.from(randomUUID().replaceAll('-', ''), 'hex'));
+}
+
+export function formatUuid(u: Uint8Array): string {
+  const h = Buffer.from(u).toString('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/**
+ * One VM held by this host: its identity, config and vCPU, and the status users see. It is the
+ * MigratableVm the migration engine moves; pause/resume here are the engine's raw controls, the
+ * user-facing ones (which track `paused`) are userPause/userResume.
+ */
+export class HostedVm extends EventEmitter<HostedVmEvents> implements MigratableVm {
+  readonly uuid: Uint8Array;
+  readonly name: string;
+  readonly config: HostedVmConfig;
+  readonly vcpu: Vcpu;
+  readonly origin: 'boot' | 'migration';
+  readonly since = new Date();
+  /** The outgoing migration in progress, if any. */
+  migrationId: string | undefined;
+  private userPaused = false;
+  private crashError: VcpuError | undefined;
+  private left: Departure | undefined;
+
+  constructor(opts: { uuid: Uint8Array; name: string; config: HostedVmConfig; vcpu: Vcpu; origin: 'boot' | 'migration' }) {
+    super();
+    this.uuid = opts.uuid;
+    this.name = opts.name;
+    this.config = opts.config;
+    this.vcpu = opts.vcpu;
+    this.origin = opts.origin;
+    this.vcpu.on('console', (d) => this.emit('console', d));
+    this.vcpu.on('exit', (c) => this.emit('exit', c));
+    this.vcpu.on('crash', (e) => {
+      this.crashError = e;
+      this.emit('crash', e);
+    });
+  }
+
+  get ram(): GuestRam {
+    return this.vcpu.ram;
+  }
+
+  get memBytes(): number {
+    return this.vcpu.ram.bytes;
+  }
+
+  get status(): VmStatus {
+    const s = this.vcpu.stateCode;
+    if (this.crashError !== undefined || s === VcpuState.Crashed) return 'crashed';
+    if (this.vcpu.exited !== undefined || s === VcpuState.Exited) return 'exited';
+    if (this.migrationId !== undefined) return 'migrating';
+    if (this.userPaused) return 'paused';
+    return 'running';
+  }
+
+  // ---- MigratableVm (the engine's controls) ----
+
+  pause(): Promise<void> {
+    return this.vcpu.pause();
+  }
+
+  resume(): void {
+    // A VM the user paused stays paused whatever the engine does.
+    if (!this.userPaused) this.vcpu.resume();
+  }
+
+  setThrottle(percent: number): void {
+    this.vcpu.setThrottle(percent);
+  }
+
+  setDirtyLogging(on: boolean): Promise<void> {
+    return this.vcpu.setDirtyLogging(on);
+  }
+
+  saveState(): Promise<Uint8Array> {
+    return this.vcpu.saveState();
+  }
+
+  // ---- what users do ----
+
+  async userPause(): Promise<void> {
+    await this.vcpu.pause();
+    this.userPaused = true;
+  }
+
+  userResume(): void {
+    this.userPaused = false;
+    this.vcpu.resume();
+  }
+
+  /** The console history, at most what the machine itself keeps (and carries across migrations). */
+  consoleHistory(): Uint8Array {
+    const all = this.vcpu.consoleHistory();
+    return all.length > CONSOLE_HISTORY_BYTES ? all.subarray(all.length - CONSOLE_HISTORY_BYTES) : all;
+  }
+
+  /** Ends the vCPU thread; the VM is gone from this host afterwards. */
+  async stop(departure: Departure): Promise<void> {
+    if (this.left !== undefined) return;
+    this.left = departure;
+    try {
+      await this.vcpu.stop();
+    } finally {
+      this.emit('gone', departure);
+    }
+  }
+
+  /** Set once the VM has left this host. */
+  get departure(): Departure | undefined {
+    return this.left;
+  }
+
+  async info(hostName: string): Promise<VmInfo> {
+    const info: VmInfo = {
+      name: this.name,
+      uuid: formatUuid(this.uuid),
+      status: this.status,
+      host: hostName,
+      imageName: this.config.imageName,
+      imageDigest: this.config.imageDigest,
+      memBytes: this.memBytes,
+      bootArgs: this.config.bootArgs,
+      origin: this.origin,
+      since: this.since.toISOString(),
+      consoleBytes: this.consoleHistory().length,
+    };
+    if (this.vcpu.exited !== undefined) info.exitCode = this.vcpu.exited;
+    if (this.crashError !== undefined) info.error = this.crashError.message;
+    if (this.migrationId !== undefined) info.migration = this.migrationId;
+    if (this.left === undefined && this.crashError === undefined) {
+      let timer: NodeJS.Timeout | undefined;
+      const stats = await Promise.race([
+        this.vcpu.stats().catch(() => undefined),
+        new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), STATS_TIMEOUT_MS))),
+      ]);
+      clearTimeout(timer);
+      if (stats !== undefined) {
+        info.instructions = stats.instret;
+        info.guestTimeMs = Math.floor(stats.mtime / (TIMEBASE_HZ / 1000));
+      }
+    }
+    return info;
+  }
+}

@@ -1,0 +1,122 @@
+import { GuestRam } from '../machine/memory/ram.js';
+import { Vcpu } from '../machine/vcpu/vcpu.js';
+import { RefusedError, type DestinationHost, type IncomingVm, type PreparedVm, type Reservation } from '../migration/vm-port.js';
+import type { JsonValue } from '../migration/wire/messages.js';
+import type { Host, MemoryClaim } from './host.js';
+import { HostedVm, formatUuid, type HostedVmConfig } from './hosted-vm.js';
+
+/** This host's reservation for one incoming VM: the RAM, and the claim on the memory budget. */
+interface HostReservation extends Reservation {
+  readonly claim: MemoryClaim;
+  /** A vCPU thread started at reservation, so loading the state at switchover costs no thread start-up. */
+  readonly standby: Promise<Vcpu>;
+}
+
+/** Names a VM may carry (also the API's rule, so every VM is addressable as /v1/vms/{name}). */
+export const VM_NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
+/**
+ * The destination side of the seam for this host: reservation checks the name, uuid, memory
+ * budget and config; load restores the state into a paused vCPU; activation adds the VM to the
+ * host. Until activation the VM is nowhere in the host's list, only a claim on its memory.
+ */
+export class IncomingVms implements DestinationHost {
+  private readonly held = new Set<HostReservation>();
+  /** When each incoming VM (by uuid) was reserved, for the migration's record. */
+  private readonly reservedAt = new Map<string, Date>();
+
+  constructor(private readonly host: Host) {}
+
+  get count(): number {
+    return this.held.size;
+  }
+
+  reserve(vm: IncomingVm): Reservation {
+    const uuid = formatUuid(vm.uuid);
+    if (this.host.shuttingDown) throw new RefusedError('busy', `host ${this.host.name} is shutting down`);
+    if (!VM_NAME_PATTERN.test(vm.name)) throw new RefusedError('bad-request', `VM name '${vm.name}' is not allowed on host ${this.host.name} (letters, digits, '.', '_', '-'; at most 63)`);
+    if (vm.config.devices.length > 0) {
+      const kinds = vm.config.devices.map((d) => d.kind).join(', ');
+      throw new RefusedError('config-mismatch', `host ${this.host.name} cannot provide the VM's devices (${kinds})`);
+    }
+    const problem = this.host.admissionProblem(vm.name, uuid, vm.ramBytes);
+    if (problem !== undefined) throw new RefusedError(problem.kind === 'exists' ? 'exists' : 'too-big', problem.message);
+    let ram: GuestRam;
+    try {
+      ram = GuestRam.allocate(vm.ramBytes);
+    } catch (e) {
+      throw new RefusedError('too-big', `host ${this.host.name} cannot allocate ${vm.ramBytes} bytes of guest RAM: ${(e as Error).message}`);
+    }
+    const claim: MemoryClaim = { name: vm.name, uuid, bytes: vm.ramBytes };
+    const standby = Vcpu.start({ ram, name: vm.name, start: { kind: 'standby' } });
+    standby.catch(() => {}); // a failure surfaces in load()
+    const r: HostReservation = { ram, claim, standby };
+    this.host.claim(claim);
+    this.held.add(r);
+    this.reservedAt.set(uuid, new Date());
+    this.host.log.info({ vm: vm.name, uuid, ramBytes: vm.ramBytes }, 'incoming migration: RAM reserved');
+    return r;
+  }
+
+  async load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, _opts: { readonly postcopy: boolean }): Promise<PreparedVm> {
+    const r = this.own(reservation);
+    const vcpu = await r.standby;
+    try {
+      await vcpu.restore(state);
+    } catch (e) {
+      await vcpu.stop();
+      throw e;
+    }
+    const config = hostedConfig(vm);
+    let done = false;
+    return {
+      resume: (): void => {
+        if (done) return;
+        done = true;
+        this.drop(r);
+        const hosted = new HostedVm({ uuid: vm.uuid, name: vm.name, config, vcpu, origin: 'migration' });
+        this.host.adopt(hosted);
+        vcpu.resume();
+        this.host.log.info({ vm: vm.name }, 'incoming migration: VM activated');
+      },
+      discard: async (): Promise<void> => {
+        if (done) return;
+        done = true;
+        this.drop(r);
+        await vcpu.stop();
+      },
+    };
+  }
+
+  /** When the incoming VM was reserved here (once; the record is then dropped). */
+  takeReservedAt(vm: IncomingVm | undefined): Date | undefined {
+    if (vm === undefined) return undefined;
+    const key = formatUuid(vm.uuid);
+    const at = this.reservedAt.get(key);
+    this.reservedAt.delete(key);
+    return at;
+  }
+
+  release(_vm: IncomingVm, reservation: Reservation): void {
+    // Idempotent: a discarded load has already given the memory back.
+    const r = reservation as HostReservation;
+    if (this.held.has(r)) void r.standby.then((v) => v.stop(), () => {});
+    this.drop(r);
+  }
+
+  private own(reservation: Reservation): HostReservation {
+    if (!this.held.has(reservation as HostReservation)) throw new RefusedError('internal', 'unknown reservation');
+    return reservation as HostReservation;
+  }
+
+  private drop(r: HostReservation): void {
+    if (this.held.delete(r)) this.host.unclaim(r.claim);
+  }
+}
+
+/** The config a VM arrives with; memBytes and imageName come along as extra keys (older peers may lack them). */
+function hostedConfig(vm: IncomingVm): HostedVmConfig {
+  const c = vm.config;
+  const imageName: JsonValue | undefined = c['imageName'];
+  return { ...c, memBytes: vm.ramBytes, imageName: typeof imageName === 'string' ? imageName : '(unknown)' };
+}

@@ -1,0 +1,607 @@
+/**
+ * The destination side of pre-copy: a TCP listener whose sessions each receive one VM. A session
+ * reserves RAM (stage 1), writes the pages of every round into it (2, 3), checks and loads the
+ * state, answers COMMITTED (4) and resumes the VM (5). Before COMMITTED any failure drops the
+ * partial copy (release / discard); a malformed or hostile stream only ever ends its own
+ * session, with an ABORT when the socket still takes one.
+ */
+import { EventEmitter } from 'node:events';
+import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { PAGE_SIZE } from '../machine/memory/layout.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { errorText } from './errors.js';
+import { RefusedError, type DestinationHost, type IncomingVm, type PreparedVm, type Reservation } from './vm-port.js';
+import {
+  Capability,
+  FrameReader,
+  FrameType,
+  PROTOCOL_VERSION,
+  PageBatchReader,
+  PageEncoding,
+  WireError,
+  bytesEqual,
+  decodeAbort,
+  decodeComplete,
+  decodeHello,
+  decodePing,
+  decodeRoundEnd,
+  decodeState,
+  encodeAbort,
+  encodeAccept,
+  encodeActivated,
+  encodeCommitted,
+  encodePong,
+  encodeRefuse,
+  formatId,
+  frameTypeName,
+  isZeroId,
+  randomId,
+  sha256,
+  type AbortReason,
+  type Frame,
+  type FramePieces,
+  type Hello,
+  type MachineConfig,
+  type RefuseReason,
+} from './wire/index.js';
+
+/** Test hook: where a session drops its connection on purpose (as if the destination died there). */
+export type FaultPoint = 'reservation' | 'round1' | 'round2' | 'stop-and-copy' | 'before-commit';
+
+export interface FaultInjection {
+  /**
+   * reservation: after reserving, before ACCEPT; round1/round2: at the first frame of that round;
+   * stop-and-copy: when STATE arrives; before-commit: state loaded and RAM verified, COMMITTED not sent.
+   */
+  readonly at: FaultPoint;
+  /** Fire for the next session only (default: every session). */
+  readonly once?: boolean;
+}
+
+export interface MigrationServerOptions {
+  /** This host's name, for logs and messages. */
+  readonly name: string;
+  readonly log?: Logger;
+  /** Incoming migrations at a time; more are refused as busy (default 4). */
+  readonly maxSessions?: number;
+  /** A session with no traffic for this long is dropped (default 60 s). */
+  readonly idleTimeoutMs?: number;
+  /** Test hook; see FaultInjection. */
+  readonly faultInjection?: FaultInjection;
+}
+
+export interface ActivationInfo {
+  /**
+   * The destination's share of the downtime: COMPLETE received to the vCPU resumed here. The
+   * source's report has the whole downtime (pause there to resume here).
+   */
+  downtimeMs: number;
+  migrationId: string;
+}
+
+const DEFAULT_MAX_SESSIONS = 4;
+const DEFAULT_IDLE_MS = 60_000;
+/** How long a closing socket may take to flush its last frame before it is destroyed. */
+const LINGER_MS = 2_000;
+/** The HELLO config key that carries the source's migration id (not part of the machine config). */
+export const MIGRATION_ID_KEY = 'migrationId';
+
+/** Before ACCEPT the only way to say no is REFUSE. */
+const REFUSE_FOR_ABORT: { readonly [r in AbortReason]: RefuseReason } = {
+  cancelled: 'busy',
+  timeout: 'bad-request',
+  protocol: 'bad-request',
+  io: 'internal',
+  'digest-mismatch': 'internal',
+  'state-rejected': 'internal',
+  resources: 'busy',
+  internal: 'internal',
+};
+
+type Phase = 'handshake' | 'transfer' | 'committing' | 'committed' | 'done';
+
+/** The source broke the session's rules (order, counts): a protocol error like a WireError. */
+function violation(text: string, message?: string): WireError {
+  return new WireError('unexpected-type', text, message !== undefined ? { message } : {});
+}
+
+export class MigrationServer extends EventEmitter<{
+  activated: [vm: IncomingVm, info: ActivationInfo];
+  failed: [vm: IncomingVm | undefined, error: Error];
+}> {
+  readonly name: string;
+  /** Test hook, may be changed between sessions. */
+  faultInjection: FaultInjection | undefined;
+  private readonly log: Logger;
+  private readonly maxSessions: number;
+  readonly idleTimeoutMs: number;
+  private server: Server | undefined;
+  private readonly live = new Set<IncomingSession>();
+  private closing: Promise<void> | undefined;
+
+  constructor(
+    private readonly host: DestinationHost,
+    opts: MigrationServerOptions,
+  ) {
+    super();
+    this.name = opts.name;
+    this.log = (opts.log ?? silentLogger).child({ destination: opts.name });
+    this.maxSessions = Math.max(1, opts.maxSessions ?? DEFAULT_MAX_SESSIONS);
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? DEFAULT_IDLE_MS;
+    this.faultInjection = opts.faultInjection;
+  }
+
+  /** Open connections (sessions in any stage). */
+  get sessions(): number {
+    return this.live.size;
+  }
+
+  listen(port: number, host: string): Promise<{ host: string; port: number }> {
+    if (this.server !== undefined) return Promise.reject(new Error(`migration server ${this.name} is already listening`));
+    const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server = server;
+    server.on('error', (e) => this.log.error({ err: errorText(e) }, 'migration listener error'));
+    return new Promise((resolve, reject) => {
+      const onError = (e: Error): void => {
+        this.server = undefined;
+        reject(e);
+      };
+      server.once('error', onError);
+      server.listen(port, host, () => {
+        server.off('error', onError);
+        const a = server.address() as AddressInfo;
+        this.log.info({ host: a.address, port: a.port }, 'listening for incoming migrations');
+        resolve({ host: a.address, port: a.port });
+      });
+    });
+  }
+
+  /** Stops listening and aborts the sessions that have not committed (their RAM is released). */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const server = this.server;
+      const stopped = server !== undefined ? new Promise<void>((r) => server.close(() => r())) : Promise.resolve();
+      for (const s of this.live) s.shutdown(`destination ${this.name} is shutting down`);
+      await Promise.all([...this.live].map((s) => s.closed));
+      await stopped;
+      this.log.info('migration listener closed');
+    })();
+    return this.closing;
+  }
+
+  private accept(socket: Socket): void {
+    try {
+      const session = new IncomingSession(this, this.host, socket, this.log);
+      this.live.add(session);
+      void session.closed.then(() => this.live.delete(session));
+      if (this.closing !== undefined) session.shutdown(`destination ${this.name} is shutting down`);
+    } catch (e) {
+      this.log.error({ err: errorText(e) }, 'could not set up an incoming session');
+      socket.destroy();
+    }
+  }
+
+  // ---- for sessions -----------------------------------------------------------------------
+
+  /** Sessions past their handshake, other than `self`. */
+  busyWith(self: IncomingSession): boolean {
+    let n = 0;
+    for (const s of this.live) if (s !== self && s.reserved) n++;
+    return n >= this.maxSessions || this.closing !== undefined;
+  }
+
+  takeFault(at: FaultPoint): boolean {
+    const f = this.faultInjection;
+    if (f === undefined || f.at !== at) return false;
+    if (f.once === true) this.faultInjection = undefined;
+    return true;
+  }
+
+  report(event: 'failed', vm: IncomingVm | undefined, error: Error): void;
+  report(event: 'activated', vm: IncomingVm, info: ActivationInfo): void;
+  report(event: 'failed' | 'activated', vm: IncomingVm | undefined, arg: Error | ActivationInfo): void {
+    try {
+      if (event === 'failed') this.emit('failed', vm, arg as Error);
+      else this.emit('activated', vm!, arg as ActivationInfo);
+    } catch (e) {
+      this.log.error({ err: errorText(e) }, `an '${event}' listener threw`);
+    }
+  }
+}
+
+/** One incoming connection: at most one VM. */
+class IncomingSession {
+  readonly closed: Promise<void>;
+  private readonly reader = new FrameReader({ from: 'source' });
+  private phase: Phase = 'handshake';
+  private log: Logger;
+  private vm: IncomingVm | undefined;
+  private reservation: Reservation | undefined;
+  private prepared: PreparedVm | undefined;
+  private loading = false;
+  private cleanedUp = false;
+  private failure: Error | undefined;
+  private pages: PageBatchReader | undefined;
+  private ram: Uint8Array | undefined;
+  private migrationId = '';
+  private round = 1;
+  private pagesInRound = 0;
+  private lastRoundEnded = 0;
+  private state: Uint8Array | undefined;
+  private completeAt = 0;
+  private pagesReceived = 0;
+
+  constructor(
+    private readonly server: MigrationServer,
+    private readonly host: DestinationHost,
+    private readonly socket: Socket,
+    log: Logger,
+  ) {
+    this.log = log.child({ peer: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}` });
+    this.closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.onEnd());
+    socket.on('error', (e) => this.onGone(`connection error: ${errorText(e)}`));
+    socket.on('close', () => this.onGone('connection closed'));
+    socket.setTimeout(server.idleTimeoutMs, () => this.onIdle());
+  }
+
+  /** The session is over (refused, failed, or handed over): ignore further input. */
+  private get ended(): boolean {
+    return this.phase === 'done';
+  }
+
+  /** Holds a reservation (counts against maxSessions). */
+  get reserved(): boolean {
+    return this.reservation !== undefined && this.phase !== 'done';
+  }
+
+  shutdown(why: string): void {
+    if (this.phase === 'committed' || this.phase === 'done') return;
+    this.fail(new Error(why), 'cancelled');
+  }
+
+  // ---- input ------------------------------------------------------------------------------
+
+  private onData(chunk: Buffer): void {
+    if (this.phase === 'done') return;
+    try {
+      this.reader.push(chunk);
+      for (;;) {
+        // Past the handshake, frames stay in the chunks they arrived in: PAGES go straight to RAM.
+        const f = this.phase === 'handshake' ? this.reader.next() : this.reader.nextPieces();
+        if (f === undefined) return;
+        if ('pieces' in f && f.type === FrameType.Pages) this.onPages(f);
+        else this.onFrame('pieces' in f ? { type: f.type, flags: f.flags, payload: joinPieces(f) } : f);
+        if (this.ended) return;
+      }
+    } catch (e) {
+      this.onBadInput(e);
+    }
+  }
+
+  private onEnd(): void {
+    if (this.phase === 'done' || this.phase === 'committed') return;
+    try {
+      this.reader.end();
+      this.onGone('the source closed the connection');
+    } catch (e) {
+      this.onBadInput(e);
+    }
+  }
+
+  private onGone(why: string): void {
+    if (this.phase === 'done' || this.phase === 'committed') return;
+    this.fail(new Error(`lost the connection to the source: ${why}`), undefined);
+  }
+
+  private onIdle(): void {
+    if (this.phase === 'committed' || this.phase === 'done') {
+      this.socket.destroy();
+      return;
+    }
+    if (this.phase === 'committing') return; // the host is loading the state; the source waits quietly
+    this.fail(new Error(`no data from the source for ${this.server.idleTimeoutMs} ms`), 'timeout');
+  }
+
+  private onBadInput(e: unknown): void {
+    if (this.phase === 'done') return;
+    if (this.phase === 'committed') {
+      this.log.warn({ err: errorText(e) }, 'bad bytes from the source after commitment; closing');
+      this.socket.destroy();
+      return;
+    }
+    if (this.phase === 'handshake' && e instanceof WireError) {
+      this.refuse(e.code === 'bad-version' ? 'version' : 'bad-request', e.message, e);
+      return;
+    }
+    if (e instanceof WireError) {
+      this.log.warn({ err: e.message }, 'protocol error from the source; aborting the session');
+      this.fail(e, 'protocol');
+    } else {
+      this.log.error({ err: errorText(e) }, 'internal error in an incoming session');
+      this.fail(e instanceof Error ? e : new Error(String(e)), 'internal');
+    }
+  }
+
+  private onFrame(f: Frame): void {
+    if (this.phase === 'handshake') {
+      this.onHello(decodeHello(f.payload)); // the reader lets only HELLO through here
+      return;
+    }
+    switch (f.type) {
+      case FrameType.Ping:
+        this.send(encodePong({ nonce: decodePing(f.payload).nonce }));
+        return;
+      case FrameType.Pong:
+        decodePing(f.payload);
+        return;
+      case FrameType.Abort: {
+        const m = decodeAbort(f.payload);
+        if (this.phase === 'committed') {
+          this.log.info({ reason: m.reason }, 'ABORT after COMMITTED ignored: the VM is ours');
+          return;
+        }
+        this.fail(new Error(`the source aborted the migration (${m.reason}): ${m.text}`), undefined);
+        return;
+      }
+      default:
+        break;
+    }
+    if (this.phase === 'committed') {
+      this.log.warn({ frame: frameTypeName(f.type) }, 'frame after COMMITTED ignored');
+      return;
+    }
+    if (this.phase !== 'transfer') throw violation(`${frameTypeName(f.type)} after COMPLETE`, frameTypeName(f.type));
+    switch (f.type) {
+      case FrameType.Pages:
+        this.onPages({ type: f.type, flags: f.flags, length: f.payload.length, pieces: [f.payload] });
+        return;
+      case FrameType.RoundEnd:
+        this.onRoundEnd(f);
+        return;
+      case FrameType.State:
+        this.onState(f);
+        return;
+      case FrameType.Complete:
+        this.onComplete(f);
+        return;
+      default:
+        throw violation(`${frameTypeName(f.type)} is not part of a pre-copy migration`, frameTypeName(f.type));
+    }
+  }
+
+  // ---- stage 1: reservation ----------------------------------------------------------------
+
+  private onHello(h: Hello): void {
+    const config = stripMigrationId(h.config);
+    const idValue = h.config[MIGRATION_ID_KEY];
+    const sessionId = randomId();
+    this.migrationId = typeof idValue === 'string' && idValue.length > 0 ? idValue : formatId(sessionId);
+    const vm: IncomingVm = { uuid: h.vmId, name: h.vmName, ramBytes: h.ramBytes, config };
+    this.vm = vm;
+    this.log = this.log.child({ migration: this.migrationId, vm: h.vmName });
+    if (h.mode !== 'precopy') return this.refuse('capability', `destination ${this.server.name} supports pre-copy only; ${h.mode} was requested`);
+    if (h.streamCount !== 1) return this.refuse('capability', `destination ${this.server.name} takes one stream per migration; ${h.streamCount} were offered`);
+    if (!isZeroId(h.sessionId)) return this.refuse('unknown-session', `session ${formatId(h.sessionId)} is not held by ${this.server.name}`);
+    if (this.server.busyWith(this)) return this.refuse('busy', `destination ${this.server.name} is receiving as many migrations as it takes`);
+    let r: Reservation;
+    try {
+      r = this.host.reserve(vm);
+    } catch (e) {
+      if (e instanceof RefusedError) return this.refuse(e.reason, e.message, e);
+      this.log.error({ err: errorText(e) }, 'reservation failed');
+      return this.refuse('internal', `destination ${this.server.name} could not reserve the VM: ${errorText(e)}`);
+    }
+    this.reservation = r;
+    if (r.ram.bytes !== h.ramBytes) {
+      this.fail(new Error(`the host reserved ${r.ram.bytes} bytes of RAM for a ${h.ramBytes}-byte VM`), 'internal');
+      return;
+    }
+    this.ram = r.ram.u8;
+    this.pages = new PageBatchReader({ ramPages: r.ram.pageCount });
+    if (this.server.takeFault('reservation')) return this.fault('reservation');
+    this.phase = 'transfer';
+    this.send(encodeAccept({ version: PROTOCOL_VERSION, sessionId, capabilities: h.capabilities & Capability.ZeroPages }));
+    this.log.info({ ramBytes: h.ramBytes, session: formatId(sessionId) }, 'incoming migration accepted, RAM reserved');
+  }
+
+  private refuse(reason: RefuseReason, text: string, cause?: Error): void {
+    this.log.info({ reason, text }, 'incoming migration refused');
+    this.phase = 'done';
+    this.failure = cause ?? new RefusedError(reason === 'version' || reason === 'unknown-session' || reason === 'capability' ? 'bad-request' : reason, text);
+    this.closeWith(encodeRefuse({ version: PROTOCOL_VERSION, reason, text }));
+    this.server.report('failed', this.vm, this.failure);
+    this.cleanedUp = true;
+  }
+
+  // ---- stages 2 and 3: pages, rounds, state ------------------------------------------------
+
+  private checkRoundFault(): void {
+    if ((this.round === 1 && this.server.takeFault('round1')) || (this.round === 2 && this.server.takeFault('round2'))) {
+      this.fault(this.round === 1 ? 'round1' : 'round2');
+    }
+  }
+
+  private onPages(f: FramePieces): void {
+    if (this.phase !== 'transfer') throw violation(`PAGES in phase ${this.phase}`, 'PAGES');
+    if (this.state !== undefined) throw violation('PAGES after STATE', 'PAGES');
+    const b = this.pages!.decodePieces(f.pieces, f.flags);
+    if (b.demand) throw violation('a demand batch in a pre-copy migration', 'PAGES');
+    if (b.round !== this.round) throw violation(`PAGES of round ${b.round} during round ${this.round}`, 'PAGES');
+    if (this.pagesInRound === 0) {
+      this.checkRoundFault();
+      if (this.ended) return;
+    }
+    const ram = this.ram!;
+    const n = b.count;
+    for (let i = 0; i < n; i++) {
+      const at = b.page(i) * PAGE_SIZE;
+      switch (b.encoding(i)) {
+        case PageEncoding.Raw:
+          b.copyData(i, ram, at);
+          break;
+        case PageEncoding.Zero:
+          ram.fill(0, at, at + PAGE_SIZE);
+          break;
+        default:
+          throw violation(`page ${b.page(i)} uses encoding ${b.encoding(i)}, which this session did not grant`, 'PAGES');
+      }
+    }
+    this.pagesInRound += n;
+    this.pagesReceived += n;
+  }
+
+  private onRoundEnd(f: Frame): void {
+    const m = decodeRoundEnd(f.payload);
+    if (this.state !== undefined) throw violation('ROUND_END after STATE', 'ROUND_END');
+    if (m.round !== this.round) throw violation(`ROUND_END of round ${m.round} during round ${this.round}`, 'ROUND_END');
+    if (m.pagesSent !== this.pagesInRound) throw violation(`round ${m.round} claims ${m.pagesSent} pages, ${this.pagesInRound} arrived`, 'ROUND_END');
+    if (this.pagesInRound === 0) {
+      this.checkRoundFault();
+      if (this.ended) return;
+    }
+    this.log.debug({ round: m.round, pages: m.pagesSent, dirtied: m.pagesDirtied }, 'round received');
+    this.lastRoundEnded = this.round;
+    this.round++;
+    this.pagesInRound = 0;
+  }
+
+  private onState(f: Frame): void {
+    if (this.server.takeFault('stop-and-copy')) return this.fault('stop-and-copy');
+    if (this.state !== undefined) throw violation('a second STATE', 'STATE');
+    if (this.lastRoundEnded === 0) throw violation('STATE before any round ended', 'STATE');
+    if (this.pagesInRound !== 0) throw violation('STATE inside a round (pages after the last ROUND_END)', 'STATE');
+    const m = decodeState(f.payload);
+    this.state = m.state.slice();
+  }
+
+  private onComplete(f: Frame): void {
+    const m = decodeComplete(f.payload);
+    if (this.state === undefined) throw violation('COMPLETE before STATE', 'COMPLETE');
+    if (m.round !== this.lastRoundEnded) throw violation(`COMPLETE names round ${m.round}, the last round was ${this.lastRoundEnded}`, 'COMPLETE');
+    this.phase = 'committing';
+    this.completeAt = performance.now();
+    void this.commit(m.ramDigest);
+  }
+
+  // ---- stages 4 and 5: commitment, activation ------------------------------------------------
+
+  private async commit(sourceDigest: Uint8Array | undefined): Promise<void> {
+    const vm = this.vm!;
+    let ours: Uint8Array | undefined;
+    if (sourceDigest !== undefined) {
+      ours = sha256(this.ram!);
+      if (!bytesEqual(ours, sourceDigest)) {
+        this.fail(new Error('the RAM received differs from the source\'s (SHA-256 mismatch)'), 'digest-mismatch');
+        return;
+      }
+    }
+    let prepared: PreparedVm;
+    this.loading = true;
+    try {
+      prepared = await this.host.load(vm, this.reservation!, this.state!, { postcopy: false });
+    } catch (e) {
+      this.loading = false;
+      if (this.phase === 'done') void this.cleanup();
+      else this.fail(new Error(`the machine state was refused: ${errorText(e)}`), 'state-rejected');
+      return;
+    } finally {
+      this.loading = false;
+    }
+    this.prepared = prepared;
+    if (this.phase !== 'committing') {
+      // Aborted (source ABORT, lost connection, shutdown) while the state was loading.
+      void this.cleanup();
+      return;
+    }
+    if (this.server.takeFault('before-commit')) return this.fault('before-commit');
+    // From this write on the VM is ours: an ABORT that crosses COMMITTED is ignored, as the source will be.
+    this.phase = 'committed';
+    const err = await new Promise<Error | null | undefined>((resolve) => this.socket.write(encodeCommitted({ ramDigest: ours }), resolve));
+    if (err) {
+      // COMMITTED never left this host, so the source cannot be committed: give the VM back.
+      this.phase = 'committing';
+      this.fail(new Error(`could not send COMMITTED: ${errorText(err)}`), undefined);
+      return;
+    }
+    try {
+      prepared.resume();
+    } catch (e) {
+      this.log.error({ err: errorText(e) }, 'the committed VM did not resume');
+    }
+    const switchoverUs = Math.round((performance.now() - this.completeAt) * 1000);
+    this.closeWith(encodeActivated({ switchoverUs }));
+    this.phase = 'done';
+    this.cleanedUp = true;
+    this.log.info({ switchoverMs: switchoverUs / 1000, pages: this.pagesReceived, rounds: this.lastRoundEnded }, 'incoming migration activated: the VM runs here');
+    this.server.report('activated', vm, { downtimeMs: switchoverUs / 1000, migrationId: this.migrationId });
+  }
+
+  // ---- failure ------------------------------------------------------------------------------
+
+  private fault(at: FaultPoint): void {
+    this.log.warn({ at }, 'fault injection: dropping the connection');
+    this.phase = 'done';
+    this.failure = new Error(`fault injected at ${at}`);
+    this.socket.destroy();
+    void this.cleanup();
+  }
+
+  /** Ends the session before commitment: ABORT (if `abort`), close, drop the partial copy. */
+  private fail(err: Error, abort: AbortReason | undefined): void {
+    if (this.phase === 'done' || this.phase === 'committed') return;
+    const handshake = this.phase === 'handshake';
+    this.phase = 'done';
+    this.failure = err;
+    this.log.warn({ err: err.message }, 'incoming migration failed; its partial copy is dropped');
+    if (abort === undefined) this.socket.destroy();
+    else if (handshake) this.closeWith(encodeRefuse({ version: PROTOCOL_VERSION, reason: REFUSE_FOR_ABORT[abort], text: err.message }));
+    else this.closeWith(encodeAbort({ reason: abort, text: err.message }));
+    void this.cleanup();
+  }
+
+  /** Releases the reservation or discards the loaded VM, once; waits for a load in flight. */
+  private async cleanup(): Promise<void> {
+    if (this.loading || this.cleanedUp) return;
+    this.cleanedUp = true;
+    try {
+      if (this.prepared !== undefined) await this.prepared.discard();
+      else if (this.reservation !== undefined) this.host.release(this.vm!, this.reservation);
+    } catch (e) {
+      this.log.error({ err: errorText(e) }, 'dropping the partial copy failed');
+    }
+    this.server.report('failed', this.vm, this.failure ?? new Error('incoming migration failed'));
+  }
+
+  private send(frame: Uint8Array): void {
+    if (this.socket.writable) this.socket.write(frame);
+  }
+
+  /** Sends a last frame and closes; destroys the socket if the peer does not take it in time. */
+  private closeWith(frame: Uint8Array): void {
+    const s = this.socket;
+    if (s.writable) s.end(frame);
+    else s.destroy();
+    const t = setTimeout(() => s.destroy(), LINGER_MS);
+    t.unref();
+  }
+}
+
+function joinPieces(f: FramePieces): Uint8Array {
+  if (f.pieces.length === 1) return f.pieces[0]!;
+  const out = new Uint8Array(f.length);
+  let o = 0;
+  for (const q of f.pieces) {
+    out.set(q, o);
+    o += q.length;
+  }
+  return out;
+}
+
+function stripMigrationId(c: MachineConfig): MachineConfig {
+  if (!(MIGRATION_ID_KEY in c)) return c;
+  const out: MachineConfig = { ...c };
+  delete out[MIGRATION_ID_KEY];
+  return out;
+}

@@ -1,0 +1,156 @@
+/**
+ * The pre-copy hot path: walks a list of page numbers and streams them as PAGES frames. A ring
+ * of PageBatchBuilders takes turns, so batches are filled while earlier ones are on their way
+ * to the kernel; a builder is reused only after the socket's write callback released it, which
+ * also bounds what waits in the socket's buffer (backpressure). No per-page buffers: raw pages
+ * are copied straight from guest RAM into a builder.
+ */
+import type { GuestRam } from '../machine/memory/ram.js';
+import { PAGE_SIZE } from '../machine/memory/layout.js';
+import { TokenBucket } from './rate-limit.js';
+import { MAX_BATCH_PAGES, PageBatchBuilder } from './wire/index.js';
+
+/** Where frames go; implemented by the outgoing migration over its socket. */
+export interface FrameSink {
+  /** Queues a whole frame; `done` runs once the socket no longer needs its bytes. */
+  write(frame: Uint8Array, done: (err?: Error | null) => void): void;
+  /** Awaits `p`, or rejects as soon as the migration has failed. */
+  guard<T>(p: Promise<T>): Promise<T>;
+}
+
+export interface RoundTally {
+  /** Page entries sent (raw + zero). */
+  pages: number;
+  zeroPages: number;
+  /** Pages dirty again when reached, left for the next round (Xen's skip). */
+  skipped: number;
+  /** Frame bytes written. */
+  bytes: number;
+  /** Time spent waiting for the rate limiter. */
+  limiterWaitMs: number;
+}
+
+/** Batches that may be in flight at once: enough to keep the kernel's buffers full. */
+const BUILDERS = 4;
+/** Largest frame when unthrottled: a full batch (1024 raw pages, ~4 MiB) amortises per-write costs. */
+const UNLIMITED_BATCH_BYTES = 4 * 1024 * 1024 + 64 * 1024;
+/** Under a rate limit a batch holds ~20 ms worth of bytes, within these bounds. */
+const MIN_LIMITED_BATCH_BYTES = 64 * 1024;
+const LIMITED_BATCH_MS = 20;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export class PageSender {
+  private readonly builders: PageBatchBuilder[] = [];
+  /** Per builder: the write in flight (undefined: free). */
+  private readonly inFlight: (Promise<void> | undefined)[] = [];
+  private readonly release: (() => void)[] = [];
+  private readonly onWritten: ((err?: Error | null) => void)[] = [];
+  private next = 0;
+  private readonly bucket = new TokenBucket();
+  private batchBytes = UNLIMITED_BATCH_BYTES;
+  /** Totals over the whole migration, for progress reports. */
+  totalBytes = 0;
+  totalPages = 0;
+  totalZeroPages = 0;
+
+  constructor(
+    private readonly ram: GuestRam,
+    private readonly sink: FrameSink,
+    /** The destination granted the zero-page encoding. */
+    private readonly zeroPages: boolean,
+  ) {
+    for (let i = 0; i < BUILDERS; i++) {
+      this.builders.push(new PageBatchBuilder(MAX_BATCH_PAGES));
+      this.inFlight.push(undefined);
+      this.release.push(() => {});
+      this.onWritten.push(() => this.release[i]!());
+    }
+  }
+
+  /** Limits the stream to `bytesPerSecond` (Infinity: unlimited) from now on. */
+  setRate(bytesPerSecond: number): void {
+    if (bytesPerSecond === Infinity || !(bytesPerSecond > 0)) {
+      this.batchBytes = UNLIMITED_BATCH_BYTES;
+      this.bucket.setRate(Infinity, 0);
+    } else {
+      this.batchBytes = Math.min(UNLIMITED_BATCH_BYTES, Math.max(MIN_LIMITED_BATCH_BYTES, (bytesPerSecond * LIMITED_BATCH_MS) / 1000));
+      this.bucket.setRate(bytesPerSecond, this.batchBytes);
+    }
+  }
+
+  /**
+   * Sends the pages in `list` as round `round`. With `skipDirty` (live rounds), a page that is
+   * dirty again when reached is left for the next round: it would be sent twice otherwise.
+   * Resolves once every frame has been handed to the kernel.
+   */
+  async sendRound(list: Uint32Array, round: number, skipDirty: boolean): Promise<RoundTally> {
+    const tally: RoundTally = { pages: 0, zeroPages: 0, skipped: 0, bytes: 0, limiterWaitMs: 0 };
+    const ram = this.ram;
+    const dirty = ram.dirty;
+    const u8 = ram.u8;
+    const zeroOk = this.zeroPages;
+    let b = await this.acquire(round);
+    const n = list.length;
+    for (let i = 0; i < n; i++) {
+      const p = list[i]!;
+      // Xen's skip: clear-before-copy already took this page's mark; a new mark means it changed again.
+      if (skipDirty && dirty.isDirty(p)) {
+        tally.skipped++;
+        continue;
+      }
+      if (zeroOk && ram.isZeroPage(p)) {
+        b.addZero(p);
+        tally.zeroPages++;
+      } else {
+        b.addRaw(p, u8, p * PAGE_SIZE);
+      }
+      if (b.full || b.frameBytes >= this.batchBytes) {
+        await this.flush(b, tally);
+        b = await this.acquire(round);
+      }
+    }
+    if (b.count > 0) await this.flush(b, tally); // else the begun, empty builder is begun again next time
+    await this.settle();
+    this.totalZeroPages += tally.zeroPages;
+    return tally;
+  }
+
+  /** Waits until both builders' frames have left for the kernel. */
+  async settle(): Promise<void> {
+    for (const p of this.inFlight) if (p !== undefined) await this.sink.guard(p);
+  }
+
+  private async acquire(round: number): Promise<PageBatchBuilder> {
+    const i = this.next;
+    const pending = this.inFlight[i];
+    if (pending !== undefined) await this.sink.guard(pending);
+    return this.builders[i]!.begin(round);
+  }
+
+  private async flush(b: PageBatchBuilder, tally: RoundTally): Promise<void> {
+    const i = this.next;
+    const count = b.count;
+    const frame = b.finish();
+    const wait = this.bucket.take(frame.length);
+    if (wait > 0) {
+      const t = performance.now();
+      await this.sink.guard(sleep(wait));
+      tally.limiterWaitMs += performance.now() - t;
+    }
+    this.inFlight[i] = new Promise<void>((resolve) => {
+      this.release[i] = () => {
+        this.inFlight[i] = undefined;
+        resolve();
+      };
+    });
+    this.sink.write(frame, this.onWritten[i]);
+    tally.bytes += frame.length;
+    tally.pages += count;
+    this.totalBytes += frame.length;
+    this.totalPages += count;
+    this.next = (i + 1) % BUILDERS;
+  }
+}

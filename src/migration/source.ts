@@ -1,0 +1,804 @@
+/**
+ * The source side of a pre-copy live migration (Clark et al., NSDI 2005), stage by stage:
+ * reservation (HELLO / ACCEPT), iterative pre-copy with dynamic rate limiting and Xen's
+ * skip of re-dirtied pages, switchover by QEMU's downtime rule, stop-and-copy, commitment.
+ * Until the destination's COMMITTED arrives every failure leaves the VM running here; after
+ * it the VM belongs to the destination and is never resumed here. See docs/precopy.md.
+ */
+import { EventEmitter } from 'node:events';
+import { connect, type Socket } from 'node:net';
+import { PAGE_SIZE } from '../machine/memory/layout.js';
+import { silentLogger, type Logger } from '../util/log.js';
+import { MigrationError, errorText } from './errors.js';
+import { PageSender, type FrameSink, type RoundTally } from './page-sender.js';
+import { DynamicRateLimit, type RateLimitPolicy } from './rate-limit.js';
+import type { MigrationProgress, MigrationReport, MigrationStage, MigrationStatus, RoundStats } from './report.js';
+import { DowntimeLimitPolicy, expectedDowntimeMs, type SwitchoverPolicy } from './switchover.js';
+import type { MigratableVm } from './vm-port.js';
+import {
+  Capability,
+  FRAME_HEADER_BYTES,
+  FrameReader,
+  FrameType,
+  PROTOCOL_VERSION,
+  WireError,
+  bytesEqual,
+  decodeMessage,
+  encodeAbort,
+  frameTypeName,
+  encodeComplete,
+  encodeHello,
+  encodePing,
+  encodePong,
+  encodeRoundEnd,
+  encodeStateParts,
+  formatId,
+  sha256,
+  type AbortReason,
+  type Committed,
+  type Frame,
+  type Message,
+} from './wire/index.js';
+
+export interface MigrateOptions {
+  /** Migration id, assigned by the host. */
+  readonly id: string;
+  /** For reports and logs. */
+  readonly sourceName: string;
+  readonly destinationName: string;
+  /** The destination's migration listener. */
+  readonly destination: { readonly host: string; readonly port: number };
+  readonly mode: 'precopy';
+  /** Bytes per second; 0 = unlimited. */
+  readonly maxBandwidthBps: number;
+  /** Floor of the dynamic rate limiter, bytes per second. */
+  readonly minBandwidthBps: number;
+  /** QEMU's downtime-limit (default 300). */
+  readonly downtimeLimitMs: number;
+  /** Live (iterative) rounds at most before stop-and-copy (default 30). */
+  readonly maxRounds: number;
+  /** Compare a SHA-256 of all RAM on both sides at switchover. */
+  readonly verifyRam: boolean;
+  /** Whole-migration timeout; 0 = none. */
+  readonly timeoutMs: number;
+  readonly log?: Logger;
+}
+
+/** Assumed machine-state size before the first saveState (the state is only known once paused). */
+const STATE_BYTES_ESTIMATE = 64 * 1024;
+/** A round must send at least this much for its bandwidth to count: smaller sends vanish into socket buffers. */
+const MIN_BANDWIDTH_SAMPLE_BYTES = 2 * 1024 * 1024;
+/** After COMPLETE, how long an ABORT (cancel, timeout) waits for the destination's answer. */
+const ABORT_ANSWER_MS = 5_000;
+/** After COMMITTED, how long to wait for ACTIVATED before reporting without it. */
+const ACTIVATION_WAIT_MS = 30_000;
+const PROGRESS_INTERVAL_MS = 200;
+const ROUND_END_FRAME_BYTES = FRAME_HEADER_BYTES + 28;
+
+const noop = (): void => {};
+
+interface PingRecord {
+  readonly sentAt: number;
+  readonly resolve: (() => void) | undefined;
+}
+
+/**
+ * One outgoing migration. `run()` never rejects: its report says completed, failed or
+ * cancelled. `committed` turns true once the destination holds the VM: from then on the host
+ * must release the VM here and never resume it.
+ */
+export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgress] }> {
+  private readonly vm: MigratableVm;
+  private readonly opts: MigrateOptions;
+  private readonly log: Logger;
+  private readonly peer: string;
+  private socket: Socket | undefined;
+  private readonly reader = new FrameReader({ from: 'destination' });
+  private runPromise: Promise<MigrationReport> | undefined;
+
+  private stage: MigrationStage = 'reservation';
+  private status: MigrationStatus = 'setup';
+  private round = 0;
+  private t0 = performance.now();
+  private setupTimeMs = 0;
+  private controlBytes = 0;
+  private sender: PageSender | undefined;
+  private remainingBytes = 0;
+  private bandwidthBps = 0;
+  private dirtyRateBps = 0;
+  private expectedMs = 0;
+  private switchoverReason = '';
+  private stateBytes = 0;
+  private readonly perRound: RoundStats[] = [];
+  private peakBandwidth = 0;
+  private smallSampleBandwidth = 0;
+  private rttMs = Number.NaN;
+  private readonly pings = new Map<bigint, PingRecord>();
+  private commitPing: bigint | undefined;
+
+  private failure: MigrationError | undefined;
+  private readonly failWaiters = new Set<(e: MigrationError) => void>();
+  private pendingAbort: MigrationError | undefined;
+  private preCancel: MigrationError | undefined;
+  private completeSent = false;
+  private isCommitted = false;
+  private finished = false;
+  private readonly inbox: Message[] = [];
+  private inboxWaiter: ((m: Message | undefined) => void) | undefined;
+  private peerGone = false;
+
+  private dirtyLogging: Promise<void> | undefined;
+  private pausing: Promise<void> | undefined;
+  private pausedAt = 0;
+  private resumedAt = 0;
+  private completeSentAt = 0;
+  private committedAt = 0;
+  private activatedAt = 0;
+  private switchoverUs: number | undefined;
+  private ramDigest: Uint8Array | undefined;
+  private ramDigestMatch: boolean | undefined;
+  private timers: NodeJS.Timeout[] = [];
+
+  constructor(vm: MigratableVm, opts: MigrateOptions) {
+    super();
+    this.vm = vm;
+    this.opts = opts;
+    this.peer = opts.destinationName;
+    this.log = (opts.log ?? silentLogger).child({ migration: opts.id, vm: vm.name, peer: opts.destinationName });
+  }
+
+  /** True once the destination confirmed it holds the VM; the source must never resume it again. */
+  get committed(): boolean {
+    return this.isCommitted;
+  }
+
+  run(): Promise<MigrationReport> {
+    this.runPromise ??= this.execute();
+    return this.runPromise;
+  }
+
+  /** Abandons the migration and keeps the VM here. Effective until commitment; ignored after it. */
+  cancel(): void {
+    if (this.isCommitted || this.finished) return;
+    const err = new MigrationError(this.stage, 'migration cancelled', { status: 'cancelled', abort: 'cancelled' });
+    if (this.runPromise === undefined) {
+      this.preCancel = err;
+      return;
+    }
+    this.log.info({ stage: this.stage }, 'cancel requested');
+    this.abortLocally(err);
+  }
+
+  progress(): MigrationProgress {
+    return {
+      id: this.opts.id,
+      vm: this.vm.name,
+      status: this.status,
+      stage: this.stage,
+      round: this.round,
+      ramBytes: this.vm.ram.bytes,
+      bytesTransferred: this.bytesTransferred(),
+      pagesTransferred: this.sender?.totalPages ?? 0,
+      remainingBytes: this.remainingBytes,
+      bandwidthBps: Math.round(this.bandwidthBps),
+      dirtyRateBps: Math.round(this.dirtyRateBps),
+      expectedDowntimeMs: Math.round(this.expectedMs * 1000) / 1000,
+      elapsedMs: Math.round(performance.now() - this.t0),
+    };
+  }
+
+  // ---- the stages ------------------------------------------------------------------------
+
+  private async execute(): Promise<MigrationReport> {
+    this.t0 = performance.now();
+    this.startTimers();
+    this.emitProgress();
+    try {
+      if (this.preCancel !== undefined) throw this.preCancel;
+      this.checkOptions();
+      await this.reserve();
+      await this.iterate();
+      await this.stopAndCopy();
+      await this.commit();
+      await this.activate();
+      return this.finish('completed', undefined);
+    } catch (e) {
+      if (this.isCommitted) {
+        // Nothing after COMMITTED may undo the move; a late local error is only logged.
+        this.log.error({ err: errorText(e) }, 'error after commitment (the VM runs at the destination)');
+        return this.finish('completed', undefined);
+      }
+      this.fail(this.asFailure(e));
+      const failure = this.failure ?? this.asFailure(e);
+      await this.rollback();
+      return this.finish(failure.status, failure);
+    } finally {
+      for (const t of this.timers) clearTimeout(t);
+      this.timers = [];
+    }
+  }
+
+  private checkOptions(): void {
+    const o = this.opts;
+    const bad = (what: string): never => {
+      throw new MigrationError('reservation', `invalid migration options: ${what}`);
+    };
+    if (o.mode !== 'precopy') bad(`mode '${String(o.mode)}' is not supported (pre-copy only)`);
+    if (!Number.isInteger(o.destination.port) || o.destination.port <= 0 || o.destination.port > 65535) bad(`destination port ${o.destination.port}`);
+    for (const [k, v] of [['maxBandwidthBps', o.maxBandwidthBps], ['minBandwidthBps', o.minBandwidthBps], ['downtimeLimitMs', o.downtimeLimitMs], ['timeoutMs', o.timeoutMs]] as const) {
+      if (!Number.isFinite(v) || v < 0) bad(`${k} = ${v}`);
+    }
+    if (!Number.isInteger(o.maxRounds) || o.maxRounds < 1) bad(`maxRounds = ${o.maxRounds}`);
+  }
+
+  /** Stage 1: connect, HELLO, and the destination's ACCEPT or REFUSE; then a first RTT sample. */
+  private async reserve(): Promise<void> {
+    const { host, port } = this.opts.destination;
+    this.log.info({ host, port, ramBytes: this.vm.ram.bytes }, 'migration: connecting to the destination');
+    const s = connect({ host, port });
+    this.socket = s;
+    s.on('data', (chunk: Buffer) => this.onData(chunk));
+    s.on('end', () => {
+      try {
+        this.reader.end();
+        this.onPeerGone('the destination closed the connection');
+      } catch (e) {
+        this.onPeerGone(`the destination closed the connection mid-frame (${errorText(e)})`);
+      }
+    });
+    s.on('error', (e) => this.onPeerGone(`connection error: ${errorText(e)}`));
+    s.on('close', () => this.onPeerGone('connection closed'));
+    await this.guard(new Promise<void>((resolve) => s.once('connect', resolve)));
+    s.setNoDelay(true);
+    s.setKeepAlive(true, 5_000);
+
+    const vm = this.vm;
+    this.write(encodeHello({
+      version: PROTOCOL_VERSION,
+      vmId: vm.uuid,
+      vmName: vm.name,
+      ramBytes: vm.ram.bytes,
+      pageSize: PAGE_SIZE,
+      // The migration id travels as an extra config key; the destination removes it again.
+      config: { ...vm.config, migrationId: this.opts.id },
+      mode: 'precopy',
+      capabilities: Capability.ZeroPages,
+      streamIndex: 0,
+      streamCount: 1,
+      sessionId: new Uint8Array(16),
+    }));
+    const m = await this.guard(this.nextMessage());
+    if (m === undefined) throw this.lost('the destination closed the connection during the handshake');
+    if (m.type !== FrameType.Accept) throw this.protocolError(`expected ACCEPT, got ${frameTypeName(m.type)}`);
+    const zero = (m.capabilities & Capability.ZeroPages) !== 0;
+    this.sender = new PageSender(vm.ram, this.sink, zero);
+    this.log.info({ session: formatId(m.sessionId), zeroPages: zero }, 'migration: destination accepted, RAM reserved there');
+    await this.guard(this.pingAndWait());
+  }
+
+  /** Stage 2: iterative pre-copy until the switchover policy says stop. */
+  private async iterate(): Promise<void> {
+    const vm = this.vm;
+    const ram = vm.ram;
+    this.dirtyLogging = vm.setDirtyLogging(true);
+    this.dirtyLogging.catch(noop);
+    await this.guard(this.dirtyLogging);
+    this.stage = 'precopy';
+    this.status = 'active';
+    this.setupTimeMs = performance.now() - this.t0;
+    this.emitProgress();
+
+    const limiter: RateLimitPolicy = new DynamicRateLimit(this.opts.minBandwidthBps, this.opts.maxBandwidthBps);
+    const policy: SwitchoverPolicy = new DowntimeLimitPolicy({ downtimeLimitMs: this.opts.downtimeLimitMs, maxRounds: this.opts.maxRounds });
+    const sender = this.sender!;
+    // Round 1 sends every page; the dirty log (clear since logging started) collects what changes meanwhile.
+    let list: Uint32Array = new Uint32Array(ram.pageCount);
+    for (let p = 0; p < list.length; p++) list[p] = p;
+    const dirtyBuf = new Uint32Array(ram.pageCount);
+    let prevDirtyRate = 0;
+    // acks[k]: the PONG to the PING sent behind round k. The source runs at most one round
+    // ahead of what the destination has taken in, and pauses the VM only once the destination
+    // has every live round: the last round then does not queue behind earlier ones.
+    const acks: Promise<void>[] = [];
+    let dirtySince = performance.now(); // when the marks being collected started (the last sync)
+    for (let round = 1; ; round++) {
+      this.round = round;
+      if (round >= 3) await this.guard(acks[round - 2]!);
+      const limit = limiter.roundLimit(round, prevDirtyRate);
+      sender.setRate(limit);
+      const started = performance.now();
+      const tally = await sender.sendRound(list, round, true);
+      const durationMs = Math.max(performance.now() - started, 0.001);
+      const dirtyPages = ram.dirty.count();
+      const dirtyRate = (dirtyPages * PAGE_SIZE * 1000) / Math.max(performance.now() - dirtySince, 0.001);
+      this.recordRound(round, tally, durationMs, dirtyPages, dirtyRate, limit);
+      acks[round] = this.pingAndWait();
+      this.remainingBytes = dirtyPages * PAGE_SIZE;
+      this.dirtyRateBps = dirtyRate;
+      const decision = policy.decide({
+        round,
+        remainingBytes: this.remainingBytes,
+        bandwidthBps: this.stopAndCopyBandwidth(),
+        stateBytes: STATE_BYTES_ESTIMATE,
+        rttMs: this.rtt(),
+      });
+      this.expectedMs = decision.expectedDowntimeMs;
+      this.log.debug({ round, pages: tally.pages, zero: tally.zeroPages, skipped: tally.skipped, bytes: tally.bytes, durationMs, dirtyPages, rateLimitBps: limit, expectedDowntimeMs: decision.expectedDowntimeMs }, 'pre-copy round done');
+      this.emitProgress();
+      if (decision.reason !== undefined) {
+        this.switchoverReason = decision.reason;
+        this.log.info({ round, reason: decision.reason, remainingBytes: this.remainingBytes, expectedDowntimeMs: decision.expectedDowntimeMs }, 'migration: switching over');
+        await this.guard(acks[round]!);
+        return;
+      }
+      // Clear-before-copy: take the marks now; pages written from here on are marked again.
+      list = ram.dirty.sync(dirtyBuf);
+      dirtySince = performance.now();
+      prevDirtyRate = dirtyRate;
+    }
+  }
+
+  /** Stage 3: pause, send what is still dirty and the machine state, ask to commit. */
+  private async stopAndCopy(): Promise<void> {
+    const vm = this.vm;
+    const ram = vm.ram;
+    const sender = this.sender!;
+    this.stage = 'stop-and-copy';
+    this.status = 'device';
+    this.emitProgress();
+    this.pausedAt = performance.now();
+    this.pausing = vm.pause();
+    this.pausing.catch(noop);
+    await this.guard(this.pausing);
+    // The state is saved by the vCPU thread while this thread sends the last pages.
+    const saving = vm.saveState();
+    saving.catch(noop);
+    const list = ram.dirty.sync();
+    const round = ++this.round;
+    const limit = this.opts.maxBandwidthBps > 0 ? this.opts.maxBandwidthBps : Infinity;
+    sender.setRate(limit);
+    const started = performance.now();
+    const tally = await sender.sendRound(list, round, false);
+    const durationMs = Math.max(performance.now() - started, 0.001);
+    this.recordRound(round, tally, durationMs, 0, 0, limit);
+    this.remainingBytes = 0;
+
+    const state = await this.guard(saving);
+    const [head, blob] = encodeStateParts(state);
+    this.write(head);
+    this.write(blob);
+    this.stateBytes = state.length;
+    if (this.opts.verifyRam) this.ramDigest = sha256(ram.u8);
+    // A PING before COMPLETE: its PONG proves the destination has every page and the state.
+    this.commitPing = this.sendPing();
+    this.write(encodeComplete({ round, ramDigest: this.ramDigest }));
+    this.completeSent = true;
+    this.completeSentAt = performance.now();
+    this.emitProgress();
+  }
+
+  /** Stage 4: the destination's COMMITTED (it loaded the state and holds a consistent image). */
+  private async commit(): Promise<void> {
+    const m = await this.guard(this.nextMessage());
+    // onFrame already took COMMITTED's effect (committed = true) the moment it arrived.
+    if (!this.isCommitted) {
+      if (m === undefined) throw this.pendingAbort ?? this.lost('the destination closed the connection before COMMITTED');
+      throw this.protocolError(`expected COMMITTED, got ${frameTypeName(m.type)}`);
+    }
+    this.log.info({ sinceCompleteMs: this.committedAt - this.completeSentAt }, 'migration: committed; the VM belongs to the destination');
+    this.emitProgress();
+  }
+
+  /**
+   * COMMITTED takes effect as it is read, before anything else can happen: a connection closing
+   * right behind it (the destination closes after ACTIVATED) must not look like a failure.
+   */
+  private onCommitted(m: Committed): void {
+    if (!this.completeSent) throw this.protocolError('COMMITTED before COMPLETE');
+    if (this.failure !== undefined) {
+      this.log.error({ failure: this.failure.message }, 'COMMITTED arrived after this source gave up: the VM may now run on both hosts; stop one');
+      return;
+    }
+    this.isCommitted = true;
+    this.committedAt = performance.now();
+    this.stage = 'activation';
+    if (this.pendingAbort !== undefined) this.log.info('the destination committed before it saw our abort: the migration completes');
+    this.pendingAbort = undefined;
+    if (this.ramDigest !== undefined) {
+      this.ramDigestMatch = m.ramDigest !== undefined ? bytesEqual(m.ramDigest, this.ramDigest) : undefined;
+      if (this.ramDigestMatch === false) this.log.error('the destination committed a RAM image whose digest differs from ours');
+    }
+  }
+
+  /** Stage 5: ACTIVATED: the VM runs at the destination. */
+  private async activate(): Promise<void> {
+    const m = await new Promise<Message | undefined>((resolve) => {
+      const t = setTimeout(() => resolve(undefined), ACTIVATION_WAIT_MS);
+      this.nextMessage().then(
+        (v) => {
+          clearTimeout(t);
+          resolve(v);
+        },
+        () => {
+          clearTimeout(t);
+          resolve(undefined);
+        },
+      );
+    });
+    if (m !== undefined && m.type === FrameType.Activated) {
+      this.activatedAt = performance.now();
+      this.switchoverUs = m.switchoverUs;
+    } else {
+      this.log.warn('no ACTIVATED from the destination after COMMITTED; the downtime is estimated from COMMITTED');
+    }
+    this.stage = 'done';
+    this.socket?.end();
+  }
+
+  // ---- failure handling ---------------------------------------------------------------------
+
+  /** Latches the first failure, tells the peer when it should know, and wakes every guarded wait. */
+  private fail(err: MigrationError): void {
+    if (this.failure !== undefined || this.isCommitted) return;
+    this.failure = err;
+    this.log.warn({ stage: err.stage, status: err.status, err: err.message }, 'migration failed; the VM stays on the source');
+    const s = this.socket;
+    if (s !== undefined && !s.destroyed) {
+      // ABORT only inside a session: before ACCEPT the destination expects nothing but HELLO.
+      if (err.opts.abort !== undefined && s.writable && this.sender !== undefined) {
+        s.end(encodeAbort({ reason: err.opts.abort, text: err.message }));
+        const t = setTimeout(() => s.destroy(), 1_000);
+        t.unref();
+      } else {
+        s.destroy();
+      }
+    }
+    for (const w of this.failWaiters) w(err);
+    this.failWaiters.clear();
+  }
+
+  /**
+   * A local reason to stop (cancel, timeout). Before COMPLETE it fails at once. After COMPLETE
+   * the destination may already be committing: tell it (ABORT) and let its answer decide:
+   * COMMITTED means it won the race and the migration completes; a close means it dropped its copy.
+   */
+  private abortLocally(err: MigrationError): void {
+    if (this.isCommitted || this.failure !== undefined || this.finished) return;
+    if (!this.completeSent) {
+      this.fail(err);
+      return;
+    }
+    if (this.pendingAbort !== undefined) return;
+    this.pendingAbort = new MigrationError(err.stage, err.message, { status: err.status });
+    this.sendPendingAbort(err.opts.abort ?? 'cancelled');
+  }
+
+  private sendPendingAbort(reason: AbortReason = 'cancelled'): void {
+    const err = this.pendingAbort;
+    if (err === undefined || this.failure !== undefined) return;
+    const s = this.socket;
+    if (s !== undefined && s.writable) this.write(encodeAbort({ reason, text: err.message }));
+    const t = setTimeout(() => this.fail(err), ABORT_ANSWER_MS);
+    t.unref();
+    this.timers.push(t);
+  }
+
+  private onPeerGone(why: string): void {
+    this.peerGone = true;
+    this.deliver(undefined);
+    if (this.isCommitted || this.finished) return;
+    this.fail(this.pendingAbort ?? this.lost(why));
+  }
+
+  private lost(why: string): MigrationError {
+    return new MigrationError(this.stage, `lost the connection to destination ${this.peer}: ${why}`, { peer: this.peer });
+  }
+
+  private protocolError(text: string): MigrationError {
+    return new MigrationError(this.stage, `protocol error from destination ${this.peer}: ${text}`, { peer: this.peer, abort: 'protocol' });
+  }
+
+  private asFailure(e: unknown): MigrationError {
+    if (e instanceof MigrationError) return e;
+    if (e instanceof WireError) return this.protocolError(e.message);
+    return new MigrationError(this.stage, `local error: ${errorText(e)}`, { abort: 'internal' });
+  }
+
+  /** Back to where we started: the VM runs here, dirty logging off. */
+  private async rollback(): Promise<void> {
+    if (this.pausing !== undefined) {
+      try {
+        await this.pausing;
+      } catch {
+        /* the vCPU never paused; resume anyway */
+      }
+      try {
+        this.vm.resume();
+        this.resumedAt = performance.now();
+        this.log.info({ pausedMs: this.resumedAt - this.pausedAt }, 'the VM resumed on the source');
+      } catch (e) {
+        this.log.error({ err: errorText(e) }, 'could not resume the VM on the source');
+      }
+    }
+    if (this.dirtyLogging !== undefined) {
+      try {
+        await this.dirtyLogging;
+      } catch {
+        /* it failed to turn on: turning it off is still right */
+      }
+      try {
+        await this.vm.setDirtyLogging(false);
+      } catch (e) {
+        this.log.warn({ err: errorText(e) }, 'could not turn dirty logging off');
+      }
+    }
+  }
+
+  // ---- the connection ---------------------------------------------------------------------
+
+  private readonly sink: FrameSink = {
+    write: (frame, done) => {
+      if (this.failure !== undefined) throw this.failure;
+      this.socket!.write(frame, done);
+    },
+    guard: <T>(p: Promise<T>) => this.guard(p),
+  };
+
+  /** A control frame; dropped once the connection is failing (the ABORT is the last word). */
+  private write(frame: Uint8Array): void {
+    const s = this.socket;
+    if (s === undefined || !s.writable || this.failure !== undefined) return;
+    this.controlBytes += frame.length;
+    s.write(frame);
+  }
+
+  /** Awaits `p` unless the migration fails first. */
+  private guard<T>(p: Promise<T>): Promise<T> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    return new Promise<T>((resolve, reject) => {
+      const w = (e: MigrationError): void => reject(e);
+      this.failWaiters.add(w);
+      p.then(
+        (v) => {
+          this.failWaiters.delete(w);
+          resolve(v);
+        },
+        (e: unknown) => {
+          this.failWaiters.delete(w);
+          reject(e instanceof Error ? e : new Error(String(e)));
+        },
+      );
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    try {
+      this.reader.push(chunk);
+      for (;;) {
+        const f = this.reader.next();
+        if (f === undefined) break;
+        this.onFrame(f);
+      }
+    } catch (e) {
+      if (this.isCommitted) {
+        this.log.warn({ err: errorText(e) }, 'bad bytes from the destination after commitment; closing');
+        this.socket?.destroy();
+        return;
+      }
+      this.fail(e instanceof MigrationError ? e : this.protocolError(errorText(e)));
+    }
+  }
+
+  private onFrame(f: Frame): void {
+    const m = decodeMessage(f);
+    switch (m.type) {
+      case FrameType.Ping:
+        this.write(encodePong({ nonce: m.nonce }));
+        return;
+      case FrameType.Pong:
+        this.onPong(m.nonce);
+        return;
+      case FrameType.Abort:
+        if (this.isCommitted) {
+          this.log.warn({ reason: m.reason, text: m.text }, 'ABORT from the destination after commitment; ignored');
+          return;
+        }
+        this.fail(this.pendingAbort ?? new MigrationError(this.stage, `destination ${this.peer} aborted the migration (${m.reason}): ${m.text}`, { peer: this.peer }));
+        return;
+      case FrameType.Refuse:
+        // Handled here, not by the waiting stage: the close that follows a REFUSE must not win.
+        this.fail(new MigrationError('reservation', `destination ${this.peer} refused the migration (${m.reason}): ${m.text}`, { peer: this.peer }));
+        return;
+      case FrameType.Committed:
+        this.onCommitted(m);
+        this.deliver(m);
+        return;
+      case FrameType.Activated:
+        if (!this.isCommitted) throw this.protocolError('ACTIVATED before COMMITTED');
+        this.deliver(m);
+        return;
+      case FrameType.Accept:
+        this.deliver(m);
+        return;
+      default:
+        throw this.protocolError(`unexpected ${frameTypeName(m.type)} in a pre-copy migration`);
+    }
+  }
+
+  private deliver(m: Message | undefined): void {
+    const w = this.inboxWaiter;
+    if (w !== undefined) {
+      this.inboxWaiter = undefined;
+      w(m);
+    } else if (m !== undefined) {
+      this.inbox.push(m);
+    }
+  }
+
+  /** The next control message from the destination; undefined once the connection is gone. */
+  private nextMessage(): Promise<Message | undefined> {
+    const m = this.inbox.shift();
+    if (m !== undefined) return Promise.resolve(m);
+    if (this.peerGone) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      this.inboxWaiter = resolve;
+    });
+  }
+
+  /** Sends a PING (the nonce is the send time in µs); returns its nonce. */
+  private sendPing(resolve?: () => void): bigint | undefined {
+    const s = this.socket;
+    if (s === undefined || !s.writable || this.failure !== undefined) return undefined;
+    const now = performance.now();
+    let nonce = BigInt(Math.round(now * 1000));
+    while (this.pings.has(nonce)) nonce++;
+    this.pings.set(nonce, { sentAt: now, resolve });
+    this.write(encodePing({ nonce }));
+    return nonce;
+  }
+
+  /** A PING whose PONG is awaited: the first RTT sample, before any page is sent. */
+  private pingAndWait(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      if (this.sendPing(resolve) === undefined) resolve();
+    });
+  }
+
+  private onPong(nonce: bigint): void {
+    const rec = this.pings.get(nonce);
+    if (rec === undefined) return; // not ours: ignore
+    this.pings.delete(nonce);
+    const rtt = performance.now() - rec.sentAt;
+    // The minimum is the path's RTT; larger samples include queueing behind page data.
+    this.rttMs = Number.isNaN(this.rttMs) ? rtt : Math.min(this.rttMs, rtt);
+    rec.resolve?.();
+    if (nonce === this.commitPing && this.stage === 'stop-and-copy') {
+      this.stage = 'commitment';
+      this.emitProgress();
+    }
+  }
+
+  private rtt(): number {
+    return Number.isNaN(this.rttMs) ? 1 : this.rttMs;
+  }
+
+  // ---- accounting -------------------------------------------------------------------------
+
+  private bytesTransferred(): number {
+    return (this.sender?.totalBytes ?? 0) + this.controlBytes;
+  }
+
+  private recordRound(round: number, t: RoundTally, durationMs: number, dirtyPages: number, dirtyRate: number, limit: number): void {
+    this.write(encodeRoundEnd({ round, pagesSent: t.pages, pagesDirtied: dirtyPages, durationUs: Math.round(durationMs * 1000), bytes: t.bytes + ROUND_END_FRAME_BYTES }));
+    const bandwidth = (t.bytes * 1000) / durationMs;
+    if (t.bytes >= MIN_BANDWIDTH_SAMPLE_BYTES) this.peakBandwidth = Math.max(this.peakBandwidth, bandwidth);
+    this.smallSampleBandwidth = Math.max(this.smallSampleBandwidth, bandwidth);
+    this.bandwidthBps = bandwidth;
+    this.perRound.push({
+      round,
+      pages: t.pages,
+      bytes: t.bytes + ROUND_END_FRAME_BYTES,
+      durationMs: Math.round(durationMs * 1000) / 1000,
+      dirtyPages,
+      dirtyRateBps: Math.round(dirtyRate),
+      bandwidthBps: Math.round(bandwidth),
+      rateLimitBps: limit === Infinity ? 0 : Math.round(limit),
+      throttlePercent: 0,
+      skippedPages: t.skipped,
+    });
+  }
+
+  /**
+   * What stop-and-copy can expect: the best bandwidth a sizeable round achieved (a lower bound
+   * of the link's), capped by the maximum stop-and-copy runs at. Before any sizeable round, the
+   * best of the small ones (their time is mostly scanning, so this underestimates) or the
+   * limiter's floor, whichever is higher.
+   */
+  private stopAndCopyBandwidth(): number {
+    const max = this.opts.maxBandwidthBps > 0 ? this.opts.maxBandwidthBps : Infinity;
+    let bw = this.peakBandwidth;
+    if (bw === 0) bw = Math.max(this.opts.minBandwidthBps, this.smallSampleBandwidth);
+    return Math.min(max, bw > 0 ? bw : 1);
+  }
+
+  private startTimers(): void {
+    const p = setInterval(() => this.emitProgress(), PROGRESS_INTERVAL_MS);
+    p.unref();
+    this.timers.push(p);
+    if (this.opts.timeoutMs > 0) {
+      const t = setTimeout(() => {
+        this.log.warn({ stage: this.stage, timeoutMs: this.opts.timeoutMs }, 'migration timed out');
+        this.abortLocally(new MigrationError(this.stage, `migration timed out after ${this.opts.timeoutMs} ms (in ${this.stage})`, { abort: 'timeout' }));
+      }, this.opts.timeoutMs);
+      t.unref();
+      this.timers.push(t);
+    }
+  }
+
+  private emitProgress(): void {
+    try {
+      this.emit('progress', this.progress());
+    } catch (e) {
+      this.log.error({ err: errorText(e) }, 'a progress listener threw');
+    }
+  }
+
+  /**
+   * Downtime, from the pause here to the resume there. The two clocks are not comparable, so
+   * it is measured on this clock: ACTIVATED left the destination right after the resume, so
+   * the resume happened about one one-way delay (min RTT / 2) before ACTIVATED arrived here.
+   * The destination's own switchover time (COMPLETE received to resume) is a lower bound.
+   */
+  private downtime(): number {
+    if (this.pausedAt === 0) return 0;
+    if (!this.isCommitted) return this.resumedAt > 0 ? this.resumedAt - this.pausedAt : 0;
+    const oneWay = this.rtt() / 2;
+    const end = this.activatedAt > 0 ? this.activatedAt : this.committedAt;
+    const estimate = end - this.pausedAt - oneWay;
+    const lower = this.switchoverUs !== undefined ? this.switchoverUs / 1000 : 0;
+    return Math.max(lower, estimate);
+  }
+
+  private finish(status: MigrationStatus, err: MigrationError | undefined): MigrationReport {
+    this.finished = true;
+    this.status = status;
+    if (status === 'completed') this.stage = 'done';
+    const sender = this.sender;
+    const report: MigrationReport = {
+      id: this.opts.id,
+      vm: this.vm.name,
+      status,
+      mode: 'precopy',
+      source: this.opts.sourceName,
+      destination: this.opts.destinationName,
+      totalTimeMs: round3(performance.now() - this.t0),
+      downtimeMs: round3(this.downtime()),
+      setupTimeMs: round3(this.setupTimeMs),
+      rounds: this.perRound.length,
+      ramBytes: this.vm.ram.bytes,
+      bytesTransferred: this.bytesTransferred(),
+      pagesTransferred: sender?.totalPages ?? 0,
+      zeroPages: sender?.totalZeroPages ?? 0,
+      expectedDowntimeMs: round3(this.expectedMs),
+      maxBandwidthBps: this.opts.maxBandwidthBps,
+      downtimeLimitMs: this.opts.downtimeLimitMs,
+      switchoverReason: this.switchoverReason,
+      stateBytes: this.stateBytes,
+      perRound: this.perRound,
+    };
+    if (err !== undefined) {
+      report.error = err.opts.peer !== undefined ? { stage: err.stage, message: err.message, peer: err.opts.peer } : { stage: err.stage, message: err.message };
+    }
+    if (this.ramDigestMatch !== undefined) report.ramDigestMatch = this.ramDigestMatch;
+    this.emitProgress();
+    if (status === 'completed') {
+      this.log.info({ totalTimeMs: report.totalTimeMs, downtimeMs: report.downtimeMs, rounds: report.rounds, bytes: report.bytesTransferred, reason: report.switchoverReason }, 'migration completed');
+    }
+    if (this.socket !== undefined && status !== 'completed' && !this.socket.destroyed && err?.opts.abort === undefined) this.socket.destroy();
+    return report;
+  }
+}
+
+function round3(v: number): number {
+  return Math.round(v * 1000) / 1000;
+}

@@ -1,0 +1,80 @@
+/**
+ * When to stop iterating and switch over (stop-and-copy). QEMU's rule: switch once the expected
+ * downtime (remaining dirty bytes and the machine state over the measured bandwidth, plus a
+ * round trip for COMMITTED) fits the downtime limit; plus Clark's and Xen's safety stops: a tiny
+ * remainder, rounds that no longer shrink the dirty set, a maximum number of rounds.
+ */
+
+export type SwitchoverReason = 'downtime-limit' | 'small-remainder' | 'not-converging' | 'max-rounds';
+
+/** What the policy sees at the end of each live round. */
+export interface SwitchoverInput {
+  /** The live round that just ended (1-based). */
+  readonly round: number;
+  /** Dirty bytes the next round (or stop-and-copy) must send. */
+  readonly remainingBytes: number;
+  /** Bandwidth stop-and-copy can expect, bytes/s. */
+  readonly bandwidthBps: number;
+  /** Expected size of the machine state. */
+  readonly stateBytes: number;
+  /** Round-trip time to the destination, ms. */
+  readonly rttMs: number;
+}
+
+export interface SwitchoverDecision {
+  /** Undefined: keep iterating. */
+  readonly reason: SwitchoverReason | undefined;
+  readonly expectedDowntimeMs: number;
+}
+
+export interface SwitchoverPolicy {
+  decide(input: SwitchoverInput): SwitchoverDecision;
+}
+
+export interface DowntimeLimitOptions {
+  readonly downtimeLimitMs: number;
+  /** Live rounds at most; then stop-and-copy. */
+  readonly maxRounds: number;
+  /** Switch when fewer dirty bytes than this remain (Clark: 256 KiB). */
+  readonly smallRemainderBytes?: number;
+  /** Switch after this many consecutive rounds that leave no fewer dirty bytes than the best so far. */
+  readonly stallRounds?: number;
+}
+
+/** Expected downtime: the remaining pages and the state at `bandwidthBps`, plus one round trip. */
+export function expectedDowntimeMs(remainingBytes: number, stateBytes: number, bandwidthBps: number, rttMs: number): number {
+  const bw = bandwidthBps > 0 ? bandwidthBps : 1;
+  return ((remainingBytes + stateBytes) * 1000) / bw + rttMs;
+}
+
+export class DowntimeLimitPolicy implements SwitchoverPolicy {
+  private readonly limit: number;
+  private readonly maxRounds: number;
+  private readonly small: number;
+  private readonly stall: number;
+  private best = Infinity;
+  private stalled = 0;
+
+  constructor(o: DowntimeLimitOptions) {
+    this.limit = o.downtimeLimitMs;
+    this.maxRounds = Math.max(1, Math.floor(o.maxRounds));
+    this.small = o.smallRemainderBytes ?? 256 * 1024;
+    this.stall = o.stallRounds ?? 3;
+  }
+
+  decide(i: SwitchoverInput): SwitchoverDecision {
+    const expected = expectedDowntimeMs(i.remainingBytes, i.stateBytes, i.bandwidthBps, i.rttMs);
+    if (i.remainingBytes < this.best) {
+      this.best = i.remainingBytes;
+      this.stalled = 0;
+    } else {
+      this.stalled++;
+    }
+    let reason: SwitchoverReason | undefined;
+    if (expected <= this.limit) reason = 'downtime-limit';
+    else if (i.remainingBytes < this.small) reason = 'small-remainder';
+    else if (this.stalled >= this.stall) reason = 'not-converging';
+    else if (i.round >= this.maxRounds) reason = 'max-rounds';
+    return { reason, expectedDowntimeMs: expected };
+  }
+}

@@ -1,0 +1,234 @@
+// Protocol robustness of the destination: a live MigrationServer fed thousands of seeded
+// mutations and truncations of a recorded valid migration stream, and hand-made hostile
+// streams. It must never crash, never keep a reservation, and still take a proper migration.
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { connect, createServer, type Socket } from 'node:net';
+import { test } from 'node:test';
+import { GuestRam } from '../../src/machine/memory/ram.js';
+import type { MigrationServer } from '../../src/migration/destination.js';
+import type { MigratableVm } from '../../src/migration/vm-port.js';
+import {
+  FrameReader,
+  FrameType,
+  PROTOCOL_VERSION,
+  PageBatchBuilder,
+  decodeAbort,
+  decodeRefuse,
+  encodeHello,
+  encodeRoundEnd,
+  type Frame,
+} from '../../src/migration/wire/index.js';
+import { until } from '../helpers/images.js';
+import { MiB, NullDestinationHost, migrate, startServer } from '../helpers/test-hosts.js';
+import { cat, prng, randInt } from './wire/helpers.js';
+
+/** A small VM that never changes: 1 MiB of RAM, a few pages of pattern, the rest zero. */
+function fakeVm(name = 'fuzz-vm'): MigratableVm {
+  const ram = GuestRam.allocate(1 * MiB);
+  for (let p = 0; p < 12; p++) ram.u8.fill(p + 1, p * 7 * 4096, p * 7 * 4096 + 4096);
+  const state = Uint8Array.from({ length: 300 }, (_, i) => (i * 31) & 0xff);
+  return {
+    uuid: Uint8Array.from({ length: 16 }, (_, i) => 0x40 + i),
+    name,
+    ram,
+    config: { imageDigest: 'sha256:fuzz', bootArgs: 'x=1', devices: [] },
+    pause: async () => {},
+    resume: () => {},
+    setThrottle: () => {},
+    setDirtyLogging: async (on) => {
+      if (on) ram.dirty.clear();
+    },
+    saveState: async () => state,
+  };
+}
+
+/** Runs a real migration through a proxy that records what the source sends. */
+async function recordSourceStream(port: number): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
+  const proxy = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    client.on('data', (c: Buffer) => {
+      chunks.push(Buffer.from(c));
+      upstream.write(c);
+    });
+    upstream.on('data', (c: Buffer) => client.write(c));
+    client.on('end', () => upstream.end());
+    upstream.on('end', () => client.end());
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  const r = await migrate(fakeVm(), (proxy.address() as { port: number }).port, { verifyRam: true }).report;
+  proxy.close();
+  assert.equal(r.status, 'completed', r.error?.message);
+  return new Uint8Array(Buffer.concat(chunks));
+}
+
+function frameStarts(stream: Uint8Array): number[] {
+  const reader = new FrameReader();
+  const starts: number[] = [];
+  let o = 0;
+  for (const f of reader.feed(stream)) {
+    starts.push(o);
+    o += 8 + f.payload.length;
+  }
+  return starts;
+}
+
+function mutate(stream: Uint8Array, starts: number[], rand: () => number): Uint8Array {
+  let s: Uint8Array = stream.slice();
+  const k = randInt(rand, 1, 3);
+  for (let j = 0; j < k; j++) {
+    // Aim most mutations at structure (headers and the first bytes of payloads), not page data.
+    const start = starts[randInt(rand, 0, starts.length - 1)]!;
+    const pos = rand() < 0.7 ? Math.min(s.length - 1, start + randInt(rand, 0, 24)) : randInt(rand, 0, s.length - 1);
+    switch (randInt(rand, 0, 7)) {
+      case 0:
+        s[pos] ^= 1 << randInt(rand, 0, 7);
+        break;
+      case 1:
+        s[pos] = randInt(rand, 0, 255);
+        break;
+      case 2:
+        s = s.subarray(0, pos);
+        break;
+      case 3:
+        s = cat(s.subarray(0, pos), Uint8Array.from({ length: randInt(rand, 1, 16) }, () => randInt(rand, 0, 255)), s.subarray(pos));
+        break;
+      case 4:
+        s = cat(s.subarray(0, pos), s.subarray(Math.min(s.length, pos + randInt(rand, 1, 64))));
+        break;
+      case 5: {
+        const v = rand() < 0.5 ? randInt(rand, 0, 300) : Math.floor(rand() * 2 ** 32);
+        if (pos + 4 <= s.length) new DataView(s.buffer, s.byteOffset).setUint32(pos, v >>> 0, true);
+        break;
+      }
+      case 6: {
+        // Duplicate or drop a whole frame.
+        const i = randInt(rand, 0, starts.length - 1);
+        const a = starts[i]!;
+        const b = starts[i + 1] ?? stream.length;
+        s = rand() < 0.5 ? cat(s.subarray(0, b), stream.subarray(a, b), s.subarray(b)) : cat(s.subarray(0, a), s.subarray(b));
+        break;
+      }
+      default:
+        s = s.subarray(0, randInt(rand, 0, s.length));
+    }
+    if (s.length === 0) break;
+  }
+  return s;
+}
+
+/** Sends `bytes` in random chunks, half-closes, and collects what the server answers until it closes. */
+async function exchange(port: number, bytes: Uint8Array, rand: () => number): Promise<Frame[]> {
+  const sock: Socket = connect(port, '127.0.0.1');
+  const answers: Buffer[] = [];
+  sock.on('data', (c: Buffer) => answers.push(c));
+  sock.on('error', () => {});
+  const closed = once(sock, 'close');
+  await once(sock, 'connect');
+  let o = 0;
+  while (o < bytes.length && !sock.destroyed) {
+    const n = rand() < 0.3 ? randInt(rand, 1, 64) : randInt(rand, 1, 70_000);
+    sock.write(bytes.subarray(o, o + n));
+    o += n;
+  }
+  if (!sock.destroyed) sock.end();
+  await closed;
+  const reader = new FrameReader();
+  const frames: Frame[] = [];
+  try {
+    for (const f of reader.feed(Buffer.concat(answers))) frames.push(f);
+  } catch {
+    assert.fail('the server sent bytes that are not tern frames');
+  }
+  return frames;
+}
+
+async function checkClean(server: MigrationServer, host: NullDestinationHost): Promise<void> {
+  assert.ok(await until(() => server.sessions === 0 && host.reservations === 0, 10_000), `sessions ${server.sessions}, reservations ${host.reservations}`);
+  assert.equal(host.doubleDrops, 0);
+}
+
+test('thousands of mutated and truncated migration streams: the server survives, leaks nothing, and still migrates', async () => {
+  const host = new NullDestinationHost();
+  const { server, port } = await startServer(host, { maxSessions: 16 });
+  const failures: Error[] = [];
+  server.on('failed', (_vm, e) => failures.push(e));
+  try {
+    const stream = await recordSourceStream(port);
+    const starts = frameStarts(stream);
+    assert.ok(starts.length >= 6, 'HELLO, PAGES, ROUND_END..., STATE, PING, COMPLETE');
+    await checkClean(server, host);
+    const activationsBefore = host.activations;
+
+    const rand = prng(0x7e57);
+    const N = 3000;
+    const answers = new Map<string, number>();
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < N) {
+        next++;
+        const frames = await exchange(port, mutate(stream, starts, rand), rand);
+        const last = frames.at(-1);
+        let key = last === undefined ? 'closed' : String(last.type);
+        if (last?.type === FrameType.Abort) key = `ABORT(${decodeAbort(last.payload).reason})`;
+        if (last?.type === FrameType.Refuse) key = `REFUSE(${decodeRefuse(last.payload).reason})`;
+        answers.set(key, (answers.get(key) ?? 0) + 1);
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    if (process.env.FUZZ_VERBOSE !== undefined) console.log(JSON.stringify([...answers]), failures.length, host.activations);
+    await checkClean(server, host);
+    assert.ok(failures.length > N / 2, `most streams fail (${failures.length})`);
+    assert.ok((answers.get('ABORT(protocol)') ?? 0) > 0 && (answers.get('REFUSE(bad-request)') ?? 0) > 0, JSON.stringify([...answers]));
+
+    // And it still does its job.
+    const r = await migrate(fakeVm('after-fuzz'), port).report;
+    assert.equal(r.status, 'completed', r.error?.message);
+    assert.equal(r.ramDigestMatch, true);
+    assert.ok(host.activations > activationsBefore);
+    await checkClean(server, host);
+  } finally {
+    await server.close();
+  }
+});
+
+test('hostile streams get a clear answer: a page beyond RAM, a non-tern peer, a stream cut inside a frame', async () => {
+  const host = new NullDestinationHost();
+  const { server, port } = await startServer(host);
+  const rand = prng(1);
+  try {
+    const vm = fakeVm();
+    const hello = encodeHello({
+      version: PROTOCOL_VERSION, vmId: vm.uuid, vmName: 'hostile', ramBytes: 1 * MiB, pageSize: 4096, config: vm.config,
+      mode: 'precopy', capabilities: 1, streamIndex: 0, streamCount: 1, sessionId: new Uint8Array(16),
+    });
+    // Page 256 of a 256-page VM.
+    const pages = new PageBatchBuilder(4).begin(1).addZero(3).addZero(256).finish().slice();
+    let frames = await exchange(port, cat(hello, pages), rand);
+    assert.deepEqual(frames.map((f) => f.type), [FrameType.Accept, FrameType.Abort]);
+    const abort = decodeAbort(frames[1]!.payload);
+    assert.equal(abort.reason, 'protocol');
+    assert.match(abort.text, /entry\[1\]\.page: 256 is beyond guest RAM \(256 pages\)/);
+
+    frames = await exchange(port, new TextEncoder().encode('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), rand);
+    assert.deepEqual(frames.map((f) => f.type), [FrameType.Refuse]);
+    assert.equal(decodeRefuse(frames[0]!.payload).reason, 'bad-request');
+    assert.match(decodeRefuse(frames[0]!.payload).text, /does not speak the tern migration protocol.*"GET \/ HT"/);
+
+    // Cut inside a PAGES frame: the session ends, the reservation goes back.
+    const ok = new PageBatchBuilder(4).begin(1).addZero(1).finish().slice();
+    frames = await exchange(port, cat(hello, ok, pages.subarray(0, 10)), rand);
+    assert.equal(frames.at(-1)!.type, FrameType.Abort);
+    assert.match(decodeAbort(frames.at(-1)!.payload).text, /truncated|ended inside/);
+
+    // A round that lies about its page count.
+    frames = await exchange(port, cat(hello, ok, encodeRoundEnd({ round: 1, pagesSent: 5, pagesDirtied: 0, durationUs: 1, bytes: 1 })), rand);
+    assert.match(decodeAbort(frames.at(-1)!.payload).text, /claims 5 pages, 1 arrived/);
+    await checkClean(server, host);
+  } finally {
+    await server.close();
+  }
+});
