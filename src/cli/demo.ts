@@ -121,6 +121,11 @@ async function demo(opts: DemoOptions): Promise<number> {
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
+  // `tern demo | head` closes our stdout: stop the hosts before going, never leave them behind.
+  const onStdoutError = (): void => {
+    void stopAll().then(() => process.exit(0));
+  };
+  process.stdout.on('error', onStdoutError);
   try {
     daemons.push(await startDaemon('a'), await startDaemon('b'));
     const [a, b] = daemons as [Daemon, Daemon];
@@ -192,5 +197,6 @@ async function demo(opts: DemoOptions): Promise<number> {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await stopAll();
+    process.stdout.off('error', onStdoutError);
   }
 }
