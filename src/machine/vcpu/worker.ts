@@ -189,7 +189,9 @@ function resume(): void {
   if (exited || standby) return;
   const s = Atomics.load(sig, Sig.State);
   if (s === VcpuState.Running) return;
-  Atomics.store(sig, Sig.Command, VcpuCommand.Run);
+  // The host set Run before posting 'resume'; a pause requested since then wins (else that pause
+  // would return at once, seeing Paused, while this resume set the vCPU running again).
+  if (Atomics.load(sig, Sig.Command) !== VcpuCommand.Run) return;
   machine.clock.start();
   setState(VcpuState.Running);
   loop();
