@@ -455,6 +455,8 @@ export class Hart implements Stateful {
             }
 
             case Op.Store: {
+              // Dirty marks are read before written: a page already marked costs a load, not a
+              // store to a cache line the host thread's sync also touches.
               const a = (x[(inst >>> 15) & 31]! + (((inst >> 25) << 5) | rd)) | 0;
               const off = a ^ RAM_BIAS;
               const v = x[(inst >>> 20) & 31]!;
@@ -463,7 +465,7 @@ export class Hart implements Stateful {
                 case 0:
                   if (off >>> 0 < memLimit) {
                     u8[off] = v;
-                    if (dirtyOn) dirty[off >>> PAGE_SHIFT] = 1;
+                    if (dirtyOn && dirty[off >>> PAGE_SHIFT] === 0) dirty[off >>> PAGE_SHIFT] = 1;
                     pc = (pc + 4) | 0;
                     continue;
                   }
@@ -471,7 +473,7 @@ export class Hart implements Stateful {
                 case 1:
                   if (off >>> 0 < memLimit && (off & 1) === 0) {
                     u16[off >> 1] = v;
-                    if (dirtyOn) dirty[off >>> PAGE_SHIFT] = 1;
+                    if (dirtyOn && dirty[off >>> PAGE_SHIFT] === 0) dirty[off >>> PAGE_SHIFT] = 1;
                     pc = (pc + 4) | 0;
                     continue;
                   }
@@ -479,7 +481,7 @@ export class Hart implements Stateful {
                 case 2:
                   if (off >>> 0 < memLimit && (off & 3) === 0) {
                     i32[off >> 2] = v;
-                    if (dirtyOn) dirty[off >>> PAGE_SHIFT] = 1;
+                    if (dirtyOn && dirty[off >>> PAGE_SHIFT] === 0) dirty[off >>> PAGE_SHIFT] = 1;
                     pc = (pc + 4) | 0;
                     continue;
                   }
@@ -774,7 +776,7 @@ export class Hart implements Stateful {
           if (f3 === 0) ram.u8[off] = v;
           else if (f3 === 1) ram.u16[off >>> 1] = v;
           else ram.i32[off >>> 2] = v;
-          if (this.dirtyLogOn) ram.dirty.bits[off >>> PAGE_SHIFT] = 1;
+          if (this.dirtyLogOn && ram.dirty.bits[off >>> PAGE_SHIFT] === 0) ram.dirty.bits[off >>> PAGE_SHIFT] = 1;
           return Mem.Ram;
         }
         return this.mmioWrite(a, size as AccessSize, size === 4 ? v >>> 0 : v & ((1 << (size * 8)) - 1));
@@ -828,7 +830,7 @@ export class Hart implements Stateful {
               // Like QEMU's cmpxchg: the word must still hold what LR read.
               if (ram.i32[off >>> 2] === this.resValue) {
                 ram.i32[off >>> 2] = v;
-                if (this.dirtyLogOn) ram.dirty.bits[off >>> PAGE_SHIFT] = 1;
+                if (this.dirtyLogOn && ram.dirty.bits[off >>> PAGE_SHIFT] === 0) ram.dirty.bits[off >>> PAGE_SHIFT] = 1;
                 result = 0;
               }
             } else {
@@ -863,7 +865,7 @@ export class Hart implements Stateful {
           if (this.presenceOn) this.waitPresent(off >>> PAGE_SHIFT);
           old = ram.i32[off >>> 2]!;
           ram.i32[off >>> 2] = amoResult(f5, old, b);
-          if (this.dirtyLogOn) ram.dirty.bits[off >>> PAGE_SHIFT] = 1;
+          if (this.dirtyLogOn && ram.dirty.bits[off >>> PAGE_SHIFT] === 0) ram.dirty.bits[off >>> PAGE_SHIFT] = 1;
           x[rd] = old;
           return Mem.Ram;
         }
