@@ -121,22 +121,8 @@ interface Row {
   guestRateBps: number | null;
 }
 
-function ternRow(r: TernMigrationResult): Row {
-  return {
-    status: r.status,
-    downtimeMs: r.downtimeMs,
-    gapSwitchoverMs: r.gap.switchoverGapMs,
-    gapMaxMs: r.gap.maxGapMs,
-    totalTimeMs: r.totalTimeMs,
-    bytes: r.bytesTransferred,
-    rounds: r.rounds,
-    corrupt: r.gap.corrupt,
-    notes: r.notes,
-    guestRateBps: guestRate(r.consoleTail.source),
-  };
-}
-
-function qemuRow(r: QemuMigrationResult): Row {
+/** Both hypervisors' results carry the same figures under the same names. */
+function toRow(r: TernMigrationResult | QemuMigrationResult): Row {
   return {
     status: r.status,
     downtimeMs: r.downtimeMs,
@@ -197,8 +183,8 @@ for (const s of scenarios) {
   const tern = await attempt('tern', s.name, () => migrateOnTern(s.options));
   const qemu = await attempt('QEMU', s.name, () => migrateOnQemu(s.options));
   log(`${s.name}: ${s.about}`);
-  const tr: Outcome<Row> = tern.ok ? { ok: true, result: ternRow(tern.result) } : tern;
-  const qr: Outcome<Row> = qemu.ok ? { ok: true, result: qemuRow(qemu.result) } : qemu;
+  const tr: Outcome<Row> = tern.ok ? { ok: true, result: toRow(tern.result) } : tern;
+  const qr: Outcome<Row> = qemu.ok ? { ok: true, result: toRow(qemu.result) } : qemu;
   printSide('tern', tr);
   printSide('QEMU', qr);
   const dRatio = tr.ok && qr.ok ? ratio(tr.result.downtimeMs, qr.result.downtimeMs) : null;
@@ -226,8 +212,8 @@ result.scenarios = rows;
   const gbs = (bps: number | null): string => (bps === null ? '-' : `${(bps / 1e9).toFixed(2)} GB/s`);
   const ternOverall = tern.ok && tern.result.bytesTransferred !== null && tern.result.totalTimeMs ? tern.result.bytesTransferred / (tern.result.totalTimeMs / 1000) : null;
   const qemuBps = qemu.ok && qemu.result.mbps !== null ? (qemu.result.mbps * 1e6) / 8 : null;
-  printSide('tern', tern.ok ? { ok: true, result: ternRow(tern.result) } : tern);
-  printSide('QEMU', qemu.ok ? { ok: true, result: qemuRow(qemu.result) } : qemu);
+  printSide('tern', tern.ok ? { ok: true, result: toRow(tern.result) } : tern);
+  printSide('QEMU', qemu.ok ? { ok: true, result: toRow(qemu.result) } : qemu);
   if (tern.ok) log(`  tern page data: round 1 ${gbs(tern.result.round1BytesPerSec)}, whole migration ${gbs(ternOverall)}`);
   if (qemu.ok) log(`  QEMU ram.mbps:  ${gbs(qemuBps)}`);
   result.throughput = {
