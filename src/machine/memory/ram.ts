@@ -1,5 +1,6 @@
 import { DirtyLog } from './dirty-log.js';
 import { MAX_RAM_BYTES, MIN_RAM_BYTES, PAGE_SHIFT, PAGE_SIZE, RAM_BASE } from './layout.js';
+import { PageMarks } from './page-marks.js';
 import { PresenceMap } from './presence-map.js';
 import { allocateSignals } from './signals.js';
 
@@ -10,6 +11,10 @@ export interface RamDescriptor {
   readonly dirty: SharedArrayBuffer;
   readonly presence: SharedArrayBuffer;
   readonly signals: SharedArrayBuffer;
+  /** Balloon: pages given back by the guest (see page-marks.ts). */
+  readonly discarded: SharedArrayBuffer;
+  /** Free page hints of the current hint run. */
+  readonly freeHints: SharedArrayBuffer;
 }
 
 export class RamSizeError extends Error {
@@ -35,6 +40,10 @@ export class GuestRam {
   readonly presence: PresenceMap;
   /** Shared signalling slots (see signals.ts). */
   readonly signals: Int32Array;
+  /** Pages inside the balloon: zeroed by the device, migration need not send them. */
+  readonly discarded: PageMarks;
+  /** Pages the guest hinted free during the current hint run (virtio-balloon free page hints). */
+  readonly freeHints: PageMarks;
 
   private constructor(d: RamDescriptor) {
     this.bytes = d.bytes;
@@ -46,6 +55,8 @@ export class GuestRam {
     this.signals = new Int32Array(d.signals);
     this.dirty = new DirtyLog(d.dirty, this.pageCount);
     this.presence = new PresenceMap(d.presence, this.pageCount, this.signals, this.u8);
+    this.discarded = new PageMarks(d.discarded, this.pageCount);
+    this.freeHints = new PageMarks(d.freeHints, this.pageCount);
   }
 
   static allocate(bytes: number): GuestRam {
@@ -61,6 +72,8 @@ export class GuestRam {
       dirty: new SharedArrayBuffer(DirtyLog.bytesFor(pages)),
       presence,
       signals: allocateSignals().buffer as SharedArrayBuffer,
+      discarded: new SharedArrayBuffer(pages),
+      freeHints: new SharedArrayBuffer(pages),
     });
   }
 
@@ -75,6 +88,8 @@ export class GuestRam {
       dirty: this.dirty.bits.buffer as SharedArrayBuffer,
       presence: this.presence.bits.buffer as SharedArrayBuffer,
       signals: this.signals.buffer as SharedArrayBuffer,
+      discarded: this.discarded.bits.buffer as SharedArrayBuffer,
+      freeHints: this.freeHints.bits.buffer as SharedArrayBuffer,
     };
   }
 

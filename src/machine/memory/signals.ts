@@ -23,6 +23,18 @@ export const enum Sig {
   StepBudget = 8,
   /** Presence checking requested (1) or not (0): on while any page may be absent. */
   PresenceOn = 9,
+  /** virtio-vsock: bumped (and notified) each time the device appends packets to the guest→host ring. */
+  VsockToHost = 10,
+  /** virtio-vsock: bumped each time the device takes packets from the host→guest ring (space freed). */
+  VsockToGuestTaken = 11,
+  /** virtio-balloon: the host's target size in 4 KiB pages (config num_pages). */
+  BalloonTarget = 12,
+  /** virtio-balloon: the guest's last written config `actual` (mirrored by the device). */
+  BalloonActual = 13,
+  /** virtio-balloon: free page hint command id (u32 bits) the host asks for, or the device's current one. */
+  HintCmdId = 14,
+  /** virtio-balloon: host's free page hint command, (sequence << 2) | HintCommand. */
+  HintCommand = 15,
   Count = 16,
 }
 

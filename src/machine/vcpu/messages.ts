@@ -1,5 +1,7 @@
 import type { RamDescriptor } from '../memory/ram.js';
 import type { BootSpec } from '../machine.js';
+import type { VirtioDeviceSpec } from '../devices/virtio/device-spec.js';
+import type { VsockRings } from '../devices/virtio/vsock.js';
 
 /** How a worker starts: a fresh boot from an image, or a restored machine state. */
 export type VcpuStart =
@@ -14,6 +16,12 @@ export interface VcpuWorkerData {
   readonly start: VcpuStart;
   /** Start running at once (true) or wait paused for the first resume (false). */
   readonly running: boolean;
+  /** virtio devices of the machine (also for standby starts: the state to load must match them). */
+  readonly devices?: readonly VirtioDeviceSpec[];
+  /** The vsock device's packet rings, created by the host thread with the VM. */
+  readonly vsockRings?: VsockRings;
+  /** The VM's name, for the worker's log lines. */
+  readonly name?: string;
 }
 
 /** Host thread -> vCPU thread (processed while the vCPU is paused or between slices). */
@@ -23,7 +31,9 @@ export type ToVcpu =
   | { readonly type: 'save'; readonly id: number }
   | { readonly type: 'input'; readonly data: Uint8Array }
   | { readonly type: 'stats'; readonly id: number }
-  | { readonly type: 'restore'; readonly id: number; readonly state: Uint8Array };
+  | { readonly type: 'restore'; readonly id: number; readonly state: Uint8Array }
+  /** Post an event on the vsock event queue (VsockHostPort.postEvent). */
+  | { readonly type: 'vsock-event'; readonly id: number };
 
 export interface VcpuStats {
   readonly instret: number;

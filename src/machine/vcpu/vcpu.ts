@@ -1,9 +1,13 @@
 import { EventEmitter } from 'node:events';
 import { Worker } from 'node:worker_threads';
+import { BalloonHost, type BalloonHostPort } from '../devices/virtio/balloon-host-port.js';
+import type { VirtioDeviceSpec } from '../devices/virtio/device-spec.js';
+import { VsockHost, type VsockHostPort } from '../devices/virtio/vsock-host-port.js';
+import { allocateVsockRings, type VsockRings } from '../devices/virtio/vsock.js';
 import { GuestRam } from '../memory/ram.js';
 import { Sig, ring } from '../memory/signals.js';
 import { VcpuCommand, VcpuState, vcpuStateName } from './control.js';
-import type { FromVcpu, ToVcpu, VcpuStart, VcpuStats } from './messages.js';
+import type { FromVcpu, ToVcpu, VcpuStart, VcpuStats, VcpuWorkerData } from './messages.js';
 
 export class VcpuError extends Error {
   constructor(message: string, readonly vm?: string) {
@@ -19,6 +23,8 @@ export interface VcpuOptions {
   readonly running?: boolean;
   /** Name used in errors. */
   readonly name?: string;
+  /** virtio devices (the VM's config; a restored state must have been saved with the same list). */
+  readonly devices?: readonly VirtioDeviceSpec[];
 }
 
 export interface VcpuEvents {
@@ -36,6 +42,11 @@ export interface VcpuEvents {
 export class Vcpu extends EventEmitter<VcpuEvents> {
   readonly ram: GuestRam;
   readonly name: string;
+  /** The VM's virtio-vsock device, host side; undefined when the VM has none. */
+  readonly vsock: VsockHostPort | undefined;
+  /** The VM's virtio-balloon device, host side; undefined when the VM has none. */
+  readonly balloon: BalloonHostPort | undefined;
+  private readonly vsockHost: VsockHost | undefined;
   private readonly worker: Worker;
   private readonly sig: Int32Array;
   private nextId = 1;
@@ -47,12 +58,29 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
   /** Console history as of start plus everything printed since (the host's mirror). */
   private consoleChunks: Uint8Array[] = [];
 
-  private constructor(opts: VcpuOptions, worker: Worker) {
+  private constructor(opts: VcpuOptions, worker: Worker, rings: VsockRings | undefined) {
     super();
     this.ram = opts.ram;
     this.name = opts.name ?? 'vm';
     this.worker = worker;
     this.sig = opts.ram.signals;
+    const devices = opts.devices ?? [];
+    const vs = devices.find((d) => d.kind === 'virtio-vsock');
+    this.vsockHost =
+      vs !== undefined && rings !== undefined
+        ? new VsockHost({ guestCid: vs.guestCid, rings, signals: this.sig, postEvent: (id) => this.postVsockEvent(id) })
+        : undefined;
+    this.vsock = this.vsockHost;
+    const ram = opts.ram;
+    this.balloon = devices.some((d) => d.kind === 'virtio-balloon')
+      ? new BalloonHost({ signals: this.sig, pageCount: ram.pageCount, clearHints: () => ram.freeHints.clear() })
+      : undefined;
+  }
+
+  private postVsockEvent(id: number): void {
+    if (this.terminated) return;
+    this.worker.postMessage({ type: 'vsock-event', id: id >>> 0 } satisfies ToVcpu);
+    ring(this.sig);
   }
 
   /** Starts the vCPU thread and resolves once the machine is booted or restored. */
@@ -61,10 +89,18 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
     const sig = opts.ram.signals;
     Atomics.store(sig, Sig.Command, running ? VcpuCommand.Run : VcpuCommand.Pause);
     Atomics.store(sig, Sig.State, VcpuState.Starting);
-    const worker = new Worker(new URL('./worker.js', import.meta.url), {
-      workerData: { ram: opts.ram.describe(), start: opts.start, running },
-    });
-    const vcpu = new Vcpu(opts, worker);
+    const devices = opts.devices ?? [];
+    const rings = devices.some((d) => d.kind === 'virtio-vsock') ? allocateVsockRings() : undefined;
+    const workerData: VcpuWorkerData = {
+      ram: opts.ram.describe(),
+      start: opts.start,
+      running,
+      devices,
+      ...(rings !== undefined ? { vsockRings: rings } : {}),
+      ...(opts.name !== undefined ? { name: opts.name } : {}),
+    };
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData });
+    const vcpu = new Vcpu(opts, worker, rings);
     return new Promise((resolve, reject) => {
       const onFirst = (m: FromVcpu): void => {
         if (m.type === 'ready') {
@@ -84,6 +120,7 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
       worker.once('error', (e) => reject(new VcpuError(`vCPU thread failed to start: ${e.message}`, opts.name)));
       worker.on('exit', () => {
         vcpu.terminated = true;
+        vcpu.vsockHost?.close();
         for (const p of vcpu.pending.values()) p.reject(new VcpuError('vCPU thread ended', vcpu.name));
         vcpu.pending.clear();
       });
@@ -259,6 +296,7 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
   /** Ends the vCPU thread. The RAM stays valid for the host. */
   async stop(): Promise<void> {
     if (this.terminated) return;
+    this.vsockHost?.close();
     Atomics.store(this.sig, Sig.Command, VcpuCommand.Stop);
     ring(this.sig);
     await this.worker.terminate();

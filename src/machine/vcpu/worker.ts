@@ -4,6 +4,7 @@ import { StopReason } from '../cpu/hart.js';
 import { Machine } from '../machine.js';
 import { GuestRam } from '../memory/ram.js';
 import { Sig } from '../memory/signals.js';
+import { createLogger } from '../../util/log.js';
 import { VcpuCommand, VcpuState } from './control.js';
 import type { FromVcpu, ToVcpu, VcpuWorkerData } from './messages.js';
 
@@ -22,8 +23,10 @@ const port = parentPort!;
 const data = workerData as VcpuWorkerData;
 const ram = GuestRam.open(data.ram);
 const sig = ram.signals;
-const machine = new Machine(ram);
+const machine = new Machine(ram, undefined, { devices: data.devices ?? [], ...(data.vsockRings !== undefined ? { vsockRings: data.vsockRings } : {}) });
 const hart = machine.hart;
+const log = createLogger({ vm: data.name ?? 'vm', thread: 'vcpu' });
+machine.onDeviceLog = (level, message, fields) => log[level](fields, message);
 
 let out = new Uint8Array(64 * 1024);
 let outLen = 0;
@@ -205,6 +208,10 @@ port.on('message', (m: ToVcpu) => {
         break;
       case 'input':
         machine.uart.pushInput(m.data);
+        break;
+      case 'vsock-event':
+        // Delivered now if the guest posted an event buffer, else at a later slice.
+        machine.vsock?.postEvent(m.id);
         break;
       case 'step': {
         if (Atomics.load(sig, Sig.State) !== VcpuState.Paused) {
