@@ -29,6 +29,7 @@ import type { Frame } from './frame.js';
 import { decodeAccept, decodeHello, decodeRefuse, encodeAccept, encodeHello, encodeRefuse } from './handshake.js';
 import type { Message } from './messages.js';
 import { decodePages, encodePages } from './pages.js';
+import { decodePagesCompressed, encodePagesCompressed } from './pages-compressed.js';
 
 export interface DecodeOptions {
   /** Guest RAM pages, when known: PAGES entries beyond it are refused. */
@@ -54,6 +55,7 @@ export function decodeMessage(frame: Frame, options: DecodeOptions = {}): Messag
     case FrameType.RoundEnd: return decodeRoundEnd(p);
     case FrameType.State: return decodeState(p);
     case FrameType.Discard: return decodeDiscard(p);
+    case FrameType.PagesCompressed: return decodePagesCompressed(p, frame.flags);
     case FrameType.Complete: return decodeComplete(p);
     case FrameType.Committed: return decodeCommitted(p);
     case FrameType.Activated: return decodeActivated(p);
@@ -77,6 +79,7 @@ export function encodeMessage(m: Message): Uint8Array {
     case FrameType.RoundEnd: return encodeRoundEnd(m);
     case FrameType.State: return encodeState(m);
     case FrameType.Discard: return encodeDiscard(m);
+    case FrameType.PagesCompressed: return encodePagesCompressed(m);
     case FrameType.Complete: return encodeComplete(m);
     case FrameType.Committed: return encodeCommitted(m);
     case FrameType.Activated: return encodeActivated(m);

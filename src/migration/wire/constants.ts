@@ -30,6 +30,8 @@ export const enum FrameType {
   RoundEnd = 0x11,
   State = 0x12,
   Discard = 0x13,
+  /** Since 1.1: a PAGES payload compressed as a whole (needs the compression capability). */
+  PagesCompressed = 0x14,
   Complete = 0x20,
   Committed = 0x21,
   Activated = 0x22,
@@ -64,6 +66,10 @@ export const enum Capability {
   Compression = 1 << 2,
   MultiStream = 1 << 3,
   PostcopyRecovery = 1 << 4,
+  /** Since 1.1: PAGES_COMPRESSED may use LZ4 (algorithm 1). */
+  Lz4 = 1 << 5,
+  /** Since 1.1: PAGES_COMPRESSED may use zstd (algorithm 2). */
+  Zstd = 1 << 6,
 }
 
 export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
@@ -72,10 +78,12 @@ export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
   [Capability.Compression, 'compression'],
   [Capability.MultiStream, 'multi-stream'],
   [Capability.PostcopyRecovery, 'postcopy-recovery'],
+  [Capability.Lz4, 'lz4'],
+  [Capability.Zstd, 'zstd'],
 ];
 
 /** Capability bits this version defines. */
-export const KNOWN_CAPABILITIES = 0x1f;
+export const KNOWN_CAPABILITIES = 0x7f;
 
 export const FRAME_HEADER_BYTES = 8;
 /** The page size of protocol 1.x; a raw PAGES entry carries exactly this many bytes. */
@@ -105,10 +113,13 @@ export const STATE_FIXED_BYTES = 36;
 export const RESUME_FIXED_BYTES = 28;
 export const DISCARD_FIXED_BYTES = 12;
 export const PAGE_REQUEST_FIXED_BYTES = 8;
+export const PAGES_COMPRESSED_FIXED_BYTES = 8;
 
 /** Worst-case entry: page u32 + encoding u8 + length u32 + a page of bytes. */
 export const MAX_PAGE_ENTRY_BYTES = 4 + 1 + 4 + MAX_ENCODED_PAGE_BYTES;
 export const MAX_PAGES_PAYLOAD = PAGES_FIXED_BYTES + MAX_BATCH_PAGES * MAX_PAGE_ENTRY_BYTES;
+/** A compressed batch is sent only when smaller than the batch, so this bounds it. */
+export const MAX_PAGES_COMPRESSED_PAYLOAD = PAGES_COMPRESSED_FIXED_BYTES + MAX_PAGES_PAYLOAD;
 /** Runs that fit the frame bound: enough for any set over 2^22 pages (16 GiB of 4 KiB pages). */
 export const MAX_PAGE_RUNS = Math.floor((MAX_FRAME_PAYLOAD - RESUME_FIXED_BYTES) / 8);
 
@@ -121,6 +132,7 @@ const NAMES: { [t: number]: string } = {
   [FrameType.RoundEnd]: 'ROUND_END',
   [FrameType.State]: 'STATE',
   [FrameType.Discard]: 'DISCARD',
+  [FrameType.PagesCompressed]: 'PAGES_COMPRESSED',
   [FrameType.Complete]: 'COMPLETE',
   [FrameType.Committed]: 'COMMITTED',
   [FrameType.Activated]: 'ACTIVATED',
@@ -140,6 +152,7 @@ const MAX_PAYLOAD: { [t: number]: number } = {
   [FrameType.RoundEnd]: ROUND_END_BYTES,
   [FrameType.State]: STATE_FIXED_BYTES + MAX_STATE_BYTES,
   [FrameType.Discard]: DISCARD_FIXED_BYTES + 8 * MAX_PAGE_RUNS,
+  [FrameType.PagesCompressed]: MAX_PAGES_COMPRESSED_PAYLOAD,
   [FrameType.Complete]: 8 + DIGEST_BYTES,
   [FrameType.Committed]: 4 + DIGEST_BYTES,
   [FrameType.Activated]: 8,
@@ -150,7 +163,7 @@ const MAX_PAYLOAD: { [t: number]: number } = {
 };
 
 /** Flag bits each type may carry. */
-const ALLOWED_FLAGS: { [t: number]: number } = { [FrameType.Pages]: FrameFlag.Demand };
+const ALLOWED_FLAGS: { [t: number]: number } = { [FrameType.Pages]: FrameFlag.Demand, [FrameType.PagesCompressed]: FrameFlag.Demand };
 
 /** Which side sends each type; the reader can enforce it. */
 export type Sender = 'source' | 'destination' | 'either';
@@ -164,6 +177,7 @@ const SENDERS: { [t: number]: Sender } = {
   [FrameType.RoundEnd]: 'source',
   [FrameType.State]: 'source',
   [FrameType.Discard]: 'source',
+  [FrameType.PagesCompressed]: 'source',
   [FrameType.Complete]: 'source',
   [FrameType.Committed]: 'destination',
   [FrameType.Activated]: 'destination',

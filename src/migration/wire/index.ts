@@ -29,6 +29,7 @@ export {
   MAX_STREAMS,
   MAX_PAGE_RUNS,
   MAX_PAGES_PAYLOAD,
+  MAX_PAGES_COMPRESSED_PAYLOAD,
   frameTypeName,
   isFrameType,
   maxPayloadFor,
@@ -86,6 +87,14 @@ export {
   encodePong,
   decodePong,
 } from './control.js';
+export {
+  CompressionCode,
+  MIN_PAGES_PAYLOAD,
+  encodePagesCompressed,
+  encodePagesCompressedHead,
+  decodePagesCompressed,
+  type PagesCompressed,
+} from './pages-compressed.js';
 export { pageRunsFromMap, pageRunsFromList, forEachRunPage, runsContain, type PageRuns } from './page-runs.js';
 export { decodeMessage, encodeMessage, type DecodeOptions } from './codec.js';
 export { NO_SESSION, randomId, isZeroId, formatId, parseId, sha256, bytesEqual } from './ids.js';

@@ -2,6 +2,7 @@
  * The messages of the migration protocol as TypeScript values. Each carries its frame type as
  * the discriminant `type`; codecs live in handshake.ts, pages.ts and control.ts.
  */
+import type { PagesCompressed } from './pages-compressed.js';
 import type { FrameType, ProtocolVersion } from './constants.js';
 import type { PageBatch } from './pages.js';
 import type { PageRuns } from './page-runs.js';
@@ -189,6 +190,7 @@ export type Message =
   | Complete
   | Committed
   | Activated
+  | PagesCompressed
   | PageRequest
   | Resume
   | Ping

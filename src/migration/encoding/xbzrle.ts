@@ -1,0 +1,242 @@
+/**
+ * XBZRLE delta encoding of re-sent pages (QEMU's `migration/xbzrle.c`, same byte format): a
+ * page is sent as the runs where it differs from the version the destination already holds.
+ *
+ *   delta = (zrun nzrun)+       zrun  = uleb128 count of unchanged bytes (0 only first)
+ *                               nzrun = uleb128 count ≥ 1, then that many new bytes
+ *
+ * Counts are ULEB128 in one or two bytes (< 2^14). Unchanged bytes at the end of the page are
+ * not encoded. The encoder also folds changed runs separated by one or two unchanged bytes into
+ * one run (costs no more than a new run's headers, and decodes faster); the result is still a
+ * valid QEMU delta. Scans compare 32-bit words where it can; nothing is allocated per page.
+ */
+import { PAGE_SIZE } from '../../machine/memory/layout.js';
+import { PageEncoding, WireError, type PageBatchBuilder } from '../wire/index.js';
+import { PageCache } from './page-cache.js';
+
+/** A delta longer than this goes raw instead (QEMU also gives up near a page). */
+export const DEFAULT_DELTA_BUDGET = PAGE_SIZE - 256;
+/** QEMU's default xbzrle-cache-size. */
+export const DEFAULT_XBZRLE_CACHE_BYTES = 64 * 1024 * 1024;
+
+/** Unchanged runs this short inside a changed area are sent as literal bytes. */
+const FOLD = 2;
+
+function ulebSize(n: number): number {
+  return n < 0x80 ? 1 : 2;
+}
+
+function putUleb(dst: Uint8Array, at: number, n: number): number {
+  if (n < 0x80) {
+    dst[at] = n;
+    return 1;
+  }
+  dst[at] = (n & 0x7f) | 0x80;
+  dst[at + 1] = n >>> 7;
+  return 2;
+}
+
+/**
+ * Encodes page `nw` (PAGE_SIZE bytes at byte offset `nwAt`) against `old` (at `oldAt`) into
+ * `dst` at `dstAt`, using at most `max` bytes. Returns the delta's length; 0 if the pages are
+ * equal; -1 if the delta would exceed `max` (overflow: send the page raw). Offsets must be
+ * multiples of 4 (pages and cache slots are) so whole words can be compared through the
+ * Int32Array views `old32` / `nw32` of the same buffers.
+ */
+export function xbzrleEncode(
+  old: Uint8Array, old32: Int32Array, oldAt: number,
+  nw: Uint8Array, nw32: Int32Array, nwAt: number,
+  dst: Uint8Array, dstAt: number, max: number,
+): number {
+  const n = PAGE_SIZE;
+  const ow = (old.byteOffset + oldAt - old32.byteOffset) >> 2;
+  const nwW = (nw.byteOffset + nwAt - nw32.byteOffset) >> 2;
+  let i = 0;
+  let d = 0;
+  for (;;) {
+    // Unchanged run: word by word while aligned, then byte by byte.
+    const z = i;
+    while (i < n) {
+      if ((i & 3) === 0) {
+        let w = i >> 2;
+        const end = n >> 2;
+        while (w < end && old32[ow + w] === nw32[nwW + w]) w++;
+        i = w << 2;
+        if (i >= n) break;
+      }
+      if (old[oldAt + i] !== nw[nwAt + i]) break;
+      i++;
+    }
+    if (i >= n) return d; // trailing unchanged bytes are implied (d = 0: the page is unchanged)
+    const zlen = i - z;
+    // Changed run: ends at an unchanged run longer than FOLD, or at the page's end.
+    const s = i;
+    while (i < n) {
+      if (old[oldAt + i] !== nw[nwAt + i]) {
+        i++;
+        continue;
+      }
+      let k = 1;
+      while (k <= FOLD && i + k < n && old[oldAt + i + k] === nw[nwAt + i + k]) k++;
+      if (k > FOLD || i + k >= n) break;
+      i += k;
+      if (d + 4 + (i - s) > max) return -1; // give up early on a page that differs everywhere
+    }
+    const len = i - s;
+    if (d + ulebSize(zlen) + ulebSize(len) + len > max) return -1;
+    d += putUleb(dst, dstAt + d, zlen);
+    d += putUleb(dst, dstAt + d, len);
+    dst.set(nw.subarray(nwAt + s, nwAt + i), dstAt + d);
+    d += len;
+  }
+}
+
+function bad(text: string, field: string): never {
+  throw new WireError('bad-value', text, { message: 'PAGES', field });
+}
+
+/** A one- or two-byte ULEB128 at delta offset `i` (two bytes readable): (value << 2) | its size. */
+function readUleb(src: Uint8Array, at: number, i: number, field: string): number {
+  const b = src[at + i]!;
+  if ((b & 0x80) === 0) return (b << 2) | 1;
+  const c = src[at + i + 1]!;
+  if (c & 0x80) bad(`run length at delta offset ${i} is longer than two bytes`, field);
+  return (((b & 0x7f) | (c << 7)) << 2) | 2;
+}
+
+/**
+ * Applies a delta (`len` bytes of `src` at `at`) to the page at `dst[dstAt ..]`, which must hold
+ * the version the delta was made against. The whole delta is checked before any byte of the page
+ * changes: a malformed one throws WireError ('bad-value') and leaves the page as it was.
+ */
+export function xbzrleDecode(src: Uint8Array, at: number, len: number, dst: Uint8Array, dstAt: number, field = 'delta'): void {
+  if (len < 1 || at < 0 || at + len > src.length) bad(`${len} bytes at ${at} are outside the ${src.length}-byte source`, field);
+  if (dstAt < 0 || dstAt + PAGE_SIZE > dst.length) bad(`page at ${dstAt} is outside the ${dst.length}-byte destination`, field);
+  // Pass 1: check. Pass 2: apply.
+  for (let pass = 0; pass < 2; pass++) {
+    let i = 0;
+    let d = 0;
+    while (i < len) {
+      if (len - i < 2) bad(`truncated run header at delta offset ${i}`, field);
+      const first = i === 0;
+      let r = readUleb(src, at, i, field);
+      let count = r >>> 2;
+      i += r & 3;
+      if (count === 0 && !first) bad(`empty unchanged run before delta offset ${i} (only the first may be empty)`, field);
+      d += count;
+      if (d > PAGE_SIZE) bad(`unchanged run reaches byte ${d}, past the ${PAGE_SIZE}-byte page`, field);
+      if (len - i < 2) bad(`truncated changed run at delta offset ${i}`, field);
+      r = readUleb(src, at, i, field);
+      count = r >>> 2;
+      i += r & 3;
+      if (count === 0) bad(`empty changed run at delta offset ${i}`, field);
+      if (d + count > PAGE_SIZE) bad(`changed run of ${count} bytes at page byte ${d} runs past the page`, field);
+      if (i + count > len) bad(`changed run of ${count} bytes at delta offset ${i} runs past the ${len}-byte delta`, field);
+      if (pass === 1) dst.set(src.subarray(at + i, at + i + count), dstAt + d);
+      d += count;
+      i += count;
+    }
+  }
+}
+
+export interface XbzrleStats {
+  /** Size of the page cache. */
+  cacheBytes: number;
+  /** Pages sent as a delta. */
+  hits: number;
+  /** Pages not in the cache (sent raw, then cached). */
+  misses: number;
+  /** Pages in the cache whose delta exceeded the budget (sent raw). */
+  overflows: number;
+  /** Pages equal to what was last sent: not sent at all. */
+  unchanged: number;
+  /** Pages pushed out of the cache to make room. */
+  evictions: number;
+  /** Delta bytes sent (data only, without the 9-byte entry headers). */
+  deltaBytes: number;
+}
+
+/** What XbzrleEncoder.encode did with a page. */
+export const enum XbzrleOutcome {
+  /** The destination holds it already: nothing was added to the batch. */
+  Unchanged = 0,
+  Delta = 1,
+  Raw = 2,
+}
+
+/**
+ * The source's side: a page cache of what was sent and the counters. `encode` copies the page
+ * out of guest RAM first (the guest keeps writing), then encodes that stable copy, sends it, and
+ * caches exactly the bytes sent, so the cache always equals what the destination holds.
+ */
+export class XbzrleEncoder {
+  readonly cache: PageCache;
+  private readonly cache32: Int32Array;
+  private readonly cur = new Uint8Array(PAGE_SIZE);
+  private readonly cur32 = new Int32Array(this.cur.buffer);
+  private readonly budget: number;
+  hits = 0;
+  misses = 0;
+  overflows = 0;
+  unchanged = 0;
+  deltaBytes = 0;
+
+  constructor(cacheBytes: number, ramPages: number, budget: number = DEFAULT_DELTA_BUDGET) {
+    this.cache = new PageCache(cacheBytes, ramPages);
+    this.cache32 = new Int32Array(this.cache.data.buffer);
+    if (!Number.isInteger(budget) || budget < 4 || budget > PAGE_SIZE) throw new RangeError(`xbzrle: budget ${budget} is outside 4..${PAGE_SIZE}`);
+    this.budget = budget;
+  }
+
+  /** Adds `page` (PAGE_SIZE bytes of `src` at `at`) to the batch as a delta or raw, or nothing if unchanged. */
+  encode(page: number, src: Uint8Array, at: number, b: PageBatchBuilder): XbzrleOutcome {
+    const cur = this.cur;
+    cur.set(src.subarray(at, at + PAGE_SIZE));
+    const cache = this.cache;
+    const data = cache.data;
+    const slot = cache.lookup(page);
+    if (slot < 0) {
+      this.misses++;
+      b.addRaw(page, cur, 0);
+      data.set(cur, cache.insert(page) * PAGE_SIZE);
+      return XbzrleOutcome.Raw;
+    }
+    const slotAt = slot * PAGE_SIZE;
+    const out = b.reserveEncoded(page, PageEncoding.Delta);
+    const len = xbzrleEncode(data, this.cache32, slotAt, cur, this.cur32, 0, b.bytes, out, this.budget);
+    if (len === 0) {
+      b.cancelEncoded();
+      this.unchanged++;
+      return XbzrleOutcome.Unchanged;
+    }
+    data.set(cur, slotAt);
+    if (len < 0) {
+      b.cancelEncoded();
+      b.addRaw(page, cur, 0);
+      this.overflows++;
+      return XbzrleOutcome.Raw;
+    }
+    b.commitEncoded(len);
+    this.hits++;
+    this.deltaBytes += len;
+    return XbzrleOutcome.Delta;
+  }
+
+  /** The page was sent by other means (e.g. as a zero page): keep the cache equal to the destination. */
+  sentZero(page: number): void {
+    const slot = this.cache.lookup(page);
+    if (slot >= 0) this.cache.data.fill(0, slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE);
+  }
+
+  stats(): XbzrleStats {
+    return {
+      cacheBytes: this.cache.bytes,
+      hits: this.hits,
+      misses: this.misses,
+      overflows: this.overflows,
+      unchanged: this.unchanged,
+      evictions: this.cache.evictions,
+      deltaBytes: this.deltaBytes,
+    };
+  }
+}
