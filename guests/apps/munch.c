@@ -1,11 +1,14 @@
 /* munch: a configurable memory writer for migration experiments.
  * A writable working set (wws) is dirtied at a given rate of guest time in one of three
- * address patterns; a resident set (rss) is filled once and then only read back to check it.
+ * address patterns; a resident set (rss) is filled once and then only read back to check it;
+ * a heap grows and shrinks through phases (heap=16M:2s,48M:1s), freeing what it gives back.
+ * With balloon=on|self the virtio-balloon driver runs (self: dynamic self-ballooning).
  * Prints one start-up line, then a status line every `report` of guest time. */
 #include "runtime.h"
 
 static const char *const known[] = {
-    "wws", "rate", "pattern", "rss", "stride", "report", "time", "rsscheck", 0
+    "wws", "rate", "pattern", "rss", "stride", "report", "time", "rsscheck",
+    "heap", "balloon", "balloon-period", "balloon-reserve", 0
 };
 
 #define WORDS_PER_PAGE (PAGE_SIZE / 4)
@@ -85,6 +88,78 @@ static void touch(void)
     }
 }
 
+/* ---- heap phases: chunks of HEAP_CHUNK bytes, each filled with words derived from its
+ * address and checked when it is freed, so a page the balloon took while in use shows up. */
+#define HEAP_CHUNK_PAGES 256u                /* 1 MiB */
+#define MAX_PHASES 16
+#define MAX_CHUNKS 2048
+static uint32_t phase_chunks[MAX_PHASES];
+static uint64_t phase_ticks[MAX_PHASES], phases_total;
+static uint32_t nphases, heap_held, heap_fails, heap_bad;
+static uint32_t *heap_chunk[MAX_CHUNKS];
+
+static void parse_heap(const char *spec)
+{
+    char tok[64];
+    const char *p = spec;
+    while (*p) {
+        size_t n = 0;
+        while (p[n] && p[n] != ',')
+            n++;
+        if (n == 0 || n >= sizeof tok || nphases == MAX_PHASES)
+            arg_fail("heap", spec, "want up to 16 phases SIZE:DURATION separated by commas");
+        memcpy(tok, p, n);
+        tok[n] = 0;
+        char *colon = tok;
+        while (*colon && *colon != ':')
+            colon++;
+        uint64_t size, ticks;
+        if (!*colon)
+            arg_fail("heap", spec, "want SIZE:DURATION phases, e.g. 16M:2s,48M:1s");
+        *colon = 0;
+        if (parse_size(tok, &size) || parse_duration(colon + 1, &ticks) || ticks == 0 ||
+            size / (HEAP_CHUNK_PAGES * PAGE_SIZE) > MAX_CHUNKS)
+            arg_fail("heap", spec, "want SIZE:DURATION phases (at most 2G, positive durations)");
+        phase_chunks[nphases] = (uint32_t)((size + HEAP_CHUNK_PAGES * PAGE_SIZE - 1) / (HEAP_CHUNK_PAGES * PAGE_SIZE));
+        phase_ticks[nphases] = ticks;
+        phases_total += ticks;
+        nphases++;
+        p += n;
+        if (*p == ',')
+            p++;
+    }
+}
+
+static void heap_step(uint64_t elapsed)
+{
+    if (!nphases)
+        return;
+    uint64_t t = elapsed % phases_total;
+    uint32_t ph = 0;
+    while (t >= phase_ticks[ph]) {
+        t -= phase_ticks[ph];
+        ph++;
+    }
+    uint32_t want = phase_chunks[ph];
+    while (heap_held > want) {
+        uint32_t *w = heap_chunk[--heap_held];
+        for (uint32_t i = 0; i < HEAP_CHUNK_PAGES * WORDS_PER_PAGE; i += 64)
+            if (w[i] != ((uint32_t)&w[i] ^ 0x68656170u) && !heap_bad)
+                heap_bad = page_index(&w[i]) + 1;
+        page_free(w, HEAP_CHUNK_PAGES);
+    }
+    while (heap_held < want) {
+        uint32_t *w = page_alloc(HEAP_CHUNK_PAGES);
+        if (!w) {
+            heap_fails++;
+            break;
+        }
+        for (uint32_t i = 0; i < HEAP_CHUNK_PAGES * WORDS_PER_PAGE; i += 64)
+            w[i] = (uint32_t)&w[i] ^ 0x68656170u;
+        heap_chunk[heap_held++] = w;
+    }
+}
+
 /* Bytes that may have been written after `elapsed` ticks at `rate` bytes per second. */
 static uint64_t budget(uint64_t rate, uint64_t elapsed)
 {
@@ -102,6 +177,19 @@ int main(void)
     uint64_t report = arg_duration("report", TIMEBASE_HZ);
     uint64_t stop = arg_duration("time", 0);
     uint64_t rsscheck = arg_size("rsscheck", rss);
+    const char *heap = arg_str("heap", "");
+    const char *bal = arg_str("balloon", "off");
+    uint64_t bal_period = arg_duration("balloon-period", TIMEBASE_HZ);
+    uint64_t bal_reserve = arg_size("balloon-reserve", 1u << 20);
+    int bal_mode = 0;
+    if (strcmp(bal, "on") == 0) bal_mode = BALLOON_HOST;
+    else if (strcmp(bal, "self") == 0) bal_mode = BALLOON_SELF;
+    else if (strcmp(bal, "off") != 0) arg_fail("balloon", bal, "want off, on or self");
+    if (bal_period == 0)
+        arg_fail("balloon-period", arg_str("balloon-period", ""), "want a positive duration");
+    parse_heap(heap);
+    /* the page allocator (and the balloon) only when asked, so plain runs stay as they were */
+    int paged = bal_mode || nphases;
 
     if (strcmp(pat, "seq") == 0) pattern = SEQ;
     else if (strcmp(pat, "random") == 0) pattern = RANDOM;
@@ -123,10 +211,20 @@ int main(void)
     if (check_pages > rss_pages)
         check_pages = rss_pages;
 
-    rss_base = region_alloc(rss_pages * PAGE_SIZE);
-    wws_base = region_alloc(wws_pages * PAGE_SIZE);
+    if (bal_mode && balloon_init(bal_mode, bal_period, (uint32_t)(bal_reserve / PAGE_SIZE)) != 0) {
+        printf("munch: balloon=%s but no usable virtio-balloon device\n", bal);
+        return EXIT_BAD_ARGS;
+    }
+    if (paged) {
+        pages_init();
+        rss_base = rss_pages ? page_alloc(rss_pages) : 0;
+        wws_base = page_alloc(wws_pages);
+    } else {
+        rss_base = region_alloc(rss_pages * PAGE_SIZE);
+        wws_base = region_alloc(wws_pages * PAGE_SIZE);
+    }
     if ((rss_pages && !rss_base) || !wws_base) {
-        printf("munch: wws + rss do not fit in %u free bytes\n", region_free());
+        printf("munch: wws + rss do not fit in %u free bytes\n", paged ? pages_free() * PAGE_SIZE : region_free());
         return EXIT_BAD_ARGS;
     }
     uint32_t rss_sum = rss_fill();
@@ -150,7 +248,19 @@ int main(void)
             uint64_t t_ms = (now - start) / (TIMEBASE_HZ / 1000);
             uint64_t span = now - last_t ? now - last_t : 1;
             uint64_t bps = (written - last_written) * TIMEBASE_HZ / span;
-            printf("munch: t=%llu.%03llus written=%llu rate=%lluB/s rss=", t_ms / 1000, t_ms % 1000, written, bps);
+            printf("munch: t=%llu.%03llus written=%llu rate=%lluB/s", t_ms / 1000, t_ms % 1000, written, bps);
+            if (paged) {
+                printf(" heap=%u", heap_held * HEAP_CHUNK_PAGES * PAGE_SIZE);
+                if (heap_bad) printf("(BAD page %u)", heap_bad - 1);
+                if (heap_fails) printf("(%u allocations failed)", heap_fails);
+                printf(" free=%up", pages_free());
+            }
+            if (bal_mode) {
+                const struct balloon_stats *b = balloon_get_stats();
+                printf(" balloon=%up target=%up reclaimed=%u hints=%u/%up", b->size, b->target,
+                       b->reclaims, b->hint_cmds, b->hinted);
+            }
+            printf(" rss=");
             if (!rss_pages || !check_pages) printf("-\n");
             else if (bad_page == 0xffffffffu) printf("ok\n");
             else printf("BAD(page %u)\n", bad_page);
@@ -159,7 +269,12 @@ int main(void)
             while (next_report <= now)
                 next_report += report;
             if (stop && now - start >= stop)
-                return bad_page == 0xffffffffu ? 0 : EXIT_CHECK_FAILED;
+                return bad_page == 0xffffffffu && !heap_bad ? 0 : EXIT_CHECK_FAILED;
+        }
+        if (paged) {
+            heap_step(now - start);
+            if (bal_mode)
+                balloon_poll();
         }
         uint64_t deadline = next_report;
         if (stop && start + stop < deadline)

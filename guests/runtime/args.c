@@ -109,33 +109,55 @@ uint64_t arg_uint(const char *key, uint64_t def)
     return v;
 }
 
-uint64_t arg_size(const char *key, uint64_t def)
+int parse_size(const char *s, uint64_t *out)
 {
     static const struct { const char *suffix; uint32_t shift; } units[] = {
         {"", 0}, {"b", 0}, {"k", 10}, {"kb", 10}, {"kib", 10}, {"m", 20}, {"mb", 20}, {"mib", 20},
         {"g", 30}, {"gb", 30}, {"gib", 30},
     };
-    const char *s = arg_str(key, 0), *rest;
+    const char *rest;
     uint64_t v;
-    if (!s) return def;
     if (parse_number(s, &v, &rest) == 0)
         for (unsigned i = 0; i < sizeof units / sizeof units[0]; i++)
-            if (lower_eq(rest, units[i].suffix) && (v << units[i].shift >> units[i].shift) == v)
-                return v << units[i].shift;
+            if (lower_eq(rest, units[i].suffix) && (v << units[i].shift >> units[i].shift) == v) {
+                *out = v << units[i].shift;
+                return 0;
+            }
+    return -1;
+}
+
+int parse_duration(const char *s, uint64_t *out)
+{
+    static const struct { const char *suffix; uint32_t ticks; } units[] = {
+        {"", TIMEBASE_HZ / 1000}, {"us", TIMEBASE_HZ / 1000000}, {"ms", TIMEBASE_HZ / 1000}, {"s", TIMEBASE_HZ},
+    };
+    const char *rest;
+    uint64_t v;
+    if (parse_number(s, &v, &rest) == 0)
+        for (unsigned i = 0; i < sizeof units / sizeof units[0]; i++)
+            if (lower_eq(rest, units[i].suffix) && v <= UINT64_MAX / units[i].ticks) {
+                *out = v * units[i].ticks;
+                return 0;
+            }
+    return -1;
+}
+
+uint64_t arg_size(const char *key, uint64_t def)
+{
+    const char *s = arg_str(key, 0);
+    uint64_t v;
+    if (!s) return def;
+    if (parse_size(s, &v) == 0)
+        return v;
     arg_fail(key, s, "want a size like 4096, 64K, 16M, 1G");
 }
 
 uint64_t arg_duration(const char *key, uint64_t def)
 {
-    static const struct { const char *suffix; uint32_t ticks; } units[] = {
-        {"", TIMEBASE_HZ / 1000}, {"us", TIMEBASE_HZ / 1000000}, {"ms", TIMEBASE_HZ / 1000}, {"s", TIMEBASE_HZ},
-    };
-    const char *s = arg_str(key, 0), *rest;
+    const char *s = arg_str(key, 0);
     uint64_t v;
     if (!s) return def;
-    if (parse_number(s, &v, &rest) == 0)
-        for (unsigned i = 0; i < sizeof units / sizeof units[0]; i++)
-            if (lower_eq(rest, units[i].suffix) && v <= UINT64_MAX / units[i].ticks)
-                return v * units[i].ticks;
+    if (parse_duration(s, &v) == 0)
+        return v;
     arg_fail(key, s, "want a duration like 500us, 20ms, 2s (a bare number is ms)");
 }

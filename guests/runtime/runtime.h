@@ -62,6 +62,10 @@ extern int (*trap_hook)(struct trap_frame *f);
 extern void (*timer_hook)(void);
 extern volatile uint32_t timer_interrupts, external_interrupts;
 void plic_enable(uint32_t src);
+/* Per-IRQ handlers for PLIC sources 1..IRQ_HANDLERS-1 (the UART's is built in); registering
+ * also enables the source. The handler runs in the trap, after the claim, before the complete. */
+#define IRQ_HANDLERS 32u
+void irq_register(uint32_t src, void (*handler)(uint32_t src));
 const char *trap_cause_name(uint32_t mcause);
 
 /* ---- boot arguments: space-separated key=value tokens ---- */
@@ -73,7 +77,48 @@ const char *arg_str(const char *key, const char *def);
 uint64_t arg_uint(const char *key, uint64_t def);
 uint64_t arg_size(const char *key, uint64_t def);       /* bytes; K/M/G suffixes (binary) */
 uint64_t arg_duration(const char *key, uint64_t def);   /* ticks; us/ms/s suffixes, bare = ms */
+/* The same syntax on a whole string (0 ok, -1 not a size/duration). */
+int parse_size(const char *s, uint64_t *bytes);
+int parse_duration(const char *s, uint64_t *ticks);
 __attribute__((noreturn)) void arg_fail(const char *key, const char *value, const char *want);
+
+/* ---- page allocator (pages.c): pages that can be freed ----
+ * Takes all RAM region_alloc has not handed out yet (call region_alloc first, or not at all).
+ * Pages are numbered from 0; ballooned pages count as in use. */
+void pages_init(void);
+void *page_alloc(uint32_t npages);          /* contiguous; NULL if no run fits */
+void page_free(void *p, uint32_t npages);
+uint32_t pages_total(void);
+uint32_t pages_free(void);
+uint32_t pages_ballooned(void);
+void *page_addr(uint32_t page);
+uint32_t page_index(const void *p);
+/* for the balloon driver */
+uint32_t page_take_run(uint32_t max, uint32_t *first);  /* a run of free pages, now in use */
+void page_set_ballooned(uint32_t first, uint32_t n);   /* in-use pages -> balloon */
+uint32_t page_next_ballooned(uint32_t from);           /* pages_total() if none */
+int page_is_ballooned(uint32_t page);
+void page_unballoon(uint32_t page);                    /* balloon -> free */
+/* page_alloc calls this before it reuses ballooned pages in [first, first+n) */
+extern void (*page_reclaim_hook)(uint32_t first, uint32_t n);
+
+/* ---- virtio-balloon (balloon.c) ---- */
+#define BALLOON_HOST 1      /* follow the device's num_pages (inflate and deflate) */
+#define BALLOON_SELF 2      /* also give every free page beyond a reserve, every period */
+struct balloon_stats {
+    uint32_t size, target;          /* pages in the balloon; the device's num_pages */
+    uint32_t inflated, deflated;    /* pages moved, in total */
+    uint32_t reclaims;              /* allocations that took ballooned pages back */
+    uint32_t hint_cmds, hinted;     /* free page hint requests answered, pages reported */
+    uint32_t last_cmd;
+};
+/* Finds the device and starts it; 0 on success. */
+int balloon_init(int mode, uint64_t self_period_ticks, uint32_t reserve_pages);
+/* Does the work: call it often from the main loop (follows num_pages, self-balloons,
+ * answers free page hint requests). */
+void balloon_poll(void);
+int balloon_hinting(void);          /* the device and driver agreed on free page hinting */
+const struct balloon_stats *balloon_get_stats(void);
 
 /* ---- small helpers ---- */
 static inline uint32_t xorshift32(uint32_t *s)

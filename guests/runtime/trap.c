@@ -4,6 +4,15 @@
 int (*trap_hook)(struct trap_frame *f);
 void (*timer_hook)(void);
 volatile uint32_t timer_interrupts, external_interrupts;
+static void (*irq_handlers[IRQ_HANDLERS])(uint32_t src);
+
+void irq_register(uint32_t src, void (*handler)(uint32_t src))
+{
+    if (src == 0 || src >= IRQ_HANDLERS)
+        return;
+    irq_handlers[src] = handler;
+    plic_enable(src);
+}
 
 void plic_enable(uint32_t src)
 {
@@ -38,6 +47,8 @@ static void external_interrupt(void)
     while ((src = mmio_read32(PLIC_CLAIM)) != 0) {
         if (src == UART_IRQ)
             uart_interrupt();
+        else if (src < IRQ_HANDLERS && irq_handlers[src])
+            irq_handlers[src](src);
         external_interrupts++;
         mmio_write32(PLIC_CLAIM, src);
     }
