@@ -1,5 +1,8 @@
 import { GuestRam, RamSizeError } from '../machine/memory/ram.js';
 import { Vcpu } from '../machine/vcpu/vcpu.js';
+import type { VirtioDeviceKind, VirtioDeviceSpec } from '../machine/devices/virtio/device-spec.js';
+import { VSOCK_DEFAULT_GUEST_CID } from '../machine/devices/virtio/vsock-packet.js';
+import type { DeviceSpec } from '../migration/wire/messages.js';
 import type { Logger } from '../util/log.js';
 import type { HostInfo, VmInfo } from './api-types.js';
 import { ApiFailure } from './errors.js';
@@ -12,6 +15,19 @@ export interface HostOptions {
   /** Budget for the RAM of all VMs held or reserved here. */
   readonly maxMemBytes: number;
   readonly log: Logger;
+}
+
+/** The devices every VM created here gets (vsock first: slot 7; balloon: slot 6). */
+export function newVmDevices(): VirtioDeviceSpec[] {
+  return [{ kind: 'virtio-vsock', guestCid: VSOCK_DEFAULT_GUEST_CID }, { kind: 'virtio-balloon' }];
+}
+
+/** The device kinds this host can give a VM (an incoming VM with any other kind is refused). */
+export const HOST_DEVICE_KINDS: readonly VirtioDeviceKind[] = ['virtio-vsock', 'virtio-balloon'];
+
+/** A machine device as MachineConfig carries it (JSON). */
+export function deviceConfig(d: VirtioDeviceSpec): DeviceSpec {
+  return d.kind === 'virtio-vsock' ? { kind: d.kind, guestCid: d.guestCid } : { kind: d.kind };
 }
 
 /** What POST /v1/vms asks for, validated. */
@@ -129,11 +145,13 @@ export class Host {
         throw new ApiFailure(507, 'no-memory', `cannot allocate ${spec.memBytes} bytes of guest RAM: ${(e as Error).message}`);
       }
       let vcpu: Vcpu;
+      const devices = newVmDevices();
       try {
         vcpu = await Vcpu.start({
           ram,
           name: spec.name,
           running: true,
+          devices,
           start: { kind: 'boot', boot: { image: spec.image, imageName: spec.imageName, bootargs: spec.bootArgs } },
         });
       } catch (e) {
@@ -145,7 +163,7 @@ export class Host {
       const config: HostedVmConfig = {
         imageDigest: sha256Digest(spec.image),
         bootArgs: spec.bootArgs,
-        devices: [],
+        devices: devices.map(deviceConfig),
         memBytes: spec.memBytes,
         imageName: spec.imageName,
       };

@@ -1,8 +1,9 @@
 import { GuestRam } from '../machine/memory/ram.js';
 import { Vcpu } from '../machine/vcpu/vcpu.js';
+import { DeviceConfigError, parseDeviceSpecs, type VirtioDeviceSpec } from '../machine/devices/virtio/device-spec.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type PreparedVm, type Reservation } from '../migration/vm-port.js';
 import type { JsonValue } from '../migration/wire/messages.js';
-import type { Host, MemoryClaim } from './host.js';
+import { HOST_DEVICE_KINDS, type Host, type MemoryClaim } from './host.js';
 import { HostedVm, formatUuid, type HostedVmConfig } from './hosted-vm.js';
 
 /** This host's reservation for one incoming VM: the RAM, and the claim on the memory budget. */
@@ -35,10 +36,7 @@ export class IncomingVms implements DestinationHost {
     const uuid = formatUuid(vm.uuid);
     if (this.host.shuttingDown) throw new RefusedError('busy', `host ${this.host.name} is shutting down`);
     if (!VM_NAME_PATTERN.test(vm.name)) throw new RefusedError('bad-request', `VM name '${vm.name}' is not allowed on host ${this.host.name} (letters, digits, '.', '_', '-'; at most 63)`);
-    if (vm.config.devices.length > 0) {
-      const kinds = vm.config.devices.map((d) => d.kind).join(', ');
-      throw new RefusedError('config-mismatch', `host ${this.host.name} cannot provide the VM's devices (${kinds})`);
-    }
+    const devices = this.devicesFor(vm);
     const problem = this.host.admissionProblem(vm.name, uuid, vm.ramBytes);
     if (problem !== undefined) throw new RefusedError(problem.kind === 'exists' ? 'exists' : 'too-big', problem.message);
     let ram: GuestRam;
@@ -48,7 +46,7 @@ export class IncomingVms implements DestinationHost {
       throw new RefusedError('too-big', `host ${this.host.name} cannot allocate ${vm.ramBytes} bytes of guest RAM: ${(e as Error).message}`);
     }
     const claim: MemoryClaim = { name: vm.name, uuid, bytes: vm.ramBytes };
-    const standby = Vcpu.start({ ram, name: vm.name, start: { kind: 'standby' } });
+    const standby = Vcpu.start({ ram, name: vm.name, devices, start: { kind: 'standby' } });
     standby.catch(() => {}); // a failure surfaces in load()
     const r: HostReservation = { ram, claim, standby };
     this.host.claim(claim);
@@ -102,6 +100,23 @@ export class IncomingVms implements DestinationHost {
     const r = reservation as HostReservation;
     if (this.held.has(r)) void r.standby.then((v) => v.stop(), () => {});
     this.drop(r);
+  }
+
+  /** The VM's devices, if this host provides every one of them; else a config-mismatch refusal. */
+  private devicesFor(vm: IncomingVm): VirtioDeviceSpec[] {
+    const cannot = (why: string): never => {
+      throw new RefusedError('config-mismatch', `host ${this.host.name} cannot provide the VM's devices: ${why} (this host provides ${HOST_DEVICE_KINDS.join(', ')})`);
+    };
+    let devices: VirtioDeviceSpec[] = [];
+    try {
+      devices = parseDeviceSpecs(vm.config.devices);
+    } catch (e) {
+      if (e instanceof DeviceConfigError) cannot(e.message);
+      throw e;
+    }
+    const missing = devices.filter((d) => !HOST_DEVICE_KINDS.includes(d.kind));
+    if (missing.length > 0) cannot(missing.map((d) => d.kind).join(', '));
+    return devices;
   }
 
   private own(reservation: Reservation): HostReservation {
