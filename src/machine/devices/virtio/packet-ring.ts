@@ -2,7 +2,8 @@
  * A single-producer/single-consumer ring of packets in a SharedArrayBuffer, between a VM's vCPU
  * thread and the host thread. Records are `[u32 length LE][bytes]`, packed, wrapping at the end.
  * Layout: Int32 head (bytes ever written, mod 2^32) at 0, Int32 tail (bytes ever read) at 4,
- * 8 bytes reserved, then `capacity` data bytes. The producer writes data before publishing head
+ * Int32 producer-waiting flag at 8 (set by a producer that found the ring full, taken by the
+ * consumer to know it should wake it), 4 bytes reserved, then `capacity` data bytes. The producer writes data before publishing head
  * with Atomics.store; the consumer reads head with Atomics.load before the data (so the data is
  * visible), and frees space by publishing tail.
  */
@@ -10,6 +11,7 @@ export const PACKET_RING_CAPACITY = 1 << 20;
 const HEADER_BYTES = 16;
 const HEAD = 0;
 const TAIL = 1;
+const WAITING = 2;
 
 export class PacketRing {
   readonly buffer: SharedArrayBuffer;
@@ -27,7 +29,7 @@ export class PacketRing {
     this.buffer = buffer;
     this.capacity = capacity;
     this.mask = capacity - 1;
-    this.ctl = new Int32Array(buffer, 0, 2);
+    this.ctl = new Int32Array(buffer, 0, 3);
     this.data = new Uint8Array(buffer, HEADER_BYTES, capacity);
   }
 
@@ -65,7 +67,11 @@ export class PacketRing {
 
   /** Starts a record of exactly `len` bytes, to be filled by writeChunk calls; false if it does not fit. */
   beginRecord(len: number): boolean {
-    if (!this.fits(len)) return false;
+    if (!this.fits(len)) {
+      // Flag first, then look again: a consumer that drained in between sees the flag.
+      Atomics.store(this.ctl, WAITING, 1);
+      if (!this.fits(len)) return false;
+    }
     const head = Atomics.load(this.ctl, HEAD) >>> 0;
     this.putU32(head, len);
     this.wpos = (head + 4) >>> 0;
@@ -116,6 +122,11 @@ export class PacketRing {
     const out = new Uint8Array(len);
     this.readInto(out);
     return out;
+  }
+
+  /** Consumer: whether the producer found the ring full since the last call (and so wants waking). */
+  takeWaiting(): boolean {
+    return Atomics.exchange(this.ctl, WAITING, 0) !== 0;
   }
 
   /** Drops every record (consumer side). */

@@ -66,9 +66,11 @@ export class VsockHost implements VsockHostPort {
     if (this.callbacks.length === 0) return;
     for (;;) {
       const p = this.toHost.shift();
-      if (p === undefined) return;
+      if (p === undefined) break;
       for (const cb of this.callbacks) cb(p);
     }
+    // A tx chain waits for room: wake the vCPU (it may sleep in wfi) so it retries now.
+    if (this.toHost.takeWaiting()) ring(this.sig);
   }
 
   takeUndelivered(): Uint8Array[] {
