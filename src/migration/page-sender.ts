@@ -8,7 +8,9 @@
 import type { GuestRam } from '../machine/memory/ram.js';
 import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { TokenBucket } from './rate-limit.js';
-import { MAX_BATCH_PAGES, PageBatchBuilder } from './wire/index.js';
+import type { PageStreamCompressor } from './encoding/compress.js';
+import { XbzrleOutcome, type XbzrleEncoder } from './encoding/xbzrle.js';
+import { FRAME_HEADER_BYTES, MAX_BATCH_PAGES, PageBatchBuilder, encodePagesCompressedHead } from './wire/index.js';
 
 /** Where frames go; implemented by the outgoing migration over its socket. */
 export interface FrameSink {
@@ -28,6 +30,16 @@ export interface RoundTally {
   bytes: number;
   /** Time spent waiting for the rate limiter. */
   limiterWaitMs: number;
+  /** XBZRLE: pages equal to what the destination holds, not sent at all. */
+  unchanged: number;
+}
+
+/** Optional encodings the destination granted (see src/migration/encoding/). */
+export interface PageSenderEncodings {
+  /** Delta-encode re-sent pages (from round 2 on, as QEMU does after the bulk stage). */
+  readonly xbzrle?: XbzrleEncoder;
+  /** Compress every batch as a PAGES_COMPRESSED frame when that is smaller. */
+  readonly compressor?: PageStreamCompressor;
 }
 
 /** Batches that may be in flight at once: enough to keep the kernel's buffers full. */
@@ -37,6 +49,8 @@ const UNLIMITED_BATCH_BYTES = 4 * 1024 * 1024 + 64 * 1024;
 /** Under a rate limit a batch holds ~20 ms worth of bytes, within these bounds. */
 const MIN_LIMITED_BATCH_BYTES = 64 * 1024;
 const LIMITED_BATCH_MS = 20;
+
+const noop = (): void => {};
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
@@ -55,13 +69,21 @@ export class PageSender {
   totalBytes = 0;
   totalPages = 0;
   totalZeroPages = 0;
+  /** Compression: PAGES frame bytes before compression, and the bytes sent for them. */
+  compressionIn = 0;
+  compressionOut = 0;
+  private readonly xbzrle: XbzrleEncoder | undefined;
+  private readonly compressor: PageStreamCompressor | undefined;
 
   constructor(
     private readonly ram: GuestRam,
     private readonly sink: FrameSink,
     /** The destination granted the zero-page encoding. */
     private readonly zeroPages: boolean,
+    encodings: PageSenderEncodings = {},
   ) {
+    this.xbzrle = encodings.xbzrle;
+    this.compressor = encodings.compressor;
     for (let i = 0; i < BUILDERS; i++) {
       this.builders.push(new PageBatchBuilder(MAX_BATCH_PAGES));
       this.inFlight.push(undefined);
@@ -87,7 +109,8 @@ export class PageSender {
    * Resolves once every frame has been handed to the kernel.
    */
   async sendRound(list: Uint32Array, round: number, skipDirty: boolean): Promise<RoundTally> {
-    const tally: RoundTally = { pages: 0, zeroPages: 0, skipped: 0, bytes: 0, limiterWaitMs: 0 };
+    const tally: RoundTally = { pages: 0, zeroPages: 0, skipped: 0, bytes: 0, limiterWaitMs: 0, unchanged: 0 };
+    const xb = round > 1 ? this.xbzrle : undefined;
     const ram = this.ram;
     const dirty = ram.dirty;
     const u8 = ram.u8;
@@ -103,7 +126,13 @@ export class PageSender {
       }
       if (zeroOk && ram.isZeroPage(p)) {
         b.addZero(p);
+        xb?.sentZero(p);
         tally.zeroPages++;
+      } else if (xb !== undefined) {
+        if (xb.encode(p, u8, p * PAGE_SIZE, b) === XbzrleOutcome.Unchanged) {
+          tally.unchanged++;
+          continue;
+        }
       } else {
         b.addRaw(p, u8, p * PAGE_SIZE);
       }
@@ -133,8 +162,20 @@ export class PageSender {
   private async flush(b: PageBatchBuilder, tally: RoundTally): Promise<void> {
     const i = this.next;
     const count = b.count;
-    const frame = b.finish();
-    const wait = this.bucket.take(frame.length);
+    let frame = b.finish();
+    let head: Uint8Array | undefined;
+    if (this.compressor !== undefined) {
+      const raw = frame.subarray(FRAME_HEADER_BYTES);
+      const z = await this.sink.guard(this.compressor.compress(raw));
+      this.compressionIn += frame.length;
+      if (z.length + 2 * FRAME_HEADER_BYTES < frame.length) {
+        head = encodePagesCompressedHead(this.compressor.code, raw.length, z.length, (frame[1]! & 1) !== 0);
+        frame = z;
+      }
+      this.compressionOut += frame.length + (head?.length ?? 0);
+    }
+    const wireBytes = frame.length + (head?.length ?? 0);
+    const wait = this.bucket.take(wireBytes);
     if (wait > 0) {
       const t = performance.now();
       await this.sink.guard(sleep(wait));
@@ -146,10 +187,11 @@ export class PageSender {
         resolve();
       };
     });
+    if (head !== undefined) this.sink.write(head, noop);
     this.sink.write(frame, this.onWritten[i]);
-    tally.bytes += frame.length;
+    tally.bytes += wireBytes;
     tally.pages += count;
-    this.totalBytes += frame.length;
+    this.totalBytes += wireBytes;
     this.totalPages += count;
     this.next = (i + 1) % BUILDERS;
   }
