@@ -64,3 +64,45 @@ test('munch balloon=on follows the target, and reports its free pages to a hint 
     await vcpu.stop();
   }
 });
+
+test('mid-traffic state round trip through a standby vCPU: the guest\'s balloon driver carries on at the destination', { timeout: 120_000 }, async () => {
+  const devices = [{ kind: 'virtio-vsock', guestCid: 3 }, { kind: 'virtio-balloon' }] as const;
+  const ram = GuestRam.allocate(256 * MiB);
+  const image = new Uint8Array(await readFile(imagePath('munch')));
+  const src = await Vcpu.start({
+    ram,
+    name: 'balloon-src',
+    devices,
+    start: { kind: 'boot', boot: { image, imageName: 'munch.elf', bootargs: 'wws=2M rate=2M rss=4M report=200ms balloon=on heap=64M:300ms,8M:1000s' } },
+  });
+  let out = '';
+  src.on('console', (d) => (out += Buffer.from(d).toString('latin1')));
+  const lines = (): string[] => out.split('\n').filter((l) => l.startsWith('munch: t='));
+  let dst: Vcpu | undefined;
+  try {
+    await until('the heap to shrink', () => lines().some((l) => / heap=8388608 /.test(l)));
+    src.balloon!.setTarget(16384);
+    await until('actual = 16384', async () => (await src.balloon!.actual()) === 16384);
+    await src.pause();
+    const state = await src.saveState();
+    const ram2 = GuestRam.allocate(256 * MiB);
+    ram2.u8.set(ram.u8);
+    dst = await Vcpu.start({ ram: ram2, name: 'balloon-dst', devices, start: { kind: 'standby' } });
+    await dst.restore(state);
+    await src.stop();
+    assert.equal(ram2.discarded.count(), 16384, 'the discarded map came with the state');
+    assert.equal(await dst.balloon!.actual(), 16384, 'actual is published at the destination');
+    dst.on('console', (d) => (out += Buffer.from(d).toString('latin1')));
+    dst.resume();
+    dst.balloon!.setTarget(0);
+    await until('actual = 0 at the destination', async () => (await dst!.balloon!.actual()) === 0);
+    assert.equal(ram2.discarded.count(), 0);
+    const n = lines().length;
+    await until('two more status lines', () => lines().length >= n + 2);
+    for (const l of lines()) assert.match(l, / rss=ok$/);
+    assert.doesNotMatch(out, /BAD|failed|disabled|needs reset/);
+  } finally {
+    await src.stop();
+    await dst?.stop();
+  }
+});

@@ -150,3 +150,11 @@ test('the stats queue holds its buffer', () => {
   d.notify(STATS);
   assert.equal(d.usedIdx(STATS), 0);
 });
+
+test('the host\'s target shows in config before DRIVER_OK', () => {
+  const ram = GuestRam.allocate(4 * MiB);
+  const m = new Machine(ram, undefined, { devices: [{ kind: 'virtio-balloon' }] });
+  new BalloonHost({ signals: ram.signals, pageCount: ram.pageCount, clearHints: () => ram.freeHints.clear() }).setTarget(12);
+  assert.equal(busPort(m, SLOT).read(R.Config), 12);
+  assert.equal(busPort(m, SLOT).read(R.InterruptStatus), 0, 'no interrupt before DRIVER_OK');
+});

@@ -97,6 +97,8 @@ export class VirtioBalloon implements VirtioBackend {
   }
 
   readConfig(offset: number, size: AccessSize): number {
+    // The host's latest target and hint command show at once (also before DRIVER_OK).
+    this.poll();
     this.fillConfig();
     return readConfigBytes(this.config, offset, size);
   }
