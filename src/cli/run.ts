@@ -1,5 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
+import { parseDeviceSpecs, type VirtioDeviceSpec } from '../machine/devices/virtio/device-spec.js';
 import { DEFAULT_RAM_BYTES } from '../machine/memory/layout.js';
 import { GuestRam } from '../machine/memory/ram.js';
 import { Vcpu } from '../machine/vcpu/vcpu.js';
@@ -11,6 +12,30 @@ interface RunOptions {
   raw?: boolean;
   timeout?: string;
   json?: boolean;
+  device?: string[];
+}
+
+/** `--device vsock[,cid=N]` or `--device balloon`, as QEMU's -device vhost-vsock-device / virtio-balloon-device. */
+export function parseRunDevices(values: readonly string[]): VirtioDeviceSpec[] {
+  const list = values.map((v) => {
+    const [name, ...params] = v.split(',');
+    if (name === 'balloon' && params.length === 0) return { kind: 'virtio-balloon' };
+    if (name === 'vsock') {
+      const spec: { kind: string; guestCid?: number } = { kind: 'virtio-vsock' };
+      for (const p of params) {
+        const m = /^cid=(\d+)$/.exec(p);
+        if (m === null) throw new UsageError(`--device ${v}: unknown parameter '${p}' (vsock takes cid=N)`);
+        spec.guestCid = Number(m[1]);
+      }
+      return spec;
+    }
+    throw new UsageError(`--device ${v}: unknown device (known: vsock[,cid=N], balloon)`);
+  });
+  try {
+    return parseDeviceSpecs(list);
+  } catch (e) {
+    throw new UsageError(`--device: ${(e as Error).message}`);
+  }
 }
 
 /** Exit code when --timeout ends a guest that did not power off (as timeout(1) does). */
@@ -26,9 +51,12 @@ export function registerRun(program: Command): void {
     .option('--raw', 'load the image as a raw binary at the RAM base (0x80000000)')
     .option('--timeout <duration>', `stop a guest that has not powered off after this long (exit code ${TIMEOUT_EXIT})`)
     .option('--json', 'after the guest stops, print a JSON summary (exit code, instructions, seconds, MIPS) to stderr')
+    .option('--device <device>', 'add a virtio-mmio device: vsock[,cid=N] (default cid 3) or balloon; repeatable, the first takes the top slot', (v: string, prev: string[] | undefined) => [...(prev ?? []), v])
     .addHelpText('after', `
 The image runs unchanged on QEMU too:
   qemu-system-riscv32 -M virt -bios none -kernel IMAGE -display none -monitor none -serial stdio -m SIZE -append ARGS
+With --device, add -global virtio-mmio.force-legacy=false and, in the same order,
+  -device vhost-vsock-device,guest-cid=N  /  -device virtio-balloon-device
 
 Exit codes: the guest's own (sifive_test: 0x5555 -> 0, 0x3333|code<<16 -> code),
 2 for a bad image or bad options, ${TIMEOUT_EXIT} when --timeout ends the guest, 70 if the emulator fails.`)
@@ -40,6 +68,7 @@ Exit codes: the guest's own (sifive_test: 0x5555 -> 0, 0x3333|code<<16 -> code),
 async function runImage(imagePath: string, opts: RunOptions): Promise<number> {
   const mem = parseSize(opts.mem, '--mem', true);
   const timeoutMs = opts.timeout !== undefined ? parseDuration(opts.timeout, '--timeout') : undefined;
+  const devices = parseRunDevices(opts.device ?? []);
   let image: Uint8Array;
   try {
     image = new Uint8Array(await readFile(imagePath));
@@ -51,6 +80,7 @@ async function runImage(imagePath: string, opts: RunOptions): Promise<number> {
   const vcpu = await Vcpu.start({
     ram,
     name: imagePath,
+    devices,
     start: { kind: 'boot', boot: { image, imageName: imagePath, bootargs: opts.append, format: opts.raw === true ? 'raw' : 'auto' } },
   });
   const onInput = (chunk: Buffer): void => vcpu.input(new Uint8Array(chunk));
