@@ -3,7 +3,7 @@ import type { MigrationInfo, StartMigrationRequest } from '../host/api-types.js'
 import type { MigrationProgress, MigrationReport } from '../migration/report.js';
 import { CliError, DEFAULT_HOST, TernClient } from './client.js';
 import { age, examples, keyValues, printJson, table } from './output.js';
-import { UsageError, formatBytes, formatDuration, formatRate, parseDuration, parseRate } from './units.js';
+import { UsageError, formatBytes, formatDuration, formatRate, parseDuration, parseRate, parseSize } from './units.js';
 import { withHostOptions } from './vm.js';
 
 interface MigrateOpts {
@@ -17,6 +17,10 @@ interface MigrateOpts {
   timeout?: string;
   detach?: boolean;
   json?: boolean;
+  autoConverge?: boolean;
+  xbzrle?: boolean;
+  xbzrleCache?: string;
+  compress?: string;
 }
 
 /** How often `tern migrate` asks the source host how it is going. */
@@ -35,6 +39,10 @@ export function registerMigrate(program: Command): void {
     .option('--min-bandwidth <rate>', "floor of Clark's dynamic rate limit: round 1 runs at it, later rounds at the dirtying rate + 50 Mbit/s; 0 = no floor (round 1 at --max-bandwidth)", '0')
     .option('--downtime-limit <duration>', 'switch over once the expected downtime is below this: 50ms, 1s (QEMU downtime-limit)', '300ms')
     .option('--max-rounds <n>', 'stop iterating after this many pre-copy rounds and switch over', '30')
+    .option('--auto-converge', "throttle the vCPU while it dirties memory faster than pre-copy sends it: 20%, then +10% up to 99% (QEMU's auto-converge)")
+    .option('--xbzrle', 'send re-sent pages as XBZRLE deltas against a cache of what was sent')
+    .option('--xbzrle-cache <size>', 'XBZRLE page cache size: 64M, 1G (default 64M; needs --xbzrle)')
+    .option('--compress <algorithm>', 'compress the page stream: lz4 or zstd')
     .option('--verify', 'compare SHA-256 digests of all RAM at switchover (slower; for testing)')
     .option('--timeout <duration>', 'give up (the VM stays on the source) after this long; 0 = never', '10min')
     .option('--detach', 'print the migration id and return at once; watch it with `tern migrate status ID`')
@@ -50,6 +58,7 @@ ${examples([
   'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002',
   'tern migrate v1 --to 127.0.0.1:7002 --max-bandwidth 1Gbit --downtime-limit 50ms --verify',
   'tern migrate v1 --to 127.0.0.1:7002 --json | jq .downtimeMs',
+  'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --auto-converge --xbzrle --compress lz4',
   'tern migrate list',
   'tern migrate status 3f9a1c2e',
   'tern migrate cancel 3f9a1c2e',
@@ -127,6 +136,26 @@ ${examples([
     });
 }
 
+/** --auto-converge, --xbzrle [--xbzrle-cache SIZE], --compress ALGORITHM as request fields. */
+function encodingRequest(opts: MigrateOpts): Pick<StartMigrationRequest, 'autoConverge' | 'xbzrle' | 'xbzrleCacheBytes' | 'compression'> {
+  const out: Pick<StartMigrationRequest, 'autoConverge' | 'xbzrle' | 'xbzrleCacheBytes' | 'compression'> = {};
+  if (opts.autoConverge === true) out.autoConverge = true;
+  if (opts.xbzrleCache !== undefined && opts.xbzrle !== true) throw new UsageError('--xbzrle-cache needs --xbzrle');
+  if (opts.xbzrle === true) {
+    out.xbzrle = true;
+    if (opts.xbzrleCache !== undefined) {
+      const size = parseSize(opts.xbzrleCache, '--xbzrle-cache');
+      if (size < 4096) throw new UsageError(`--xbzrle-cache: at least 4K, not ${opts.xbzrleCache}`);
+      out.xbzrleCacheBytes = size;
+    }
+  }
+  if (opts.compress !== undefined) {
+    if (opts.compress !== 'lz4' && opts.compress !== 'zstd') throw new UsageError(`--compress: '${opts.compress}' is not lz4 or zstd`);
+    out.compression = opts.compress;
+  }
+  return out;
+}
+
 async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
   const req: StartMigrationRequest = {
     vm,
@@ -137,6 +166,7 @@ async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
     maxRounds: parseCount(opts.maxRounds ?? '30', '--max-rounds'),
     verifyRam: opts.verify === true,
     timeoutMs: Math.round(parseDuration(opts.timeout ?? '10min', '--timeout')),
+    ...encodingRequest(opts),
   };
   if (req.timeoutMs! !== 0 && req.timeoutMs! < 1000) throw new UsageError(`--timeout: at least 1s (or 0 for none), not ${opts.timeout}`);
   const source = new TernClient(opts.from, '--from');
@@ -250,6 +280,11 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
     ['bandwidth cap', r.maxBandwidthBps > 0 ? formatRate(r.maxBandwidthBps) : 'unlimited'],
   ];
   if (r.ramDigestMatch !== undefined) pairs.push(['RAM digest', r.ramDigestMatch ? 'match' : 'MISMATCH']);
+  const xb = r.xbzrle;
+  if (xb !== undefined) pairs.push(['xbzrle', `${xb.hits} deltas (${formatBytes(xb.deltaBytes)}), ${xb.misses} misses, ${xb.overflows} overflows, ${xb.unchanged} unchanged; cache ${formatBytes(xb.cacheBytes)}, ${xb.evictions} evictions`]);
+  const z = r.compression;
+  if (z !== undefined) pairs.push(['compression', `${z.algorithm}: ${formatBytes(z.inputBytes)} -> ${formatBytes(z.outputBytes)} (ratio ${z.ratio})`]);
+  if (r.autoConverge !== undefined) pairs.push(['auto-converge', `throttle up to ${r.autoConverge.maxThrottlePercent}%`]);
   let out = `Migration ${r.id} of ${r.vm}: ${r.status}\n` + indent(keyValues(pairs));
   if (r.perRound.length > 0) {
     out += '\n' + indent(table(

@@ -77,6 +77,14 @@ export interface StartMigrationRequest {
   maxRounds?: number;
   verifyRam?: boolean;
   timeoutMs?: number;
+  /** Throttle the vCPU while it dirties memory faster than pre-copy sends it (QEMU's auto-converge). */
+  autoConverge?: boolean;
+  /** XBZRLE delta encoding of re-sent pages. */
+  xbzrle?: boolean;
+  /** XBZRLE page cache size (default 64 MiB); needs xbzrle. */
+  xbzrleCacheBytes?: number;
+  /** Compress the page stream. */
+  compression?: 'lz4' | 'zstd';
 }
 
 export interface MigrationInfo {

@@ -43,6 +43,10 @@ export const START_MIGRATION: Schema = {
   maxRounds: { type: 'integer', min: 1, max: 10_000 },
   verifyRam: { type: 'boolean' },
   timeoutMs: { type: 'integer', min: 0, max: 86_400_000 },
+  autoConverge: { type: 'boolean' },
+  xbzrle: { type: 'boolean' },
+  xbzrleCacheBytes: { type: 'integer', min: 4096, max: 4 * 1024 * 1024 * 1024 },
+  compression: { type: 'string', maxLength: 4, pattern: /^(lz4|zstd)$/, patternHint: 'lz4 or zstd' },
 };
 
 /** Bodies of POST .../pause, /resume, /cancel: nothing, or an empty object. */

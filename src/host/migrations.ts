@@ -4,6 +4,7 @@ import type { IncomingVm } from '../migration/vm-port.js';
 import { AddressError, formatHostPort, isWildcard, parseHostPort, type HostPort } from './address.js';
 import type { HostInfo, MigrationInfo, MigrationStarted, StartMigrationRequest } from './api-types.js';
 import { OutgoingMigration, type MigrateOptions } from '../migration/source.js';
+import { DEFAULT_XBZRLE_CACHE_BYTES } from '../migration/encoding/xbzrle.js';
 import { ApiFailure } from './errors.js';
 import type { Host } from './host.js';
 import type { HostedVm } from './hosted-vm.js';
@@ -69,6 +70,7 @@ export class Migrations {
   async start(req: StartMigrationRequest): Promise<MigrationStarted> {
     const host = this.host;
     if (host.shuttingDown) throw new ApiFailure(503, 'shutting-down', `host ${host.name} is shutting down`);
+    if (req.xbzrleCacheBytes !== undefined && req.xbzrle !== true) throw ApiFailure.badRequest("start migration: 'xbzrleCacheBytes' needs 'xbzrle': true");
     this.checkMigratable(host.get(req.vm));
     let to: HostPort;
     try {
@@ -102,6 +104,9 @@ export class Migrations {
       maxRounds: req.maxRounds ?? MIGRATION_DEFAULTS.maxRounds,
       verifyRam: req.verifyRam ?? MIGRATION_DEFAULTS.verifyRam,
       timeoutMs: req.timeoutMs ?? MIGRATION_DEFAULTS.timeoutMs,
+      ...(req.autoConverge === true ? { autoConverge: true } : {}),
+      ...(req.xbzrle === true ? { xbzrleCacheBytes: req.xbzrleCacheBytes ?? DEFAULT_XBZRLE_CACHE_BYTES } : {}),
+      ...(req.compression !== undefined ? { compression: req.compression } : {}),
       // The engine adds the migration id, VM and peer to its log lines itself.
       log: host.log,
     };

@@ -10,6 +10,9 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { errorText } from './errors.js';
+import { algorithmGranted, grantedEncodings } from './encoding/negotiate.js';
+import { compressorForCode } from './encoding/compress.js';
+import { xbzrleDecode } from './encoding/xbzrle.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type PreparedVm, type Reservation } from './vm-port.js';
 import {
   Capability,
@@ -22,6 +25,8 @@ import {
   bytesEqual,
   decodeAbort,
   decodeComplete,
+  decodePagesCompressed,
+  CompressionCode,
   decodeHello,
   decodePing,
   decodeRoundEnd,
@@ -230,6 +235,10 @@ class IncomingSession {
   private state: Uint8Array | undefined;
   private completeAt = 0;
   private pagesReceived = 0;
+  /** Capabilities granted in ACCEPT. */
+  private granted = 0;
+  /** An XBZRLE delta, gathered from the socket chunks it arrived in. */
+  private readonly deltaScratch = new Uint8Array(PAGE_SIZE);
 
   constructor(
     private readonly server: MigrationServer,
@@ -357,6 +366,9 @@ class IncomingSession {
       case FrameType.Pages:
         this.onPages({ type: f.type, flags: f.flags, length: f.payload.length, pieces: [f.payload] });
         return;
+      case FrameType.PagesCompressed:
+        this.onPages(this.inflate(f));
+        return;
       case FrameType.RoundEnd:
         this.onRoundEnd(f);
         return;
@@ -402,7 +414,8 @@ class IncomingSession {
     this.pages = new PageBatchReader({ ramPages: r.ram.pageCount });
     if (this.server.takeFault('reservation')) return this.fault('reservation');
     this.phase = 'transfer';
-    this.send(encodeAccept({ version: PROTOCOL_VERSION, sessionId, capabilities: h.capabilities & Capability.ZeroPages }));
+    this.granted = (h.capabilities & Capability.ZeroPages) | grantedEncodings(h.capabilities);
+    this.send(encodeAccept({ version: PROTOCOL_VERSION, sessionId, capabilities: this.granted }));
     this.log.info({ ramBytes: h.ramBytes, session: formatId(sessionId) }, 'incoming migration accepted, RAM reserved');
   }
 
@@ -444,12 +457,27 @@ class IncomingSession {
         case PageEncoding.Zero:
           ram.fill(0, at, at + PAGE_SIZE);
           break;
+        case PageEncoding.Delta:
+          // XBZRLE against the version this RAM holds (the source caches exactly what it sent).
+          if ((this.granted & Capability.Xbzrle) === 0) throw violation(`page ${b.page(i)} is a delta, but XBZRLE was not granted`, 'PAGES');
+          b.copyData(i, this.deltaScratch, 0);
+          xbzrleDecode(this.deltaScratch, 0, b.dataLength(i), ram, at, `entry[${i}].delta`);
+          break;
         default:
           throw violation(`page ${b.page(i)} uses encoding ${b.encoding(i)}, which this session did not grant`, 'PAGES');
       }
     }
     this.pagesInRound += n;
     this.pagesReceived += n;
+  }
+
+  /** PAGES_COMPRESSED: back to the PAGES payload it holds (checked like any PAGES after this). */
+  private inflate(f: Frame): FramePieces {
+    const m = decodePagesCompressed(f.payload, f.flags);
+    const name = m.algorithm === CompressionCode.Lz4 ? 'lz4' : 'zstd';
+    if (!algorithmGranted(this.granted, name)) throw violation(`PAGES_COMPRESSED with ${name}, which this session did not grant`, 'PAGES_COMPRESSED');
+    const raw = compressorForCode(m.algorithm)!.decompress(m.data, m.rawLength);
+    return { type: FrameType.Pages, flags: f.flags, length: raw.length, pieces: [raw] };
   }
 
   private onRoundEnd(f: Frame): void {

@@ -78,4 +78,36 @@ export interface MigrationReport {
   error?: { stage: MigrationStage; message: string; peer?: string };
   /** Set when RAM digests were compared at switchover (--verify). */
   ramDigestMatch?: boolean;
+  /** XBZRLE delta encoding, when it was on (--xbzrle). */
+  xbzrle?: XbzrleReport;
+  /** Page-stream compression, when it was on (--compress). */
+  compression?: CompressionReport;
+  /** Auto-converge, when it was on: the highest vCPU throttle applied (per round: perRound[].throttlePercent). */
+  autoConverge?: { maxThrottlePercent: number };
+}
+
+/** QEMU's xbzrle counters (query-migrate's xbzrle-cache). */
+export interface XbzrleReport {
+  cacheBytes: number;
+  /** Pages sent as a delta. */
+  hits: number;
+  /** Re-sent pages not in the cache: sent raw, then cached. */
+  misses: number;
+  /** Cached pages whose delta exceeded the budget: sent raw. */
+  overflows: number;
+  /** Re-sent pages equal to what the destination holds: not sent at all. */
+  unchanged: number;
+  evictions: number;
+  /** Delta bytes sent (without entry headers). */
+  deltaBytes: number;
+}
+
+export interface CompressionReport {
+  algorithm: 'lz4' | 'zstd';
+  /** PAGES frame bytes before compression. */
+  inputBytes: number;
+  /** Bytes sent for them (a batch that did not shrink goes uncompressed). */
+  outputBytes: number;
+  /** inputBytes / outputBytes. */
+  ratio: number;
 }

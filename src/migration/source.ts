@@ -11,6 +11,9 @@ import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { MigrationError, errorText } from './errors.js';
 import { PageSender, type FrameSink, type RoundTally } from './page-sender.js';
+import { AutoConverge } from './auto-converge.js';
+import { SourceEncodings, offeredCapabilities } from './encoding/negotiate.js';
+import type { CompressionAlgorithm } from './encoding/compress.js';
 import { DynamicRateLimit, type RateLimitPolicy } from './rate-limit.js';
 import type { MigrationProgress, MigrationReport, MigrationStage, MigrationStatus, RoundStats } from './report.js';
 import { DowntimeLimitPolicy, expectedDowntimeMs, type SwitchoverPolicy } from './switchover.js';
@@ -61,6 +64,12 @@ export interface MigrateOptions {
   readonly verifyRam: boolean;
   /** Whole-migration timeout; 0 = none. */
   readonly timeoutMs: number;
+  /** Auto-converge: throttle the vCPU while it dirties faster than pre-copy sends (QEMU's rule). */
+  readonly autoConverge?: boolean;
+  /** XBZRLE delta encoding of re-sent pages with a page cache of this many bytes; undefined: off. */
+  readonly xbzrleCacheBytes?: number;
+  /** Compress the page stream (PAGES_COMPRESSED); undefined: off. */
+  readonly compression?: CompressionAlgorithm;
   readonly log?: Logger;
 }
 
@@ -103,6 +112,10 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private setupTimeMs = 0;
   private controlBytes = 0;
   private sender: PageSender | undefined;
+  private encodings: SourceEncodings | undefined;
+  private readonly autoConverge: AutoConverge | undefined;
+  private throttlePercent = 0;
+  private maxThrottlePercent = 0;
   private remainingBytes = 0;
   private bandwidthBps = 0;
   private dirtyRateBps = 0;
@@ -143,6 +156,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     super();
     this.vm = vm;
     this.opts = opts;
+    this.autoConverge = opts.autoConverge === true ? new AutoConverge() : undefined;
     this.peer = opts.destinationName;
     this.log = (opts.log ?? silentLogger).child({ migration: opts.id, vm: vm.name, peer: opts.destinationName });
   }
@@ -229,6 +243,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       if (!Number.isFinite(v) || v < 0) bad(`${k} = ${v}`);
     }
     if (!Number.isInteger(o.maxRounds) || o.maxRounds < 1) bad(`maxRounds = ${o.maxRounds}`);
+    if (o.xbzrleCacheBytes !== undefined && (!Number.isSafeInteger(o.xbzrleCacheBytes) || o.xbzrleCacheBytes < PAGE_SIZE)) bad(`xbzrleCacheBytes = ${o.xbzrleCacheBytes} (at least one page)`);
+    if (o.compression !== undefined && o.compression !== 'lz4' && o.compression !== 'zstd') bad(`compression '${String(o.compression)}' (lz4 or zstd)`);
   }
 
   /** Stage 1: connect, HELLO, and the destination's ACCEPT or REFUSE; then a first RTT sample. */
@@ -262,7 +278,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       // The migration id travels as an extra config key; the destination removes it again.
       config: { ...vm.config, migrationId: this.opts.id },
       mode: 'precopy',
-      capabilities: Capability.ZeroPages,
+      capabilities: Capability.ZeroPages | offeredCapabilities(this.opts),
       streamIndex: 0,
       streamCount: 1,
       sessionId: new Uint8Array(16),
@@ -271,7 +287,12 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (m === undefined) throw this.lost('the destination closed the connection during the handshake');
     if (m.type !== FrameType.Accept) throw this.protocolError(`expected ACCEPT, got ${frameTypeName(m.type)}`);
     const zero = (m.capabilities & Capability.ZeroPages) !== 0;
-    this.sender = new PageSender(vm.ram, this.sink, zero);
+    try {
+      this.encodings = new SourceEncodings(this.opts, m.capabilities, vm.ram.pageCount, this.peer);
+    } catch (e) {
+      throw new MigrationError('reservation', errorText(e), { peer: this.peer, abort: 'cancelled' });
+    }
+    this.sender = new PageSender(vm.ram, this.sink, zero, this.encodings.encodings);
     this.log.info({ session: formatId(m.sessionId), zeroPages: zero }, 'migration: destination accepted, RAM reserved there');
     await this.guard(this.pingAndWait());
   }
@@ -312,6 +333,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       const dirtyPages = ram.dirty.count();
       const dirtyRate = (dirtyPages * PAGE_SIZE * 1000) / Math.max(performance.now() - dirtySince, 0.001);
       this.recordRound(round, tally, durationMs, dirtyPages, dirtyRate, limit);
+      if (this.autoConverge !== undefined) this.applyThrottle(this.autoConverge.afterPeriod(dirtyPages * PAGE_SIZE, tally.bytes));
       acks[round] = this.pingAndWait();
       this.remainingBytes = dirtyPages * PAGE_SIZE;
       this.dirtyRateBps = dirtyRate;
@@ -506,6 +528,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
 
   /** Back to where we started: the VM runs here, dirty logging off. */
   private async rollback(): Promise<void> {
+    if (this.throttlePercent > 0) this.applyThrottle(0); // the VM stays here: at full speed again
     if (this.pausing !== undefined) {
       try {
         await this.pausing;
@@ -688,6 +711,20 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     return (this.sender?.totalBytes ?? 0) + this.controlBytes;
   }
 
+  /** Auto-converge: sets the vCPU throttle (percent of wall time it sleeps). */
+  private applyThrottle(percent: number): void {
+    if (percent === this.throttlePercent) return;
+    try {
+      this.vm.setThrottle(percent);
+    } catch (e) {
+      this.log.warn({ err: errorText(e), percent }, 'could not set the vCPU throttle');
+      return;
+    }
+    this.log.info({ from: this.throttlePercent, to: percent }, 'auto-converge: vCPU throttle changed');
+    this.throttlePercent = percent;
+    this.maxThrottlePercent = Math.max(this.maxThrottlePercent, percent);
+  }
+
   private recordRound(round: number, t: RoundTally, durationMs: number, dirtyPages: number, dirtyRate: number, limit: number): void {
     this.write(encodeRoundEnd({ round, pagesSent: t.pages, pagesDirtied: dirtyPages, durationUs: Math.round(durationMs * 1000), bytes: t.bytes + ROUND_END_FRAME_BYTES }));
     const bandwidth = (t.bytes * 1000) / durationMs;
@@ -703,7 +740,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       dirtyRateBps: Math.round(dirtyRate),
       bandwidthBps: Math.round(bandwidth),
       rateLimitBps: limit === Infinity ? 0 : Math.round(limit),
-      throttlePercent: 0,
+      throttlePercent: this.throttlePercent,
       skippedPages: t.skipped,
     });
   }
@@ -790,6 +827,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       report.error = err.opts.peer !== undefined ? { stage: err.stage, message: err.message, peer: err.opts.peer } : { stage: err.stage, message: err.message };
     }
     if (this.ramDigestMatch !== undefined) report.ramDigestMatch = this.ramDigestMatch;
+    const xbzrle = this.encodings?.xbzrleReport();
+    if (xbzrle !== undefined) report.xbzrle = xbzrle;
+    const compression = this.encodings?.compressionReport(sender?.compressionIn ?? 0, sender?.compressionOut ?? 0);
+    if (compression !== undefined) report.compression = compression;
+    if (this.autoConverge !== undefined) report.autoConverge = { maxThrottlePercent: this.maxThrottlePercent };
     this.emitProgress();
     if (status === 'completed') {
       this.log.info({ totalTimeMs: report.totalTimeMs, downtimeMs: report.downtimeMs, rounds: report.rounds, bytes: report.bytesTransferred, reason: report.switchoverReason }, 'migration completed');
