@@ -102,6 +102,10 @@ void page_unballoon(uint32_t page);                    /* balloon -> free */
 /* page_alloc calls this before it reuses ballooned pages in [first, first+n) */
 extern void (*page_reclaim_hook)(uint32_t first, uint32_t n);
 
+/* ---- small-object heap (heap.c), on the page allocator ---- */
+void *mem_alloc(size_t bytes);              /* 8-byte aligned; NULL if out of memory */
+void mem_free(void *p);                     /* NULL is fine */
+
 /* ---- virtio-balloon (balloon.c) ---- */
 #define BALLOON_HOST 1      /* follow the device's num_pages (inflate and deflate) */
 #define BALLOON_SELF 2      /* also give every free page beyond a reserve, every period */
@@ -119,6 +123,52 @@ int balloon_init(int mode, uint64_t self_period_ticks, uint32_t reserve_pages);
 void balloon_poll(void);
 int balloon_hinting(void);          /* the device and driver agreed on free page hinting */
 const struct balloon_stats *balloon_get_stats(void);
+
+/* ---- virtio-vsock stream sockets (vsock.c) ----
+ * The guest listens; the host connects. Connection ids are 0..max_conns-1. Nothing blocks:
+ * vsock_poll moves packets (and is the only call that sleeps). */
+int vsock_init(uint32_t max_conns, uint32_t buf_bytes); /* 0 ok; buf_bytes: power of two, 4K..1M,
+                                                           per direction and connection */
+uint32_t vsock_guest_cid(void);
+int vsock_listen(uint32_t port);            /* a listener id, or -1 */
+int vsock_accept(int listener);             /* a connection id, or -1 if none is waiting */
+/* Bytes read (> 0); 0 if nothing is there yet; -1 at end of stream (peer shut down or reset). */
+int vsock_recv(int conn, void *buf, uint32_t n);
+/* Bytes taken into the connection's send buffer (may be < n, 0 if full); -1 if the peer is
+ * gone. They leave with the next vsock_poll or vsock_flush, as the peer's credit allows. */
+int vsock_send(int conn, const void *buf, uint32_t n);
+void vsock_flush(void);
+/* Sends what is buffered, then SHUTDOWN; the id is invalid afterwards. */
+int vsock_close(int conn);
+/* Processes packets; if there were none, sleeps (wfi) until one arrives or `timeout` ticks
+ * pass (0: never sleeps). Returns how many packets and events it processed. */
+int vsock_poll(uint64_t timeout);
+uint32_t vsock_readable(int conn);          /* bytes waiting to be read */
+uint32_t vsock_writable(int conn);          /* room in the send buffer (0 if it cannot send) */
+uint32_t vsock_pending_tx(int conn);        /* bytes in the send buffer not yet sent */
+int vsock_eof(int conn);                    /* no more data will arrive */
+uint32_t vsock_max_conns(void);
+struct vsock_stats {
+    uint32_t rx_packets, tx_packets, dropped, accepted, refused;
+    uint32_t resets_sent, resets_received, transport_resets;
+    uint64_t rx_bytes, tx_bytes;
+};
+const struct vsock_stats *vsock_get_stats(void);
+
+/* ---- vsock server skeleton (service.c) ----
+ * Reads port= (default given), conns= (128) and buf= (32K), opens the device and listens;
+ * prints "NAME: listening on vsock port P (cid C), N connections". Exits 2 on failure. */
+struct service {
+    const char *name;
+    int listener;
+    uint32_t nconns;
+    uint8_t *open;          /* open[conn]: accepted and not closed by the app */
+};
+void service_start(struct service *s, const char *name, uint32_t default_port);
+void service_accept(struct service *s, void (*on_open)(int conn));
+void service_close(struct service *s, int conn);
+/* Forever: poll (up to 1 s), accept (on_open may be NULL), serve every open connection. */
+__attribute__((noreturn)) void service_run(struct service *s, void (*on_open)(int conn), void (*serve)(int conn));
 
 /* ---- small helpers ---- */
 static inline uint32_t xorshift32(uint32_t *s)
