@@ -4,7 +4,7 @@ import { StopReason } from '../cpu/hart.js';
 import { Machine } from '../machine.js';
 import { GuestRam } from '../memory/ram.js';
 import { Sig } from '../memory/signals.js';
-import { createLogger } from '../../util/log.js';
+import type { Logger } from '../../util/log.js';
 import { VcpuCommand, VcpuState } from './control.js';
 import type { FromVcpu, ToVcpu, VcpuWorkerData } from './messages.js';
 
@@ -25,8 +25,14 @@ const ram = GuestRam.open(data.ram);
 const sig = ram.signals;
 const machine = new Machine(ram, undefined, { devices: data.devices ?? [], ...(data.vsockRings !== undefined ? { vsockRings: data.vsockRings } : {}) });
 const hart = machine.hart;
-const log = createLogger({ vm: data.name ?? 'vm', thread: 'vcpu' });
-machine.onDeviceLog = (level, message, fields) => log[level](fields, message);
+// The logger (pino) loads on the first device log line: it would add ~40 ms to every thread start.
+let log: Logger | undefined;
+machine.onDeviceLog = (level, message, fields) => {
+  void import('../../util/log.js').then(({ createLogger }) => {
+    log ??= createLogger({ vm: data.name ?? 'vm', thread: 'vcpu' });
+    log[level](fields, message);
+  });
+};
 
 let out = new Uint8Array(64 * 1024);
 let outLen = 0;
