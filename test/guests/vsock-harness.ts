@@ -1,5 +1,5 @@
-// Runs a guest image in an in-process Machine with the virtio-vsock device and plays the
-// host's side by hand: packets built byte by byte go into the device's host→guest ring, and
+// Runs a guest image in an in-process Machine (by default with the virtio-vsock device) and plays
+// the host's side by hand: packets built byte by byte go into the device's host→guest ring, and
 // whatever the guest sends is read back from the guest→host ring.
 import { PacketRing } from '../../src/machine/devices/virtio/packet-ring.js';
 import {
@@ -13,6 +13,7 @@ import {
 import { StopReason } from '../../src/machine/cpu/hart.js';
 import { Machine } from '../../src/machine/machine.js';
 import { GuestRam } from '../../src/machine/memory/ram.js';
+import type { VirtioDeviceSpec } from '../../src/machine/devices/virtio/device-spec.js';
 import { imageBytes, text } from '../helpers/images.js';
 
 export const GUEST_CID = 3;
@@ -26,16 +27,17 @@ export interface Packet {
 
 export class VsockGuest {
   readonly m: Machine;
-  private readonly toGuest: PacketRing;
-  private readonly toHost: PacketRing;
+  private readonly toGuest: PacketRing | undefined;
+  private readonly toHost: PacketRing | undefined;
   /** Everything the guest sent that no expect* call has taken yet. */
   inbox: Packet[] = [];
 
-  constructor(image: string, bootargs: string, memMiB = 64) {
-    this.m = new Machine(GuestRam.allocate(memMiB * MiB), undefined, { devices: [{ kind: 'virtio-vsock', guestCid: GUEST_CID }] });
+  /** By default the machine has one device, virtio-vsock with guest CID 3. */
+  constructor(image: string, bootargs: string, memMiB = 64, devices: readonly VirtioDeviceSpec[] = [{ kind: 'virtio-vsock', guestCid: GUEST_CID }]) {
+    this.m = new Machine(GuestRam.allocate(memMiB * MiB), undefined, { devices });
     this.m.boot({ image: imageBytes(image), imageName: `${image}.elf`, bootargs });
-    this.toGuest = this.m.vsock!.toGuest;
-    this.toHost = this.m.vsock!.toHost;
+    this.toGuest = this.m.vsock?.toGuest;
+    this.toHost = this.m.vsock?.toHost;
   }
 
   get console(): string {
@@ -55,7 +57,7 @@ export class VsockGuest {
       left -= this.m.hart.budgetUsed;
       this.collect();
       if (r === StopReason.Exit) throw new Error(`guest exited with ${this.m.bus.exitCode}: ${this.console}`);
-      if (r === StopReason.Wfi && this.toGuest.empty) {
+      if (r === StopReason.Wfi && (this.toGuest?.empty ?? true)) {
         const d = this.m.clint.deadline();
         if (clock.ticks() >= until || !Number.isFinite(d)) return;
         clock.set(Math.min(Math.max(d, clock.ticks()), until));
@@ -66,14 +68,16 @@ export class VsockGuest {
   }
 
   private collect(): void {
-    for (let p = this.toHost.shift(); p !== undefined; p = this.toHost.shift()) {
+    const ring = this.toHost;
+    if (!ring) return;
+    for (let p = ring.shift(); p !== undefined; p = ring.shift()) {
       this.inbox.push({ h: decodeVsockHeader(p), payload: p.slice(VSOCK_HDR_BYTES) });
     }
   }
 
   /** Puts raw bytes (a packet, well-formed or not) into the host→guest ring. */
   sendRaw(bytes: Uint8Array): void {
-    if (!this.toGuest.push(bytes)) throw new Error('host→guest ring full');
+    if (!this.toGuest?.push(bytes)) throw new Error('no vsock device, or its host→guest ring is full');
   }
 
   send(h: Partial<VsockHeader> & { op: number }, payload: Uint8Array | string = new Uint8Array(0)): void {
