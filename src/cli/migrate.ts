@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import type { MigrationInfo, StartMigrationRequest } from '../host/api-types.js';
 import type { MigrationProgress, MigrationReport } from '../migration/report.js';
-import { CliError, DEFAULT_HOST, TernClient } from './client.js';
+import { ApiError, CliError, DEFAULT_HOST, TernClient } from './client.js';
 import { age, examples, keyValues, printJson, table } from './output.js';
 import { UsageError, formatBytes, formatDuration, formatRate, parseDuration, parseRate, parseSize } from './units.js';
 import { withHostOptions } from './vm.js';
@@ -17,11 +17,17 @@ interface MigrateOpts {
   timeout?: string;
   detach?: boolean;
   json?: boolean;
+  mode?: string;
+  precopyRounds?: string;
+  prepaging?: string;
+  resume?: boolean;
   autoConverge?: boolean;
   xbzrle?: boolean;
   xbzrleCache?: string;
   compress?: string;
 }
+
+const MODES = ['precopy', 'postcopy', 'hybrid', 'auto'] as const;
 
 /** How often `tern migrate` asks the source host how it is going. */
 const POLL_MS = 200;
@@ -29,7 +35,7 @@ const POLL_MS = 200;
 export function registerMigrate(program: Command): void {
   const migrate = program
     .command('migrate')
-    .description('live-migrate a running VM to another host (pre-copy), and list, watch or cancel migrations')
+    .description('live-migrate a running VM to another host (pre-copy, post-copy, hybrid), and list, watch or cancel migrations')
     // `tern migrate list --json`: --json belongs to list, not to migrate (program has it too).
     .enablePositionalOptions()
     .argument('[vm]', 'name of the VM to move')
@@ -39,6 +45,10 @@ export function registerMigrate(program: Command): void {
     .option('--min-bandwidth <rate>', "floor of Clark's dynamic rate limit: round 1 runs at it, later rounds at the dirtying rate + 50 Mbit/s; 0 = no floor (round 1 at --max-bandwidth)", '0')
     .option('--downtime-limit <duration>', 'switch over once the expected downtime is below this: 50ms, 1s (QEMU downtime-limit)', '300ms')
     .option('--max-rounds <n>', 'stop iterating after this many pre-copy rounds and switch over', '30')
+    .option('--mode <mode>', 'precopy; postcopy (switch first, then fetch pages on demand and push the rest); hybrid (--precopy-rounds pre-copy rounds, then post-copy); auto (pre-copy, switching to post-copy when it does not converge)', 'precopy')
+    .option('--precopy-rounds <n>', 'hybrid: pre-copy rounds before switching to post-copy', '1')
+    .option('--prepaging <order>', "post-copy push order: bubbling (pre-paging outward from recent faults, several pivots) or linear", 'bubbling')
+    .option('--resume', 'resume the paused post-copy of VM after a broken connection (--from, --to as before); reports the VM lost if the source host is gone')
     .option('--auto-converge', "throttle the vCPU while it dirties memory faster than pre-copy sends it: 20%, then +10% up to 99% (QEMU's auto-converge)")
     .option('--xbzrle', 'send re-sent pages as XBZRLE deltas against a cache of what was sent')
     .option('--xbzrle-cache <size>', 'XBZRLE page cache size: 64M, 1G (default 64M; needs --xbzrle)')
@@ -58,6 +68,9 @@ ${examples([
   'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002',
   'tern migrate v1 --to 127.0.0.1:7002 --max-bandwidth 1Gbit --downtime-limit 50ms --verify',
   'tern migrate v1 --to 127.0.0.1:7002 --json | jq .downtimeMs',
+  'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --mode postcopy',
+  'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --mode hybrid --precopy-rounds 1',
+  'tern migrate --resume v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002',
   'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --auto-converge --xbzrle --compress lz4',
   'tern migrate list',
   'tern migrate status 3f9a1c2e',
@@ -157,7 +170,15 @@ function encodingRequest(opts: MigrateOpts): Pick<StartMigrationRequest, 'autoCo
 }
 
 async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
+  if (opts.resume === true) return resumeMigration(vm, opts);
+  const mode = opts.mode ?? 'precopy';
+  if (!(MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode: '${mode}' is not one of ${MODES.join(', ')}`);
+  const prepaging = opts.prepaging ?? 'bubbling';
+  if (prepaging !== 'bubbling' && prepaging !== 'linear') throw new UsageError(`--prepaging: '${prepaging}' is not bubbling or linear`);
   const req: StartMigrationRequest = {
+    mode: mode as (typeof MODES)[number],
+    prepaging,
+    precopyRounds: parseCount(opts.precopyRounds ?? '1', '--precopy-rounds'),
     vm,
     to: opts.to!,
     maxBandwidthBps: parseRate(opts.maxBandwidth ?? '0', '--max-bandwidth'),
@@ -180,10 +201,88 @@ async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
   }
   const live = opts.json !== true && process.stderr.isTTY === true;
   if (opts.json !== true && !live) process.stderr.write(`Migration ${started.id}: ${vm} ${started.source} -> ${started.destination} ...\n`);
-  const report = await follow(source, started.id, live, true);
+  let report: MigrationReport;
+  try {
+    report = await follow(source, started.id, live, true);
+  } catch (e) {
+    // Post-copy: if the source is gone after the switch, the destination knows whether the VM is lost.
+    const lost = mode !== 'precopy' && e instanceof CliError ? await lostReport(vm, source, opts.to!, e.message) : undefined;
+    if (lost === undefined) throw e;
+    report = lost;
+  }
   if (opts.json === true) printJson(report);
   else process.stdout.write(describeReport(report, source.address, started.to));
   return report.status === 'completed' ? 0 : 1;
+}
+
+/** `tern migrate --resume VM`: reconnect a post-copy paused by a broken connection, and follow it. */
+async function resumeMigration(vm: string, opts: MigrateOpts): Promise<number> {
+  const source = new TernClient(opts.from, '--from');
+  new TernClient(opts.to!, '--to');
+  let started;
+  try {
+    started = await source.startMigration({ vm, to: opts.to!, resume: true });
+  } catch (e) {
+    if (!(e instanceof CliError) || e instanceof ApiError) throw e;
+    const lost = await lostReport(vm, source, opts.to!, e.message);
+    if (lost === undefined) throw e;
+    if (opts.json === true) printJson(lost);
+    else process.stdout.write(describeReport(lost, source.address, opts.to));
+    return 1;
+  }
+  const live = opts.json !== true && process.stderr.isTTY === true;
+  if (opts.json !== true && !live) process.stderr.write(`Migration ${started.id}: resuming post-copy of ${vm} ${started.source} -> ${started.destination} ...\n`);
+  let report: MigrationReport;
+  try {
+    report = await follow(source, started.id, live, false);
+  } catch (e) {
+    const lost = e instanceof CliError ? await lostReport(vm, source, opts.to!, e.message) : undefined;
+    if (lost === undefined) throw e;
+    report = lost;
+  }
+  if (opts.json === true) printJson(report);
+  else process.stdout.write(describeReport(report, source.address, started.to));
+  return report.status === 'completed' ? 0 : 1;
+}
+
+/**
+ * The source cannot be reached. If the destination holds the VM in an unfinished post-copy, the
+ * pages it lacks were only at the source: the VM is lost. Undefined when that is not the case.
+ */
+async function lostReport(vm: string, source: TernClient, to: string, why: string): Promise<MigrationReport | undefined> {
+  let incoming: MigrationInfo | undefined;
+  try {
+    const all = await new TernClient(to, '--to', 5_000).listMigrations();
+    incoming = all.filter((m) => m.direction === 'incoming' && m.vm === vm && (m.status === 'postcopy-paused' || m.status === 'postcopy-active')).pop();
+  } catch {
+    return undefined;
+  }
+  if (incoming === undefined) return undefined;
+  const missing = incoming.missingPages ?? 0;
+  const message = `the source host ${source.address} is gone (${why}) while destination ${incoming.destination} still lacks ${missing} pages of VM ${vm}: those pages existed only at the source, so the VM is lost`;
+  return {
+    id: incoming.id,
+    vm,
+    status: 'lost',
+    mode: 'postcopy',
+    source: source.address,
+    destination: incoming.destination,
+    totalTimeMs: Date.now() - Date.parse(incoming.startedAt),
+    downtimeMs: 0,
+    setupTimeMs: 0,
+    rounds: 0,
+    ramBytes: 0,
+    bytesTransferred: 0,
+    pagesTransferred: 0,
+    zeroPages: 0,
+    expectedDowntimeMs: 0,
+    maxBandwidthBps: 0,
+    downtimeLimitMs: 0,
+    switchoverReason: '',
+    stateBytes: 0,
+    perRound: [],
+    error: { stage: 'postcopy', message, peer: source.address },
+  };
 }
 
 function parseCount(text: string, what: string): number {
@@ -285,6 +384,16 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
   const z = r.compression;
   if (z !== undefined) pairs.push(['compression', `${z.algorithm}: ${formatBytes(z.inputBytes)} -> ${formatBytes(z.outputBytes)} (ratio ${z.ratio})`]);
   if (r.autoConverge !== undefined) pairs.push(['auto-converge', `throttle up to ${r.autoConverge.maxThrottlePercent}%`]);
+  const pc = r.postcopy;
+  if (pc !== undefined) {
+    pairs.push(
+      ['post-copy', `${pc.prepaging} push${pc.precopyRounds > 0 ? ` after ${pc.precopyRounds} pre-copy round${pc.precopyRounds > 1 ? 's' : ''}` : ''}, ${formatDuration(pc.postcopyTimeMs)} until the last page`],
+      ['network faults', `${pc.networkFaults} (${(pc.faultsPerWws * 100).toFixed(1)}% of the ${pc.writableWorkingSetPages}-page writable working set)`],
+      ['fault latency', `p50 ${formatDuration(pc.faultLatencyMs.p50)}, p99 ${formatDuration(pc.faultLatencyMs.p99)}, max ${formatDuration(pc.faultLatencyMs.max)}`],
+      ['pages', `${pc.pagesRequested} requested, ${pc.pagesPushed} pushed`],
+    );
+    if (pc.resumes > 0) pairs.push(['resumes', `${pc.resumes} (paused ${formatDuration(pc.pausedMs)})`]);
+  }
   let out = `Migration ${r.id} of ${r.vm}: ${r.status}\n` + indent(keyValues(pairs));
   if (r.perRound.length > 0) {
     out += '\n' + indent(table(

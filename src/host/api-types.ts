@@ -77,6 +77,14 @@ export interface StartMigrationRequest {
   maxRounds?: number;
   verifyRam?: boolean;
   timeoutMs?: number;
+  /** precopy (default), postcopy, hybrid (precopyRounds pre-copy rounds, then post-copy), auto. */
+  mode?: 'precopy' | 'postcopy' | 'hybrid' | 'auto';
+  /** Hybrid: pre-copy rounds before the switch (default 1). */
+  precopyRounds?: number;
+  /** Post-copy push order: 'bubbling' (default; pre-paging around faults) or 'linear'. */
+  prepaging?: 'linear' | 'bubbling';
+  /** Resume this VM's post-copy migration that is paused by a broken connection (other fields but `to` are ignored). */
+  resume?: boolean;
   /** Throttle the vCPU while it dirties memory faster than pre-copy sends it (QEMU's auto-converge). */
   autoConverge?: boolean;
   /** XBZRLE delta encoding of re-sent pages. */
@@ -106,6 +114,8 @@ export interface MigrationInfo {
   report?: MigrationReport;
   /** Incoming: downtime measured at this host; failures: why. */
   downtimeMs?: number;
+  /** Incoming post-copy: pages still at the source. */
+  missingPages?: number;
   error?: string;
 }
 

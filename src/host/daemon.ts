@@ -76,6 +76,7 @@ export class Daemon {
     const server = new MigrationServer(this.incoming, { name: this.host.name, log: this.log, maxSessions: this.opts.maxIncoming ?? 4 });
     server.on('activated', (vm, info) => this.migrations.incomingActivated(vm, info, this.incoming.takeReservedAt(vm)));
     server.on('failed', (vm, error) => this.migrations.incomingFailed(vm, error, this.incoming.takeReservedAt(vm)));
+    server.on('postcopy', (vm, info) => this.migrations.incomingPostcopy(vm, info));
     try {
       const bound = await server.listen(mig.port, mig.host);
       this.migrationAddr = formatHostPort(bound);

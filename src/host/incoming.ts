@@ -56,7 +56,7 @@ export class IncomingVms implements DestinationHost {
     return r;
   }
 
-  async load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, _opts: { readonly postcopy: boolean }): Promise<PreparedVm> {
+  async load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts: { readonly postcopy: boolean }): Promise<PreparedVm> {
     const r = this.own(reservation);
     const vcpu = await r.standby;
     try {
@@ -77,6 +77,8 @@ export class IncomingVms implements DestinationHost {
         vcpu.resume();
         this.host.log.info({ vm: vm.name }, 'incoming migration: VM activated');
       },
+      // Post-copy: the destination counts the pages the guest writes while pages still arrive.
+      ...(opts.postcopy ? { setDirtyLogging: (on: boolean): Promise<void> => vcpu.setDirtyLogging(on) } : {}),
       discard: async (): Promise<void> => {
         if (done) return;
         done = true;

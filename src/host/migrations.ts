@@ -70,6 +70,7 @@ export class Migrations {
   async start(req: StartMigrationRequest): Promise<MigrationStarted> {
     const host = this.host;
     if (host.shuttingDown) throw new ApiFailure(503, 'shutting-down', `host ${host.name} is shutting down`);
+    if (req.resume === true) return this.resume(req);
     if (req.xbzrleCacheBytes !== undefined && req.xbzrle !== true) throw ApiFailure.badRequest("start migration: 'xbzrleCacheBytes' needs 'xbzrle': true");
     this.checkMigratable(host.get(req.vm));
     let to: HostPort;
@@ -97,7 +98,9 @@ export class Migrations {
       sourceName: host.name,
       destinationName: peer.name,
       destination: dataAddr,
-      mode: 'precopy',
+      mode: req.mode ?? 'precopy',
+      ...(req.precopyRounds !== undefined ? { precopyRounds: req.precopyRounds } : {}),
+      ...(req.prepaging !== undefined ? { prepaging: req.prepaging } : {}),
       maxBandwidthBps: req.maxBandwidthBps ?? MIGRATION_DEFAULTS.maxBandwidthBps,
       minBandwidthBps: req.minBandwidthBps ?? MIGRATION_DEFAULTS.minBandwidthBps,
       downtimeLimitMs: req.downtimeLimitMs ?? MIGRATION_DEFAULTS.downtimeLimitMs,
@@ -138,7 +141,37 @@ export class Migrations {
     return { id, vm: vm.name, source: host.name, destination: peer.name, to: rec.to, location: `/v1/migrations/${id}` };
   }
 
+  /**
+   * POST /v1/migrations with resume: reconnects this VM's post-copy that a broken connection
+   * paused (`tern migrate --resume`). The destination's migration address is asked again.
+   */
+  private async resume(req: StartMigrationRequest): Promise<MigrationStarted> {
+    const rec = [...this.outgoing.values()].find((r) => r.vm.name === req.vm && r.report === undefined);
+    if (rec === undefined) throw ApiFailure.notFound(`no migration of VM '${req.vm}' is in progress on host ${this.host.name}`);
+    const status = rec.migration.progress().status;
+    if (status !== 'postcopy-paused') throw ApiFailure.conflict(`migration ${rec.id} of '${req.vm}' is ${status}, not postcopy-paused; only a paused post-copy can be resumed`);
+    let to: HostPort;
+    try {
+      to = parseHostPort(req.to, 'to');
+    } catch (e) {
+      if (e instanceof AddressError) throw ApiFailure.badRequest(e.message);
+      throw e;
+    }
+    const peer = await this.askPeer(to, req.vm, false);
+    let migrationAddr: HostPort;
+    try {
+      migrationAddr = parseHostPort(peer.migration, 'migration address');
+    } catch {
+      throw new ApiFailure(502, 'peer-error', `destination host ${peer.name} gave an unusable migration address '${peer.migration}'`);
+    }
+    const dataAddr: HostPort = isWildcard(migrationAddr.host) ? { host: to.host, port: migrationAddr.port } : migrationAddr;
+    if (!rec.migration.resume(dataAddr)) throw ApiFailure.conflict(`migration ${rec.id} of '${req.vm}' is no longer paused`);
+    this.host.log.info({ migration: rec.id, vm: req.vm, data: formatHostPort(dataAddr) }, 'post-copy resume requested');
+    return { id: rec.id, vm: req.vm, source: this.host.name, destination: peer.name, to: rec.to, location: `/v1/migrations/${rec.id}` };
+  }
+
   private checkMigratable(vm: HostedVm): void {
+    if (vm.ram.presence.absent > 0) throw ApiFailure.conflict(`VM '${vm.name}' is still receiving ${vm.ram.presence.absent} pages by post-copy; migrate it once that is complete`);
     const s = vm.status;
     if (s === 'running') return;
     if (s === 'migrating') throw ApiFailure.conflict(`VM '${vm.name}' is already migrating (migration ${vm.migrationId ?? '?'})`);
@@ -147,7 +180,7 @@ export class Migrations {
   }
 
   /** Asks the destination's API who it is, where it takes migration data, and whether it already has the VM. */
-  private async askPeer(to: HostPort, vmName: string): Promise<HostInfo & { migration: string }> {
+  private async askPeer(to: HostPort, vmName: string, mustNotHave = true): Promise<HostInfo & { migration: string }> {
     const where = formatHostPort(to);
     let info: HostInfo;
     try {
@@ -161,8 +194,8 @@ export class Migrations {
         throw ApiFailure.badRequest(`destination ${where} is this host (${this.host.name}); migrate to another host`);
       }
       if (info.migration === null) throw new ApiFailure(502, 'peer-error', `destination host ${info.name} (${where}) does not accept migrations (no migration engine)`);
-      const has = await requestJson(to, 'GET', `/v1/vms/${encodeURIComponent(vmName)}`, { timeoutMs: PEER_TIMEOUT_MS });
-      if (has.status === 200) throw ApiFailure.conflict(`destination host ${info.name} (${where}) already has a VM named '${vmName}'`, 'exists');
+      const has = mustNotHave ? await requestJson(to, 'GET', `/v1/vms/${encodeURIComponent(vmName)}`, { timeoutMs: PEER_TIMEOUT_MS }) : undefined;
+      if (has?.status === 200) throw ApiFailure.conflict(`destination host ${info.name} (${where}) already has a VM named '${vmName}'`, 'exists');
     } catch (e) {
       if (e instanceof UnreachableError || e instanceof NotTernError) throw new ApiFailure(502, 'unreachable', `destination: ${e.message}`);
       throw e;
@@ -243,8 +276,22 @@ export class Migrations {
   }
 
   /** The engine's destination side activated a VM here. */
+  /** A post-copy here changed state: the VM runs here while pages arrive, or waits for the source to resume. */
+  incomingPostcopy(vm: IncomingVm, info: { migrationId: string; status: 'postcopy-active' | 'postcopy-paused'; missingPages: number }): void {
+    const existing = this.incoming.find((m) => m.id === info.migrationId && m.direction === 'incoming');
+    if (existing !== undefined) {
+      existing.status = info.status;
+      existing.missingPages = info.missingPages;
+    } else {
+      this.incoming.push({ id: info.migrationId, direction: 'incoming', vm: vm.name, status: info.status, destination: this.host.name, startedAt: new Date().toISOString(), missingPages: info.missingPages });
+    }
+    this.host.log.info({ migration: info.migrationId, vm: vm.name, status: info.status, missingPages: info.missingPages }, 'incoming post-copy');
+  }
+
   incomingActivated(vm: IncomingVm, info: { downtimeMs: number; migrationId: string }, startedAt: Date | undefined): void {
     const now = new Date();
+    const postcopy = this.incoming.findIndex((m) => m.id === info.migrationId && m.direction === 'incoming');
+    if (postcopy >= 0) this.incoming.splice(postcopy, 1);
     this.incoming.push({
       id: info.migrationId,
       direction: 'incoming',

@@ -10,6 +10,8 @@ import { createServer, type AddressInfo, type Server, type Socket } from 'node:n
 import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { errorText } from './errors.js';
+import { VERIFY_KEY } from './postcopy-digest.js';
+import { PostcopyReceiver, type PostcopyLink, type PostcopyState } from './postcopy-destination.js';
 import { algorithmGranted, grantedEncodings } from './encoding/negotiate.js';
 import { compressorForCode } from './encoding/compress.js';
 import { xbzrleDecode } from './encoding/xbzrle.js';
@@ -27,6 +29,7 @@ import {
   decodeComplete,
   decodePagesCompressed,
   CompressionCode,
+  decodeDiscard,
   decodeHello,
   decodePing,
   decodeRoundEnd,
@@ -47,6 +50,7 @@ import {
   type FramePieces,
   type Hello,
   type MachineConfig,
+  type MigrationMode,
   type RefuseReason,
 } from './wire/index.js';
 
@@ -113,6 +117,8 @@ function violation(text: string, message?: string): WireError {
 export class MigrationServer extends EventEmitter<{
   activated: [vm: IncomingVm, info: ActivationInfo];
   failed: [vm: IncomingVm | undefined, error: Error];
+  /** Post-copy: the VM runs here while pages arrive ('postcopy-active') or the link is down ('postcopy-paused'). */
+  postcopy: [vm: IncomingVm, info: { migrationId: string; status: 'postcopy-active' | 'postcopy-paused'; missingPages: number }];
 }> {
   readonly name: string;
   /** Test hook, may be changed between sessions. */
@@ -122,6 +128,8 @@ export class MigrationServer extends EventEmitter<{
   readonly idleTimeoutMs: number;
   private server: Server | undefined;
   private readonly live = new Set<IncomingSession>();
+  /** Post-copy sessions past the switch, by session id (hex): they outlive their connections. */
+  private readonly postcopies = new Map<string, PostcopyReceiver>();
   private closing: Promise<void> | undefined;
 
   constructor(
@@ -195,6 +203,32 @@ export class MigrationServer extends EventEmitter<{
     return n >= this.maxSessions || this.closing !== undefined;
   }
 
+  /** Post-copy receivers not yet complete (for resume and for the host's view). */
+  get postcopySessions(): readonly PostcopyReceiver[] {
+    return [...this.postcopies.values()];
+  }
+
+  holdPostcopy(r: PostcopyReceiver): void {
+    this.postcopies.set(formatId(r.sessionId), r);
+  }
+
+  findPostcopy(sessionId: Uint8Array): PostcopyReceiver | undefined {
+    return this.postcopies.get(formatId(sessionId));
+  }
+
+  postcopyState(r: PostcopyReceiver, state: PostcopyState): void {
+    if (state === 'complete') {
+      this.postcopies.delete(formatId(r.sessionId));
+      return;
+    }
+    if (state === 'switching') return;
+    try {
+      this.emit('postcopy', r.vm, { migrationId: r.migrationId, status: state === 'paused' ? 'postcopy-paused' : 'postcopy-active', missingPages: r.missing });
+    } catch (e) {
+      this.log.error({ err: errorText(e) }, "a 'postcopy' listener threw");
+    }
+  }
+
   takeFault(at: FaultPoint): boolean {
     const f = this.faultInjection;
     if (f === undefined || f.at !== at) return false;
@@ -235,10 +269,28 @@ class IncomingSession {
   private state: Uint8Array | undefined;
   private completeAt = 0;
   private pagesReceived = 0;
-  /** Capabilities granted in ACCEPT. */
-  private granted = 0;
   /** An XBZRLE delta, gathered from the socket chunks it arrived in. */
   private readonly deltaScratch = new Uint8Array(PAGE_SIZE);
+  private mode: MigrationMode = 'precopy';
+  private verify = false;
+  private granted = 0;
+  private sessionId: Uint8Array | undefined;
+  /** Past the post-copy switch: frames go to the receiver, a lost link pauses instead of failing. */
+  private postcopy: PostcopyReceiver | undefined;
+  private readonly link: PostcopyLink = {
+    send: (frame) => this.send(frame),
+    drop: () => {
+      this.phase = 'done';
+      this.cleanedUp = true;
+      this.socket.end();
+      const t = setTimeout(() => this.socket.destroy(), LINGER_MS);
+      t.unref();
+    },
+    fail: (err, abort) => {
+      this.postcopy = undefined;
+      this.fail(err, abort);
+    },
+  };
 
   constructor(
     private readonly server: MigrationServer,
@@ -266,6 +318,7 @@ class IncomingSession {
   }
 
   shutdown(why: string): void {
+    if (this.postcopy !== undefined) return this.onGone(why);
     if (this.phase === 'committed' || this.phase === 'done') return;
     this.fail(new Error(why), 'cancelled');
   }
@@ -280,7 +333,8 @@ class IncomingSession {
         // Past the handshake, frames stay in the chunks they arrived in: PAGES go straight to RAM.
         const f = this.phase === 'handshake' ? this.reader.next() : this.reader.nextPieces();
         if (f === undefined) return;
-        if ('pieces' in f && f.type === FrameType.Pages) this.onPages(f);
+        if ('pieces' in f && f.type === FrameType.Pages && this.postcopy !== undefined) this.postcopy.onPages(f, this.link);
+        else if ('pieces' in f && f.type === FrameType.Pages) this.onPages(f);
         else this.onFrame('pieces' in f ? { type: f.type, flags: f.flags, payload: joinPieces(f) } : f);
         if (this.ended) return;
       }
@@ -290,6 +344,7 @@ class IncomingSession {
   }
 
   private onEnd(): void {
+    if (this.postcopy !== undefined) return this.onGone('the source closed the connection');
     if (this.phase === 'done' || this.phase === 'committed') return;
     try {
       this.reader.end();
@@ -300,11 +355,19 @@ class IncomingSession {
   }
 
   private onGone(why: string): void {
+    if (this.postcopy !== undefined) {
+      this.phase = 'done';
+      this.cleanedUp = true;
+      this.socket.destroy();
+      this.postcopy.linkDown(this.link, why);
+      return;
+    }
     if (this.phase === 'done' || this.phase === 'committed') return;
     this.fail(new Error(`lost the connection to the source: ${why}`), undefined);
   }
 
   private onIdle(): void {
+    if (this.postcopy !== undefined) return this.onGone(`no data from the source for ${this.server.idleTimeoutMs} ms`);
     if (this.phase === 'committed' || this.phase === 'done') {
       this.socket.destroy();
       return;
@@ -314,6 +377,12 @@ class IncomingSession {
   }
 
   private onBadInput(e: unknown): void {
+    if (this.postcopy !== undefined) {
+      // After the switch the VM runs here: bad bytes end this connection, never the VM.
+      this.log.warn({ err: errorText(e) }, 'bad input from the source during post-copy; dropping the connection');
+      if (e instanceof WireError && this.socket.writable) this.socket.write(encodeAbort({ reason: 'protocol', text: e.message }));
+      return this.onGone(`protocol error: ${errorText(e)}`);
+    }
     if (this.phase === 'done') return;
     if (this.phase === 'committed') {
       this.log.warn({ err: errorText(e) }, 'bad bytes from the source after commitment; closing');
@@ -351,11 +420,19 @@ class IncomingSession {
           this.log.info({ reason: m.reason }, 'ABORT after COMMITTED ignored: the VM is ours');
           return;
         }
+        if (this.postcopy !== undefined) {
+          if (this.postcopy.state !== 'switching') return this.onGone(`the source aborted (${m.reason}): ${m.text}`);
+          this.postcopy = undefined; // the VM has not run here: the session fails as before the switch
+        }
         this.fail(new Error(`the source aborted the migration (${m.reason}): ${m.text}`), undefined);
         return;
       }
       default:
         break;
+    }
+    if (this.postcopy !== undefined) {
+      this.postcopy.onFrame(f, this.link);
+      return;
     }
     if (this.phase === 'committed') {
       this.log.warn({ frame: frameTypeName(f.type) }, 'frame after COMMITTED ignored');
@@ -373,8 +450,12 @@ class IncomingSession {
         this.onRoundEnd(f);
         return;
       case FrameType.State:
+        if (this.mode === 'postcopy') return this.switchToPostcopy(f);
         this.onState(f);
         return;
+      case FrameType.Discard:
+        if (this.mode !== 'hybrid') throw violation('DISCARD outside a hybrid migration', 'DISCARD');
+        return this.switchToPostcopy(f);
       case FrameType.Complete:
         this.onComplete(f);
         return;
@@ -393,9 +474,10 @@ class IncomingSession {
     const vm: IncomingVm = { uuid: h.vmId, name: h.vmName, ramBytes: h.ramBytes, config };
     this.vm = vm;
     this.log = this.log.child({ migration: this.migrationId, vm: h.vmName });
-    if (h.mode !== 'precopy') return this.refuse('capability', `destination ${this.server.name} supports pre-copy only; ${h.mode} was requested`);
+    this.mode = h.mode;
+    this.verify = h.config[VERIFY_KEY] === true;
     if (h.streamCount !== 1) return this.refuse('capability', `destination ${this.server.name} takes one stream per migration; ${h.streamCount} were offered`);
-    if (!isZeroId(h.sessionId)) return this.refuse('unknown-session', `session ${formatId(h.sessionId)} is not held by ${this.server.name}`);
+    if (!isZeroId(h.sessionId)) return this.resumePostcopy(h);
     if (this.server.busyWith(this)) return this.refuse('busy', `destination ${this.server.name} is receiving as many migrations as it takes`);
     let r: Reservation;
     try {
@@ -414,9 +496,50 @@ class IncomingSession {
     this.pages = new PageBatchReader({ ramPages: r.ram.pageCount });
     if (this.server.takeFault('reservation')) return this.fault('reservation');
     this.phase = 'transfer';
-    this.granted = (h.capabilities & Capability.ZeroPages) | grantedEncodings(h.capabilities);
+    this.sessionId = sessionId;
+    this.granted = (h.capabilities & (h.mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery)) | grantedEncodings(h.capabilities);
     this.send(encodeAccept({ version: PROTOCOL_VERSION, sessionId, capabilities: this.granted }));
     this.log.info({ ramBytes: h.ramBytes, session: formatId(sessionId) }, 'incoming migration accepted, RAM reserved');
+  }
+
+  // ---- post-copy (docs/postcopy.md) -----------------------------------------------------------
+
+  /** Hybrid's DISCARD or post-copy's STATE: from here on the receiver owns the VM's arrival. */
+  private switchToPostcopy(f: Frame): void {
+    if (this.pagesInRound !== 0) throw violation(`${frameTypeName(f.type)} inside a round (pages after the last ROUND_END)`, frameTypeName(f.type));
+    if (this.mode === 'hybrid' && this.lastRoundEnded === 0) throw violation('DISCARD before any pre-copy round ended', 'DISCARD');
+    const r = new PostcopyReceiver({
+      host: this.host,
+      vm: this.vm!,
+      reservation: this.reservation!,
+      sessionId: this.sessionId!,
+      migrationId: this.migrationId,
+      capabilities: this.granted,
+      round: this.lastRoundEnded + 1,
+      verify: this.verify,
+      log: this.log,
+      onState: (rec, state) => this.server.postcopyState(rec, state),
+      onComplete: (rec, info) => {
+        this.server.postcopyState(rec, 'complete');
+        this.server.report('activated', rec.vm, { downtimeMs: info.downtimeMs, migrationId: rec.migrationId });
+      },
+    }, this.link);
+    if (f.type === FrameType.Discard) r.discard(decodeDiscard(f.payload).runs);
+    this.postcopy = r;
+    this.server.holdPostcopy(r);
+    if (f.type === FrameType.State) r.onFrame(f, this.link);
+  }
+
+  /** HELLO with a session id: a source resuming a post-copy whose connection broke. */
+  private resumePostcopy(h: Hello): void {
+    const r = this.server.findPostcopy(h.sessionId);
+    if (r === undefined || r.state === 'complete' || formatId(r.vm.uuid) !== formatId(h.vmId)) {
+      return this.refuse('unknown-session', `session ${formatId(h.sessionId)} is not held by ${this.server.name}`);
+    }
+    this.vm = r.vm;
+    this.phase = 'transfer';
+    this.postcopy = r;
+    r.attach(this.link);
   }
 
   private refuse(reason: RefuseReason, text: string, cause?: Error): void {
@@ -578,6 +701,7 @@ class IncomingSession {
 
   /** Ends the session before commitment: ABORT (if `abort`), close, drop the partial copy. */
   private fail(err: Error, abort: AbortReason | undefined): void {
+    if (this.postcopy !== undefined) return this.onGone(err.message); // after the switch nothing is dropped
     if (this.phase === 'done' || this.phase === 'committed') return;
     const handshake = this.phase === 'handshake';
     this.phase = 'done';

@@ -3,10 +3,22 @@
  * query-migrate where one exists, so users of `virsh migrate` find their way.
  */
 
-export type MigrationStatus = 'setup' | 'active' | 'device' | 'completed' | 'failed' | 'cancelled';
+export type MigrationStatus =
+  | 'setup'
+  | 'active'
+  | 'device'
+  /** Post-copy: the VM runs at the destination while the rest of its pages arrive. */
+  | 'postcopy-active'
+  /** Post-copy: the connection broke after the switch; both sides wait for `tern migrate --resume`. */
+  | 'postcopy-paused'
+  | 'completed'
+  | 'failed'
+  | 'cancelled'
+  /** Post-copy: the source host is gone with pages the destination lacks; the VM cannot be completed. */
+  | 'lost';
 
 /** Clark's stages, for progress and for saying where a failure happened. */
-export type MigrationStage = 'reservation' | 'precopy' | 'stop-and-copy' | 'commitment' | 'activation' | 'done';
+export type MigrationStage = 'reservation' | 'precopy' | 'stop-and-copy' | 'postcopy' | 'commitment' | 'activation' | 'done';
 
 /** Per-round writable-working-set statistics (Clark §4). */
 export interface RoundStats {
@@ -52,6 +64,7 @@ export interface MigrationReport {
   id: string;
   vm: string;
   status: MigrationStatus;
+  /** What ran: `auto` reports 'precopy' when pre-copy converged, 'hybrid' when it switched to post-copy. */
   mode: 'precopy' | 'postcopy' | 'hybrid';
   source: string;
   destination: string;
@@ -78,6 +91,8 @@ export interface MigrationReport {
   error?: { stage: MigrationStage; message: string; peer?: string };
   /** Set when RAM digests were compared at switchover (--verify). */
   ramDigestMatch?: boolean;
+  /** Post-copy and hybrid migrations (see docs/postcopy.md). */
+  postcopy?: PostcopyStats;
   /** XBZRLE delta encoding, when it was on (--xbzrle). */
   xbzrle?: XbzrleReport;
   /** Page-stream compression, when it was on (--compress). */
@@ -110,4 +125,29 @@ export interface CompressionReport {
   outputBytes: number;
   /** inputBytes / outputBytes. */
   ratio: number;
+}
+
+/** What a post-copy phase did (Hines & Gopalan's figures). */
+export interface PostcopyStats {
+  /** 'linear' or 'bubbling' (adaptive pre-paging around recent faults). */
+  prepaging: string;
+  /** Pre-copy rounds run before the switch (hybrid; 0 for pure post-copy). */
+  precopyRounds: number;
+  /** Destination vCPU accesses to absent pages that went to the source as PAGE_REQUESTs. */
+  networkFaults: number;
+  /** Fault service latency at the destination (fault seen to page installed), ms. */
+  faultLatencyMs: { p50: number; p99: number; max: number };
+  /** Page entries sent in answer to requests vs pushed. */
+  pagesRequested: number;
+  pagesPushed: number;
+  /** Pages the guest wrote at the destination while post-copy ran (its writable working set). */
+  writableWorkingSetPages: number;
+  /** networkFaults / writableWorkingSetPages (0 when nothing was written). */
+  faultsPerWws: number;
+  /** Times the connection broke after the switch and was resumed. */
+  resumes: number;
+  /** Time spent in postcopy-paused, ms. */
+  pausedMs: number;
+  /** From the VM running at the destination to the last page there, ms. */
+  postcopyTimeMs: number;
 }

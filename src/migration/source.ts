@@ -15,11 +15,19 @@ import { AutoConverge } from './auto-converge.js';
 import { SourceEncodings, offeredCapabilities } from './encoding/negotiate.js';
 import type { CompressionAlgorithm } from './encoding/compress.js';
 import { DynamicRateLimit, type RateLimitPolicy } from './rate-limit.js';
-import type { MigrationProgress, MigrationReport, MigrationStage, MigrationStatus, RoundStats } from './report.js';
+import type { MigrationProgress, MigrationReport, MigrationStage, MigrationStatus, PostcopyStats, RoundStats } from './report.js';
 import { DowntimeLimitPolicy, expectedDowntimeMs, type SwitchoverPolicy } from './switchover.js';
 import type { MigratableVm } from './vm-port.js';
+import { PageDigests, VERIFY_KEY } from './postcopy-digest.js';
+import { LinkDownError, PostcopyPusher, latencySummary, newPushTally, type PushTally } from './postcopy-source.js';
+import { pushOrder, type PushOrderName } from './prepaging.js';
 import {
   Capability,
+  encodeDiscard,
+  forEachRunPage,
+  pageRunsFromList,
+  type PageRequest,
+  type PostcopyStats as PeerPostcopyStats,
   FRAME_HEADER_BYTES,
   FrameReader,
   FrameType,
@@ -38,6 +46,7 @@ import {
   formatId,
   sha256,
   type AbortReason,
+  type Accept,
   type Committed,
   type Frame,
   type Message,
@@ -51,7 +60,16 @@ export interface MigrateOptions {
   readonly destinationName: string;
   /** The destination's migration listener. */
   readonly destination: { readonly host: string; readonly port: number };
-  readonly mode: 'precopy';
+  /**
+   * precopy; postcopy (switch first, pages on demand and by push); hybrid (`precopyRounds`
+   * pre-copy rounds, then post-copy); auto (pre-copy, switching to post-copy when it does not
+   * converge: rounds not shrinking or the round limit).
+   */
+  readonly mode: 'precopy' | 'postcopy' | 'hybrid' | 'auto';
+  /** Hybrid: pre-copy rounds before the switch (default 1). */
+  readonly precopyRounds?: number;
+  /** Post-copy push order (default 'bubbling': pre-paging around recent faults). */
+  readonly prepaging?: PushOrderName;
   /** Bytes per second; 0 = unlimited. */
   readonly maxBandwidthBps: number;
   /** Floor of the dynamic rate limiter, bytes per second. */
@@ -102,7 +120,30 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private readonly log: Logger;
   private readonly peer: string;
   private socket: Socket | undefined;
-  private readonly reader = new FrameReader({ from: 'destination' });
+  private reader = new FrameReader({ from: 'destination' });
+  private destination: { readonly host: string; readonly port: number };
+  private sessionId: Uint8Array = new Uint8Array(16);
+  private zeroGranted = false;
+  /** What ran: auto becomes precopy or hybrid. */
+  private ranMode: 'precopy' | 'postcopy' | 'hybrid' = 'precopy';
+  // ---- post-copy (see docs/postcopy.md) ----
+  /** STATE has been sent: from now on the VM is not this host's alone and is never resumed here (unless the destination never ran it). */
+  private switched = false;
+  private postcopyRound = 0;
+  private postcopyAt = 0;
+  private postcopyDoneAt = 0;
+  private linkDown: LinkDownError | undefined;
+  private resumeWaiter: ((to: { host: string; port: number } | undefined) => void) | undefined;
+  private pusher: PostcopyPusher | undefined;
+  private readonly pushTally: PushTally = newPushTally();
+  /** PAGE_REQUESTs that arrived while no pusher ran (between a RESUME and the new pusher). */
+  private earlyRequests: PageRequest[] = [];
+  private peerStats: PeerPostcopyStats | undefined;
+  private resumes = 0;
+  private pausedMs = 0;
+  private precopyRounds = 0;
+  private lastResumeError = '';
+  private onActivated: (() => void) | undefined;
   private runPromise: Promise<MigrationReport> | undefined;
 
   private stage: MigrationStage = 'reservation';
@@ -158,6 +199,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.opts = opts;
     this.autoConverge = opts.autoConverge === true ? new AutoConverge() : undefined;
     this.peer = opts.destinationName;
+    this.destination = opts.destination;
     this.log = (opts.log ?? silentLogger).child({ migration: opts.id, vm: vm.name, peer: opts.destinationName });
   }
 
@@ -171,9 +213,13 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     return this.runPromise;
   }
 
-  /** Abandons the migration and keeps the VM here. Effective until commitment; ignored after it. */
+  /** Abandons the migration and keeps the VM here. Effective until commitment (post-copy: until the switch); ignored after it. */
   cancel(): void {
     if (this.isCommitted || this.finished) return;
+    if (this.switched) {
+      this.log.warn('cancel ignored: the VM already runs at the destination (post-copy); it can only be completed');
+      return;
+    }
     const err = new MigrationError(this.stage, 'migration cancelled', { status: 'cancelled', abort: 'cancelled' });
     if (this.runPromise === undefined) {
       this.preCancel = err;
@@ -192,8 +238,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       round: this.round,
       ramBytes: this.vm.ram.bytes,
       bytesTransferred: this.bytesTransferred(),
-      pagesTransferred: this.sender?.totalPages ?? 0,
-      remainingBytes: this.remainingBytes,
+      pagesTransferred: this.pagesTransferred(),
+      remainingBytes: this.pusher !== undefined ? this.pusher.left * PAGE_SIZE : this.remainingBytes,
       bandwidthBps: Math.round(this.bandwidthBps),
       dirtyRateBps: Math.round(this.dirtyRateBps),
       expectedDowntimeMs: Math.round(this.expectedMs * 1000) / 1000,
@@ -211,16 +257,26 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       if (this.preCancel !== undefined) throw this.preCancel;
       this.checkOptions();
       await this.reserve();
-      await this.iterate();
-      await this.stopAndCopy();
-      await this.commit();
-      await this.activate();
+      if (this.opts.mode !== 'postcopy') await this.iterate();
+      if (this.goesPostcopy()) {
+        await this.postcopy();
+      } else {
+        await this.stopAndCopy();
+        await this.commit();
+        await this.activate();
+      }
       return this.finish('completed', undefined);
     } catch (e) {
       if (this.isCommitted) {
         // Nothing after COMMITTED may undo the move; a late local error is only logged.
         this.log.error({ err: errorText(e) }, 'error after commitment (the VM runs at the destination)');
         return this.finish('completed', undefined);
+      }
+      if (this.switched) {
+        // The VM ran at the destination: it cannot come back here. Nothing is discarded.
+        const err = this.asFailure(e);
+        this.log.error({ err: err.message }, 'post-copy cannot complete: the VM is lost');
+        return this.finish('lost', err);
       }
       this.fail(this.asFailure(e));
       const failure = this.failure ?? this.asFailure(e);
@@ -237,7 +293,9 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     const bad = (what: string): never => {
       throw new MigrationError('reservation', `invalid migration options: ${what}`);
     };
-    if (o.mode !== 'precopy') bad(`mode '${String(o.mode)}' is not supported (pre-copy only)`);
+    if (!['precopy', 'postcopy', 'hybrid', 'auto'].includes(o.mode)) bad(`mode '${String(o.mode)}' (precopy, postcopy, hybrid or auto)`);
+    if (o.precopyRounds !== undefined && (!Number.isInteger(o.precopyRounds) || o.precopyRounds < 1)) bad(`precopyRounds = ${o.precopyRounds}`);
+    if (o.prepaging !== undefined && o.prepaging !== 'linear' && o.prepaging !== 'bubbling') bad(`prepaging '${String(o.prepaging)}' (linear or bubbling)`);
     if (!Number.isInteger(o.destination.port) || o.destination.port <= 0 || o.destination.port > 65535) bad(`destination port ${o.destination.port}`);
     for (const [k, v] of [['maxBandwidthBps', o.maxBandwidthBps], ['minBandwidthBps', o.minBandwidthBps], ['downtimeLimitMs', o.downtimeLimitMs], ['timeoutMs', o.timeoutMs]] as const) {
       if (!Number.isFinite(v) || v < 0) bad(`${k} = ${v}`);
@@ -249,52 +307,74 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
 
   /** Stage 1: connect, HELLO, and the destination's ACCEPT or REFUSE; then a first RTT sample. */
   private async reserve(): Promise<void> {
-    const { host, port } = this.opts.destination;
-    this.log.info({ host, port, ramBytes: this.vm.ram.bytes }, 'migration: connecting to the destination');
+    this.log.info({ ...this.destination, ramBytes: this.vm.ram.bytes, mode: this.opts.mode }, 'migration: connecting to the destination');
+    const m = await this.handshake(new Uint8Array(16));
+    this.sessionId = m.sessionId;
+    this.zeroGranted = (m.capabilities & Capability.ZeroPages) !== 0;
+    try {
+      this.encodings = new SourceEncodings(this.opts, m.capabilities, this.vm.ram.pageCount, this.peer);
+    } catch (e) {
+      throw new MigrationError('reservation', errorText(e), { peer: this.peer, abort: 'cancelled' });
+    }
+    this.sender = new PageSender(this.vm.ram, this.sink, this.zeroGranted, this.encodings.encodings);
+    this.log.info({ session: formatId(m.sessionId), zeroPages: this.zeroGranted }, 'migration: destination accepted, RAM reserved there');
+    await this.guard(this.pingAndWait());
+  }
+
+  /**
+   * A connection to the destination, HELLO and its ACCEPT: a new session (`sessionId` all zero)
+   * or the resumption of a post-copy session. Events of an earlier connection are ignored.
+   */
+  private async handshake(sessionId: Uint8Array): Promise<Accept> {
+    const { host, port } = this.destination;
+    this.reader = new FrameReader({ from: 'destination' });
+    this.inbox.length = 0;
+    this.peerGone = false;
     const s = connect({ host, port });
     this.socket = s;
-    s.on('data', (chunk: Buffer) => this.onData(chunk));
+    const reader = this.reader;
+    s.on('data', (chunk: Buffer) => {
+      if (this.socket === s) this.onData(chunk);
+    });
     s.on('end', () => {
+      if (this.socket !== s) return;
       try {
-        this.reader.end();
+        reader.end();
         this.onPeerGone('the destination closed the connection');
       } catch (e) {
         this.onPeerGone(`the destination closed the connection mid-frame (${errorText(e)})`);
       }
     });
-    s.on('error', (e) => this.onPeerGone(`connection error: ${errorText(e)}`));
-    s.on('close', () => this.onPeerGone('connection closed'));
+    s.on('error', (e) => {
+      if (this.socket === s) this.onPeerGone(`connection error: ${errorText(e)}`);
+    });
+    s.on('close', () => {
+      if (this.socket === s) this.onPeerGone('connection closed');
+    });
     await this.guard(new Promise<void>((resolve) => s.once('connect', resolve)));
     s.setNoDelay(true);
     s.setKeepAlive(true, 5_000);
 
     const vm = this.vm;
+    const mode = this.opts.mode === 'auto' ? 'hybrid' : this.opts.mode;
     this.write(encodeHello({
       version: PROTOCOL_VERSION,
       vmId: vm.uuid,
       vmName: vm.name,
       ramBytes: vm.ram.bytes,
       pageSize: PAGE_SIZE,
-      // The migration id travels as an extra config key; the destination removes it again.
-      config: { ...vm.config, migrationId: this.opts.id },
-      mode: 'precopy',
-      capabilities: Capability.ZeroPages | offeredCapabilities(this.opts),
+      // The migration id (and --verify for post-copy) travel as extra config keys; the destination removes them.
+      config: { ...vm.config, migrationId: this.opts.id, ...(mode !== 'precopy' && this.opts.verifyRam ? { [VERIFY_KEY]: true } : {}) },
+      mode,
+      capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery) | offeredCapabilities(this.opts),
       streamIndex: 0,
       streamCount: 1,
-      sessionId: new Uint8Array(16),
+      sessionId,
     }));
     const m = await this.guard(this.nextMessage());
-    if (m === undefined) throw this.lost('the destination closed the connection during the handshake');
+    if (m === undefined) throw this.linkDown ?? this.lost('the destination closed the connection during the handshake');
     if (m.type !== FrameType.Accept) throw this.protocolError(`expected ACCEPT, got ${frameTypeName(m.type)}`);
-    const zero = (m.capabilities & Capability.ZeroPages) !== 0;
-    try {
-      this.encodings = new SourceEncodings(this.opts, m.capabilities, vm.ram.pageCount, this.peer);
-    } catch (e) {
-      throw new MigrationError('reservation', errorText(e), { peer: this.peer, abort: 'cancelled' });
-    }
-    this.sender = new PageSender(vm.ram, this.sink, zero, this.encodings.encodings);
-    this.log.info({ session: formatId(m.sessionId), zeroPages: zero }, 'migration: destination accepted, RAM reserved there');
-    await this.guard(this.pingAndWait());
+    return m;
   }
 
   /** Stage 2: iterative pre-copy until the switchover policy says stop. */
@@ -310,7 +390,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.emitProgress();
 
     const limiter: RateLimitPolicy = new DynamicRateLimit(this.opts.minBandwidthBps, this.opts.maxBandwidthBps);
-    const policy: SwitchoverPolicy = new DowntimeLimitPolicy({ downtimeLimitMs: this.opts.downtimeLimitMs, maxRounds: this.opts.maxRounds });
+    const maxRounds = this.opts.mode === 'hybrid' ? (this.opts.precopyRounds ?? 1) : this.opts.maxRounds;
+    const policy: SwitchoverPolicy = new DowntimeLimitPolicy({ downtimeLimitMs: this.opts.downtimeLimitMs, maxRounds });
     const sender = this.sender!;
     // Round 1 sends every page; the dirty log (clear since logging started) collects what changes meanwhile.
     let list: Uint32Array = new Uint32Array(ram.pageCount);
@@ -360,21 +441,190 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     }
   }
 
+  // ---- post-copy and hybrid (docs/postcopy.md) ----------------------------------------------
+
+  /** Post-copy and hybrid always switch; auto only when pre-copy did not converge. */
+  private goesPostcopy(): boolean {
+    const m = this.opts.mode;
+    if (m === 'postcopy' || m === 'hybrid') return true;
+    return m === 'auto' && (this.switchoverReason === 'not-converging' || this.switchoverReason === 'max-rounds');
+  }
+
+  /**
+   * Pause, tell the destination which pages it lacks (hybrid: DISCARD of the pages dirtied since
+   * sent; post-copy: all), send the state (the switch), then push and serve requests until the
+   * destination holds every page and commits. A broken connection pauses and waits for resume().
+   */
+  private async postcopy(): Promise<void> {
+    const vm = this.vm;
+    const ram = vm.ram;
+    const n = ram.pageCount;
+    this.precopyRounds = this.round;
+    const hybrid = this.round > 0;
+    this.ranMode = hybrid ? 'hybrid' : 'postcopy';
+    if (!hybrid) this.setupTimeMs = performance.now() - this.t0;
+    const { saving } = await this.pauseAndSave();
+    const needed = new Uint8Array(n);
+    const round = ++this.round;
+    this.postcopyRound = round;
+    if (hybrid) {
+      const list = ram.dirty.sync();
+      for (let i = 0; i < list.length; i++) needed[list[i]!] = 1;
+      this.write(encodeDiscard({ runs: pageRunsFromList(list, n) }));
+    } else {
+      needed.fill(1);
+    }
+    if (this.opts.verifyRam) this.ramDigest = new PageDigests(n).takeAll(ram.u8).digest();
+    const state = await this.guard(saving);
+    this.stateBytes = state.length;
+    // The switch: once STATE is on its way the destination may run the VM.
+    this.switched = true;
+    const [head, blob] = encodeStateParts(state);
+    this.write(head);
+    this.write(blob);
+    this.stage = 'postcopy';
+    this.status = 'postcopy-active';
+    this.postcopyAt = performance.now();
+    this.log.info({ round, pages: hybrid ? needed.reduce((a, b) => a + b, 0) : n, prepaging: this.opts.prepaging ?? 'bubbling' }, 'post-copy: switched; pushing the pages the destination lacks');
+    this.emitProgress();
+    if (this.dirtyLogging !== undefined) vm.setDirtyLogging(false).catch(noop);
+    for (;;) {
+      try {
+        await this.pushAndComplete(needed, round);
+        return;
+      } catch (e) {
+        if (!(e instanceof LinkDownError) || this.isCommitted) throw e;
+        this.pusher = undefined;
+        await this.pausedUntilResumed(e, needed);
+      }
+    }
+  }
+
+  private async pushAndComplete(needed: Uint8Array, round: number): Promise<void> {
+    const order = pushOrder(this.opts.prepaging ?? 'bubbling', needed);
+    const rate = this.opts.maxBandwidthBps > 0 ? this.opts.maxBandwidthBps : Infinity;
+    const pusher = new PostcopyPusher(this.vm.ram, this.sink, this.zeroGranted, needed, order, round, this.pushTally, rate, () => this.pingAndWait());
+    this.pusher = pusher;
+    for (const r of this.earlyRequests) pusher.request(r.requestId, r.pages);
+    this.earlyRequests = [];
+    if (this.activatedAt === 0 && this.resumes === 0) {
+      // Push once the VM runs there (Hines): pages pushed during the restore would only delay it.
+      await this.guard(new Promise<void>((resolve) => {
+        this.onActivated = resolve;
+      }));
+    }
+    const started = performance.now();
+    const bytesBefore = this.pushTally.bytes;
+    await pusher.run();
+    const durationMs = Math.max(performance.now() - started, 0.001);
+    const bytes = this.pushTally.bytes - bytesBefore + ROUND_END_FRAME_BYTES;
+    this.write(encodeRoundEnd({ round, pagesSent: pusher.entriesSent, pagesDirtied: 0, durationUs: Math.round(durationMs * 1000), bytes }));
+    this.write(encodeComplete({ round, ramDigest: this.ramDigest }));
+    this.completeSent = true;
+    this.completeSentAt = performance.now();
+    this.log.info({ pushed: this.pushTally.pagesPushed, demanded: this.pushTally.pagesDemanded, requests: this.pushTally.requests }, 'post-copy: every page sent; waiting for COMMITTED');
+    // COMMITTED comes once every page is present there; ACTIVATED and POSTCOPY_STATS may come first.
+    while (!this.isCommitted) {
+      const m = await this.guard(this.nextMessage());
+      if (m === undefined && !this.isCommitted) throw this.linkDown ?? new LinkDownError('the connection closed before COMMITTED', this.peer);
+    }
+    this.postcopyDoneAt = this.committedAt;
+    this.stage = 'done';
+    this.socket?.end();
+  }
+
+  /** postcopy-paused: wait for resume() and reconnect; the destination's RESUME says what it still lacks. */
+  private async pausedUntilResumed(why: LinkDownError, needed: Uint8Array): Promise<void> {
+    const since = performance.now();
+    this.status = 'postcopy-paused';
+    this.log.warn({ err: why.message }, 'post-copy paused: the VM waits at the destination for missing pages; resume with tern migrate --resume');
+    this.emitProgress();
+    for (;;) {
+      const to = await new Promise<{ host: string; port: number } | undefined>((resolve) => {
+        this.resumeWaiter = resolve;
+      });
+      if (to !== undefined) this.destination = to;
+      this.linkDown = undefined;
+      this.log.info({ ...this.destination }, 'post-copy: reconnecting to resume');
+      try {
+        const acc = await this.handshake(this.sessionId);
+        if (!bytesEqual(acc.sessionId, this.sessionId)) throw this.protocolError('ACCEPT of a resume names another session');
+        const m = await this.guard(this.nextMessage());
+        if (m === undefined) throw this.linkDown ?? new LinkDownError('closed before RESUME', this.peer);
+        if (m.type !== FrameType.Resume) throw this.protocolError(`expected RESUME, got ${frameTypeName(m.type)}`);
+        if (m.runs.ramPages !== needed.length) throw this.protocolError(`RESUME covers ${m.runs.ramPages} pages, the VM has ${needed.length}`);
+        needed.fill(0);
+        forEachRunPage(m.runs, (p) => {
+          needed[p] = 1;
+        });
+        this.resumes++;
+        this.pausedMs += performance.now() - since;
+        this.status = 'postcopy-active';
+        this.lastResumeError = '';
+        this.log.info({ missing: m.runs.pageCount }, 'post-copy resumed');
+        this.emitProgress();
+        return;
+      } catch (e) {
+        if (this.failure !== undefined) throw this.failure;
+        const err = e instanceof MigrationError ? e : this.asFailure(e);
+        this.lastResumeError = err.message;
+        this.socket?.destroy();
+        this.linkDown ??= new LinkDownError(err.message, this.peer);
+        this.status = 'postcopy-paused';
+        this.log.warn({ err: err.message }, 'post-copy resume failed; still paused');
+        this.emitProgress();
+      }
+    }
+  }
+
+  /**
+   * Resumes a post-copy paused by a broken connection (optionally at a new address of the
+   * destination's migration listener). False when the migration is not paused.
+   */
+  resume(destination?: { host: string; port: number }): boolean {
+    const w = this.resumeWaiter;
+    if (w === undefined || this.status !== 'postcopy-paused') return false;
+    this.resumeWaiter = undefined;
+    w(destination);
+    return true;
+  }
+
+  /** Why the last resume attempt failed ('' if none did). */
+  get resumeError(): string {
+    return this.lastResumeError;
+  }
+
+  /** The connection broke after the switch: stop sending, wake every wait, keep everything. */
+  private breakLink(why: string): void {
+    if (this.linkDown !== undefined || this.finished || this.isCommitted || this.failure !== undefined) return;
+    this.linkDown = new LinkDownError(why, this.peer);
+    this.socket?.destroy();
+    this.deliver(undefined);
+    for (const w of this.failWaiters) w(this.linkDown);
+    this.failWaiters.clear();
+  }
+
+  /** Stop-and-copy's start (both designs): pause the vCPU, then let its thread save the state. */
+  private async pauseAndSave(): Promise<{ saving: Promise<Uint8Array> }> {
+    this.stage = 'stop-and-copy';
+    this.status = 'device';
+    this.emitProgress();
+    this.pausedAt = performance.now();
+    this.pausing = this.vm.pause();
+    this.pausing.catch(noop);
+    await this.guard(this.pausing);
+    const saving = this.vm.saveState();
+    saving.catch(noop);
+    return { saving }; // wrapped: awaiting must not wait for the state too
+  }
+
   /** Stage 3: pause, send what is still dirty and the machine state, ask to commit. */
   private async stopAndCopy(): Promise<void> {
     const vm = this.vm;
     const ram = vm.ram;
     const sender = this.sender!;
-    this.stage = 'stop-and-copy';
-    this.status = 'device';
-    this.emitProgress();
-    this.pausedAt = performance.now();
-    this.pausing = vm.pause();
-    this.pausing.catch(noop);
-    await this.guard(this.pausing);
     // The state is saved by the vCPU thread while this thread sends the last pages.
-    const saving = vm.saveState();
-    saving.catch(noop);
+    const { saving } = await this.pauseAndSave();
     const list = ram.dirty.sync();
     const round = ++this.round;
     const limit = this.opts.maxBandwidthBps > 0 ? this.opts.maxBandwidthBps : Infinity;
@@ -486,6 +736,10 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
    */
   private abortLocally(err: MigrationError): void {
     if (this.isCommitted || this.failure !== undefined || this.finished) return;
+    if (this.switched) {
+      this.log.warn({ err: err.message }, 'ignored after the post-copy switch: the migration can only complete');
+      return;
+    }
     if (!this.completeSent) {
       this.fail(err);
       return;
@@ -509,6 +763,10 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.peerGone = true;
     this.deliver(undefined);
     if (this.isCommitted || this.finished) return;
+    if (this.switched) {
+      this.breakLink(why);
+      return;
+    }
     this.fail(this.pendingAbort ?? this.lost(why));
   }
 
@@ -562,6 +820,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private readonly sink: FrameSink = {
     write: (frame, done) => {
       if (this.failure !== undefined) throw this.failure;
+      if (this.linkDown !== undefined) throw this.linkDown;
       this.socket!.write(frame, done);
     },
     guard: <T>(p: Promise<T>) => this.guard(p),
@@ -570,7 +829,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   /** A control frame; dropped once the connection is failing (the ABORT is the last word). */
   private write(frame: Uint8Array): void {
     const s = this.socket;
-    if (s === undefined || !s.writable || this.failure !== undefined) return;
+    if (s === undefined || !s.writable || this.failure !== undefined || this.linkDown !== undefined) return;
     this.controlBytes += frame.length;
     s.write(frame);
   }
@@ -578,6 +837,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   /** Awaits `p` unless the migration fails first. */
   private guard<T>(p: Promise<T>): Promise<T> {
     if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.linkDown !== undefined) return Promise.reject(this.linkDown);
     return new Promise<T>((resolve, reject) => {
       const w = (e: MigrationError): void => reject(e);
       this.failWaiters.add(w);
@@ -608,6 +868,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         this.socket?.destroy();
         return;
       }
+      if (this.switched) {
+        this.log.warn({ err: errorText(e) }, 'bad bytes from the destination during post-copy; dropping the connection');
+        this.breakLink(`protocol error: ${errorText(e)}`);
+        return;
+      }
       this.fail(e instanceof MigrationError ? e : this.protocolError(errorText(e)));
     }
   }
@@ -626,9 +891,25 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
           this.log.warn({ reason: m.reason, text: m.text }, 'ABORT from the destination after commitment; ignored');
           return;
         }
+        if (this.switched && this.activatedAt > 0) {
+          this.breakLink(`the destination aborted (${m.reason}): ${m.text}`);
+          return;
+        }
+        // Before ACTIVATED the destination never ran the VM (it aborts only before it resumes it): undo the switch.
+        this.switched = false;
         this.fail(this.pendingAbort ?? new MigrationError(this.stage, `destination ${this.peer} aborted the migration (${m.reason}): ${m.text}`, { peer: this.peer }));
         return;
       case FrameType.Refuse:
+        if (this.switched) {
+          if (m.reason !== 'unknown-session') {
+            this.breakLink(`the destination refused to resume (${m.reason}): ${m.text}`);
+            return;
+          }
+          // It does not hold the session: it never restored the state, so the VM never ran there.
+          this.switched = false;
+          this.fail(new MigrationError('postcopy', `destination ${this.peer} does not hold the post-copy session (${m.text}); the VM resumes here`, { peer: this.peer }));
+          return;
+        }
         // Handled here, not by the waiting stage: the close that follows a REFUSE must not win.
         this.fail(new MigrationError('reservation', `destination ${this.peer} refused the migration (${m.reason}): ${m.text}`, { peer: this.peer }));
         return;
@@ -637,7 +918,30 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         this.deliver(m);
         return;
       case FrameType.Activated:
+        if (this.switched) {
+          // Post-copy: the VM runs there from now on; COMMITTED follows once every page is there.
+          if (this.activatedAt === 0) {
+            this.activatedAt = performance.now();
+            this.switchoverUs = m.switchoverUs;
+            this.log.info({ downtimeMs: Math.round(this.downtime() * 1000) / 1000 }, 'post-copy: the VM runs at the destination');
+            this.onActivated?.();
+          }
+          return;
+        }
         if (!this.isCommitted) throw this.protocolError('ACTIVATED before COMMITTED');
+        this.deliver(m);
+        return;
+      case FrameType.PageRequest:
+        if (!this.switched) throw this.protocolError('PAGE_REQUEST before the post-copy switch');
+        if (this.pusher !== undefined) this.pusher.request(m.requestId, m.pages);
+        else this.earlyRequests.push(m);
+        return;
+      case FrameType.PostcopyStats:
+        if (!this.switched) throw this.protocolError('POSTCOPY_STATS before the post-copy switch');
+        this.peerStats = m;
+        return;
+      case FrameType.Resume:
+        if (!this.switched) throw this.protocolError('RESUME outside a post-copy resume');
         this.deliver(m);
         return;
       case FrameType.Accept:
@@ -708,7 +1012,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   // ---- accounting -------------------------------------------------------------------------
 
   private bytesTransferred(): number {
-    return (this.sender?.totalBytes ?? 0) + this.controlBytes;
+    return (this.sender?.totalBytes ?? 0) + this.controlBytes + this.pushTally.bytes;
+  }
+
+  private pagesTransferred(): number {
+    return (this.sender?.totalPages ?? 0) + this.pushTally.pagesPushed + this.pushTally.pagesDemanded;
   }
 
   /** Auto-converge: sets the vCPU throttle (percent of wall time it sleeps). */
@@ -796,6 +1104,18 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     return Math.max(lower, estimate);
   }
 
+  private postcopyReport(): PostcopyStats {
+    const end = this.postcopyDoneAt > 0 ? this.postcopyDoneAt : performance.now();
+    return {
+      prepaging: this.opts.prepaging ?? 'bubbling',
+      precopyRounds: this.precopyRounds,
+      ...postcopyFigures(this.pushTally, this.peerStats),
+      resumes: this.resumes,
+      pausedMs: round3(this.pausedMs),
+      postcopyTimeMs: this.activatedAt > 0 ? round3(end - this.activatedAt) : 0,
+    };
+  }
+
   private finish(status: MigrationStatus, err: MigrationError | undefined): MigrationReport {
     this.finished = true;
     this.status = status;
@@ -805,7 +1125,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       id: this.opts.id,
       vm: this.vm.name,
       status,
-      mode: 'precopy',
+      mode: this.ranMode,
       source: this.opts.sourceName,
       destination: this.opts.destinationName,
       totalTimeMs: round3(performance.now() - this.t0),
@@ -814,8 +1134,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       rounds: this.perRound.length,
       ramBytes: this.vm.ram.bytes,
       bytesTransferred: this.bytesTransferred(),
-      pagesTransferred: sender?.totalPages ?? 0,
-      zeroPages: sender?.totalZeroPages ?? 0,
+      pagesTransferred: this.pagesTransferred(),
+      zeroPages: (sender?.totalZeroPages ?? 0) + this.pushTally.zeroPages,
       expectedDowntimeMs: round3(this.expectedMs),
       maxBandwidthBps: this.opts.maxBandwidthBps,
       downtimeLimitMs: this.opts.downtimeLimitMs,
@@ -832,6 +1152,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     const compression = this.encodings?.compressionReport(sender?.compressionIn ?? 0, sender?.compressionOut ?? 0);
     if (compression !== undefined) report.compression = compression;
     if (this.autoConverge !== undefined) report.autoConverge = { maxThrottlePercent: this.maxThrottlePercent };
+    if (this.switched || this.ranMode !== 'precopy') report.postcopy = this.postcopyReport();
     this.emitProgress();
     if (status === 'completed') {
       this.log.info({ totalTimeMs: report.totalTimeMs, downtimeMs: report.downtimeMs, rounds: report.rounds, bytes: report.bytesTransferred, reason: report.switchoverReason }, 'migration completed');
@@ -839,6 +1160,20 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (this.socket !== undefined && status !== 'completed' && !this.socket.destroyed && err?.opts.abort === undefined) this.socket.destroy();
     return report;
   }
+}
+
+/** The post-copy part of a report: the source's counts and the destination's POSTCOPY_STATS. */
+function postcopyFigures(t: PushTally, peer: PeerPostcopyStats | undefined): Omit<PostcopyStats, 'prepaging' | 'precopyRounds' | 'resumes' | 'pausedMs' | 'postcopyTimeMs'> {
+  const faults = peer?.networkFaults ?? t.requests;
+  const wws = peer?.writtenPages ?? 0;
+  return {
+    networkFaults: faults,
+    faultLatencyMs: peer !== undefined ? { p50: peer.latencyP50Us / 1000, p99: peer.latencyP99Us / 1000, max: peer.latencyMaxUs / 1000 } : latencySummary([]),
+    pagesRequested: t.pagesDemanded,
+    pagesPushed: t.pagesPushed,
+    writableWorkingSetPages: wws,
+    faultsPerWws: wws > 0 ? Math.round((faults / wws) * 10000) / 10000 : 0,
+  };
 }
 
 function round3(v: number): number {

@@ -53,6 +53,11 @@ export interface PreparedVm {
   resume(): void;
   /** Before commitment only: drop it (the source keeps running the VM). */
   discard(): Promise<void>;
+  /**
+   * Post-copy: turns the VM's dirty log on (before resume) and off, so the destination can
+   * count the pages the guest writes while pages are still arriving (its writable working set).
+   */
+  setDirtyLogging?(on: boolean): Promise<void>;
 }
 
 /** The destination host's side of the seam. */

@@ -4,7 +4,8 @@
  */
 
 export const PROTOCOL_MAJOR = 1;
-export const PROTOCOL_MINOR = 0;
+/** 1.1 added POSTCOPY_STATS (0x23), PAGES_COMPRESSED (0x14) and the lz4 / zstd capability bits. */
+export const PROTOCOL_MINOR = 1;
 
 export interface ProtocolVersion {
   readonly major: number;
@@ -35,6 +36,8 @@ export const enum FrameType {
   Complete = 0x20,
   Committed = 0x21,
   Activated = 0x22,
+  /** Since 1.1: the destination's post-copy figures (network faults, latency, written pages). */
+  PostcopyStats = 0x23,
   PageRequest = 0x30,
   Resume = 0x31,
   Ping = 0x40,
@@ -114,6 +117,7 @@ export const RESUME_FIXED_BYTES = 28;
 export const DISCARD_FIXED_BYTES = 12;
 export const PAGE_REQUEST_FIXED_BYTES = 8;
 export const PAGES_COMPRESSED_FIXED_BYTES = 8;
+export const POSTCOPY_STATS_BYTES = 24;
 
 /** Worst-case entry: page u32 + encoding u8 + length u32 + a page of bytes. */
 export const MAX_PAGE_ENTRY_BYTES = 4 + 1 + 4 + MAX_ENCODED_PAGE_BYTES;
@@ -136,6 +140,7 @@ const NAMES: { [t: number]: string } = {
   [FrameType.Complete]: 'COMPLETE',
   [FrameType.Committed]: 'COMMITTED',
   [FrameType.Activated]: 'ACTIVATED',
+  [FrameType.PostcopyStats]: 'POSTCOPY_STATS',
   [FrameType.PageRequest]: 'PAGE_REQUEST',
   [FrameType.Resume]: 'RESUME',
   [FrameType.Ping]: 'PING',
@@ -156,6 +161,7 @@ const MAX_PAYLOAD: { [t: number]: number } = {
   [FrameType.Complete]: 8 + DIGEST_BYTES,
   [FrameType.Committed]: 4 + DIGEST_BYTES,
   [FrameType.Activated]: 8,
+  [FrameType.PostcopyStats]: POSTCOPY_STATS_BYTES,
   [FrameType.PageRequest]: PAGE_REQUEST_FIXED_BYTES + 4 * MAX_REQUEST_PAGES,
   [FrameType.Resume]: RESUME_FIXED_BYTES + 8 * MAX_PAGE_RUNS,
   [FrameType.Ping]: 8,
@@ -181,6 +187,7 @@ const SENDERS: { [t: number]: Sender } = {
   [FrameType.Complete]: 'source',
   [FrameType.Committed]: 'destination',
   [FrameType.Activated]: 'destination',
+  [FrameType.PostcopyStats]: 'destination',
   [FrameType.PageRequest]: 'destination',
   [FrameType.Resume]: 'destination',
   [FrameType.Ping]: 'either',

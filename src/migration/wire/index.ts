@@ -87,6 +87,7 @@ export {
   encodePong,
   decodePong,
 } from './control.js';
+export { encodePostcopyStats, decodePostcopyStats } from './postcopy-stats.js';
 export {
   CompressionCode,
   MIN_PAGES_PAYLOAD,

@@ -153,6 +153,19 @@ export interface Activated {
   readonly switchoverUs: number;
 }
 
+/** Since 1.1: what the destination saw of a post-copy (sent before COMMITTED). */
+export interface PostcopyStats {
+  readonly type: FrameType.PostcopyStats;
+  /** PAGE_REQUESTs sent: vCPU accesses to pages that were absent and not yet asked for. */
+  readonly networkFaults: number;
+  /** Distinct pages the guest wrote at the destination while pages were still absent. */
+  readonly writtenPages: number;
+  /** Fault service latency (fault seen to page installed), µs. */
+  readonly latencyP50Us: number;
+  readonly latencyP99Us: number;
+  readonly latencyMaxUs: number;
+}
+
 export interface PageRequest {
   readonly type: FrameType.PageRequest;
   /** Non-zero; echoed in the PAGES frames (flag demand) that answer it. */
@@ -191,6 +204,7 @@ export type Message =
   | Committed
   | Activated
   | PagesCompressed
+  | PostcopyStats
   | PageRequest
   | Resume
   | Ping
