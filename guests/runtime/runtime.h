@@ -140,8 +140,8 @@ int vsock_send(int conn, const void *buf, uint32_t n);
 void vsock_flush(void);
 /* Sends what is buffered, then SHUTDOWN; the id is invalid afterwards. */
 int vsock_close(int conn);
-/* Processes packets; if there were none, sleeps (wfi) until one arrives or `timeout` ticks
- * pass (0: never sleeps). Returns how many packets and events it processed. */
+/* Processes packets; if nothing happened, sleeps (wfi) until a packet arrives, a sent packet
+ * completes or `timeout` ticks pass (0: never sleeps). Returns nonzero if something happened. */
 int vsock_poll(uint64_t timeout);
 uint32_t vsock_readable(int conn);          /* bytes waiting to be read */
 uint32_t vsock_writable(int conn);          /* room in the send buffer (0 if it cannot send) */

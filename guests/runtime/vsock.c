@@ -133,12 +133,16 @@ uint32_t vsock_guest_cid(void) { return cid_lo; }
 
 /* ---- transmit ---- */
 
-static void reap_tx(void)
+static int reap_tx(void)
 {
     void *cookie;
     uint32_t n;
-    while (virtq_get(txq, &cookie, &n))
+    int k = 0;
+    while (virtq_get(txq, &cookie, &n)) {
         tx_free[tx_nfree++] = (uint16_t)(((uint8_t *)cookie - tx_bufs) / TX_BUF);
+        k++;
+    }
+    return k;
 }
 
 static uint8_t *tx_take(void)
@@ -433,7 +437,8 @@ static int process(void)
     }
     if (events)
         virtq_kick(evq);
-    reap_tx();
+    /* sent packets count as work: send buffers emptied, so the app may go on writing */
+    work += reap_tx() > 0;
     uint64_t now = 0;
     for (uint32_t i = 0; i < nconns; i++) {
         struct conn *c = &conns[i];

@@ -85,6 +85,24 @@ test('pipelining, and a request split across packets at every byte', () => {
   }
 });
 
+test('a 12 KB value round-trips: split over several 4 KiB packets each way', () => {
+  const g = boot();
+  const c = new HostConn(g, 12, 6379);
+  c.connect();
+  const v = Array.from({ length: 12000 }, (_, i) => String.fromCharCode(33 + ((i * 7) % 90))).join('');
+  const req = `*3\r\n$3\r\nSET\r\n$3\r\nbig\r\n$12000\r\n${v}\r\n`;
+  for (let i = 0; i < req.length; i += 4096) c.write(req.slice(i, i + 4096));
+  g.run();
+  c.mine();
+  assert.equal(c.received, '+OK\r\n');
+  c.received = '';
+  c.write('*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n');
+  g.run();
+  const rw = c.mine().filter((p) => p.h.op === VsockOp.Rw);
+  assert.ok(rw.length >= 3 && rw.every((p) => p.payload.length <= 4096), `${rw.length} packets`);
+  assert.equal(c.received, `$12000\r\n${v}\r\n`);
+});
+
 test('the guest sends no more than the host credit allows, and goes on after CREDIT_UPDATE', () => {
   const g = boot();
   const c = new HostConn(g, 4, 6379, 16);   // the host has room for 16 bytes

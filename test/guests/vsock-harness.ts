@@ -67,6 +67,11 @@ export class VsockGuest {
     throw new Error(`guest did not settle within ${maxInstr} instructions: ${this.console}`);
   }
 
+  /** Moves what the guest sent into the inbox (for callers that run the machine themselves). */
+  pump(): void {
+    this.collect();
+  }
+
   private collect(): void {
     const ring = this.toHost;
     if (!ring) return;
