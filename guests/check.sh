@@ -8,10 +8,12 @@ OUT=build/check
 mkdir -p "$OUT"
 failed=0
 
-# run NAME SECONDS APPEND: output in $OUT/NAME.out, exit code in $rc
+# run NAME SECONDS APPEND [QEMU ARGS...]: output in $OUT/NAME.out, exit code in $rc
 run() {
-    timeout -k 2 "$2" "$QEMU" -M virt -bios none -kernel "images/$1.elf" -display none \
-        -monitor none -serial stdio -m 256M -append "$3" </dev/null >"$OUT/$1.out" 2>"$OUT/$1.err"
+    name=$1 secs=$2 append=$3
+    shift 3
+    timeout -k 2 "$secs" "$QEMU" -M virt -bios none -kernel "images/$name.elf" -display none \
+        -monitor none -serial stdio -m 256M "$@" -append "$append" </dev/null >"$OUT/$name.out" 2>"$OUT/$name.err"
     rc=$?
 }
 pass() { echo "ok   $1"; }
@@ -45,6 +47,19 @@ if [ "$rc" = 0 ] && [ "$(grep -c 'rss=ok$' "$OUT/munch.out")" -ge 4 ] && ! grep 
 else
     fail "munch (exit $rc; see $OUT/munch.out)"
 fi
+
+# munch with the virtio-balloon driver self-ballooning while its heap grows and shrinks
+run munch 20 "time=3s wws=2M rate=2M rss=2M report=500ms balloon=self balloon-period=200ms heap=4M:500ms,32M:500ms" \
+    -global virtio-mmio.force-legacy=false -device virtio-balloon-device
+if [ "$rc" = 0 ] && grep -q 'reclaimed=[1-9]' "$OUT/munch.out" && ! grep -q 'BAD\|failed' "$OUT/munch.out"; then
+    pass "munch balloon=self"
+else
+    fail "munch balloon=self (exit $rc; see $OUT/munch.out)"
+fi
+
+# the vsock services refuse to start without a vsock device (QEMU here has no vhost-vsock)
+run kv 10 ""
+if [ "$rc" = 2 ] && grep -q 'kv: no usable virtio-vsock device' "$OUT/kv.out"; then pass "kv without vsock"; else fail "kv without vsock (exit $rc)"; fi
 
 # a bad boot argument is refused with exit code 2
 run verify 10 "region=lots"

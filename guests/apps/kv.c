@@ -44,7 +44,8 @@ static uint8_t *rec_val(struct rec *r) { return (uint8_t *)(r + 1) + r->klen; }
 
 static int table_grow(void)
 {
-    uint32_t nsize = table_size ? table_size * 2 : 1024;
+    /* mostly tombstones (many DELs): rehash at the same size instead of doubling */
+    uint32_t nsize = !table_size ? 1024 : live_keys * 4 < table_size ? table_size : table_size * 2;
     struct rec **nt = mem_alloc(nsize * sizeof *nt);
     if (!nt)
         return -1;
@@ -344,7 +345,9 @@ static int execute(void)
         n += info_num(body + n, commands);
         n += info_str(body + n, "\r\n# Keyspace\r\ndb0:keys=");
         n += info_num(body + n, live_keys);
-        n += info_str(body + n, ",expires=0\r\n");
+        n += info_str(body + n, ",expires=0\r\n# Table\r\ntable_slots:");
+        n += info_num(body + n, table_size);
+        n += info_str(body + n, "\r\n");
         emit_bulk((const uint8_t *)body, n);
     } else if (arg_is(0, "CONFIG")) {
         emits("*0\r\n");            /* redis-benchmark asks for save and appendonly */
