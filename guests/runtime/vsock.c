@@ -18,7 +18,8 @@
 #define NEVENTS 4u
 #define MAX_LISTEN 8u
 #define RAW_RSTS 16u
-#define CLOSE_TIMEOUT (2 * TIMEBASE_HZ)
+#define CLOSE_TIMEOUT (2 * TIMEBASE_HZ)     /* from our SHUTDOWN to the peer's RST */
+#define DRAIN_TIMEOUT (10 * TIMEBASE_HZ)    /* from close to our SHUTDOWN (buffered data out) */
 
 enum { OP_INVALID, OP_REQUEST, OP_RESPONSE, OP_RST, OP_SHUTDOWN, OP_RW, OP_CREDIT_UPDATE, OP_CREDIT_REQUEST };
 #define TYPE_STREAM 1u
@@ -442,11 +443,11 @@ static int process(void)
     uint64_t now = 0;
     for (uint32_t i = 0; i < nconns; i++) {
         struct conn *c = &conns[i];
-        if (c->state == C_CLOSING && c->shut_sent) {
+        if (c->state == C_CLOSING && !(c->pending & P_RST)) {
             if (!now)
                 now = time_now();
             if (now >= c->deadline)
-                reset_conn(c);                      /* the peer never answered our SHUTDOWN */
+                reset_conn(c);      /* the peer never took our data or answered our SHUTDOWN */
         }
     }
     flush_all();
@@ -566,6 +567,7 @@ int vsock_close(int id)
         c->state = C_CLOSING;
     } else {
         c->state = C_CLOSING;                       /* send what is buffered, then SHUTDOWN */
+        c->deadline = time_now() + DRAIN_TIMEOUT;
     }
     flush_all();
     return 0;

@@ -298,3 +298,18 @@ test('DEL-heavy use: the table reuses its tombstones instead of growing', () => 
   assert.equal(c.request('DBSIZE\r\n'), ':0\r\n');
   assert.match(c.request('INFO\r\n'), /\r\ntable_slots:1024\r\n/);
 });
+
+test('a closed connection whose peer never gives credit nor answers is reset after its timeouts', () => {
+  const g = boot();
+  const c = new HostConn(g, 80, 6379, 4);      // room for 4 bytes only
+  c.connect();
+  c.write('QUIT\r\n');                         // +OK\r\n (5 bytes) then close
+  g.run();
+  c.mine();
+  assert.equal(c.received, '+OK\r');
+  g.run(50_000_000, 11_000);                    // no credit for 11 s of guest time
+  const ops = c.mine().map((p) => p.h.op);
+  assert.ok(ops.includes(VsockOp.Rst), `ops ${ops.join(',')}`);
+  const d = new HostConn(g, 80, 6379);          // the slot and the port pair are free again
+  assert.deepEqual(d.connect().map((p) => p.h.op), [VsockOp.Response]);
+});
