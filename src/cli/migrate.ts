@@ -25,6 +25,7 @@ interface MigrateOpts {
   xbzrle?: boolean;
   xbzrleCache?: string;
   compress?: string;
+  streams?: string;
 }
 
 const MODES = ['precopy', 'postcopy', 'hybrid', 'auto'] as const;
@@ -53,6 +54,7 @@ export function registerMigrate(program: Command): void {
     .option('--xbzrle', 'send re-sent pages as XBZRLE deltas against a cache of what was sent')
     .option('--xbzrle-cache <size>', 'XBZRLE page cache size: 64M, 1G (default 64M; needs --xbzrle)')
     .option('--compress <algorithm>', 'compress the page stream: lz4 or zstd')
+    .option('--streams <n>', 'parallel TCP streams for page data, 1..16 (pre-copy only)', '1')
     .option('--verify', 'compare SHA-256 digests of all RAM at switchover (slower; for testing)')
     .option('--timeout <duration>', 'give up (the VM stays on the source) after this long; 0 = never', '10min')
     .option('--detach', 'print the migration id and return at once; watch it with `tern migrate status ID`')
@@ -71,7 +73,7 @@ ${examples([
   'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --mode postcopy',
   'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --mode hybrid --precopy-rounds 1',
   'tern migrate --resume v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002',
-  'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --auto-converge --xbzrle --compress lz4',
+  'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --auto-converge --xbzrle --compress lz4 --streams 4',
   'tern migrate list',
   'tern migrate status 3f9a1c2e',
   'tern migrate cancel 3f9a1c2e',
@@ -149,9 +151,14 @@ ${examples([
     });
 }
 
-/** --auto-converge, --xbzrle [--xbzrle-cache SIZE], --compress ALGORITHM as request fields. */
-function encodingRequest(opts: MigrateOpts): Pick<StartMigrationRequest, 'autoConverge' | 'xbzrle' | 'xbzrleCacheBytes' | 'compression'> {
-  const out: Pick<StartMigrationRequest, 'autoConverge' | 'xbzrle' | 'xbzrleCacheBytes' | 'compression'> = {};
+/** --auto-converge, --xbzrle [--xbzrle-cache SIZE], --compress ALGORITHM, --streams N as request fields. */
+function encodingRequest(opts: MigrateOpts): Pick<StartMigrationRequest, 'autoConverge' | 'xbzrle' | 'xbzrleCacheBytes' | 'compression' | 'streams'> {
+  const out: Pick<StartMigrationRequest, 'autoConverge' | 'xbzrle' | 'xbzrleCacheBytes' | 'compression' | 'streams'> = {};
+  if (opts.streams !== undefined && opts.streams !== '1') {
+    const n = Number(opts.streams);
+    if (!Number.isInteger(n) || n < 1 || n > 16) throw new UsageError(`--streams: '${opts.streams}' is not a whole number from 1 to 16`);
+    out.streams = n;
+  }
   if (opts.autoConverge === true) out.autoConverge = true;
   if (opts.xbzrleCache !== undefined && opts.xbzrle !== true) throw new UsageError('--xbzrle-cache needs --xbzrle');
   if (opts.xbzrle === true) {
@@ -229,6 +236,11 @@ async function resumeMigration(vm: string, opts: MigrateOpts): Promise<number> {
     if (opts.json === true) printJson(lost);
     else process.stdout.write(describeReport(lost, source.address, opts.to));
     return 1;
+  }
+  if (opts.detach === true) {
+    if (opts.json === true) printJson(started);
+    else process.stdout.write(`Migration ${started.id} of ${vm}: post-copy resumed; watch it with: tern migrate status ${started.id} --watch --host ${source.address}\n`);
+    return 0;
   }
   const live = opts.json !== true && process.stderr.isTTY === true;
   if (opts.json !== true && !live) process.stderr.write(`Migration ${started.id}: resuming post-copy of ${vm} ${started.source} -> ${started.destination} ...\n`);
