@@ -4,7 +4,7 @@
  * keep-alive. Request bodies (Content-Length) are read and ignored. */
 #include "runtime.h"
 
-static const char *const known[] = { "port", "conns", "buf", 0 };
+static const char *const known[] = { SERVICE_ARGS, 0 };
 
 #define INBUF 8192u                  /* the request head must fit */
 

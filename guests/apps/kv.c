@@ -4,7 +4,7 @@
  * table of heap records; expiry (EX/PX) is checked against guest time when a key is read. */
 #include "runtime.h"
 
-static const char *const known[] = { "port", "conns", "buf", 0 };
+static const char *const known[] = { SERVICE_ARGS, 0 };
 
 #define INBUF 16384u                 /* one request must fit */
 #define MAX_ARGS 256u

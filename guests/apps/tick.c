@@ -4,7 +4,7 @@
  * too slow to take an update misses it (the line is not queued half-way). */
 #include "runtime.h"
 
-static const char *const known[] = { "port", "conns", "buf", "hz", 0 };
+static const char *const known[] = { SERVICE_ARGS, "hz", 0 };
 
 static struct service svc;
 
@@ -16,12 +16,14 @@ int main(void)
         arg_fail("hz", arg_str("hz", ""), "want 1 to 1000");
     service_start(&svc, "tick", 7777);
     printf("tick: %u updates per second\n", (uint32_t)hz);
+    service_ready(&svc);
     uint64_t period = TIMEBASE_HZ / hz, next = time_now() + period;
     uint32_t seq = 0;
     char line[48], junk[512];
     for (;;) {
         uint64_t now = time_now();
         vsock_poll(next > now ? next - now : 0);
+        service_tend(&svc);
         service_accept(&svc, 0);
         for (uint32_t i = 0; i < svc.nconns; i++) {
             if (!svc.open[i])

@@ -156,15 +156,23 @@ struct vsock_stats {
 const struct vsock_stats *vsock_get_stats(void);
 
 /* ---- vsock server skeleton (service.c) ----
- * Reads port= (default given), conns= (128) and buf= (32K), opens the device and listens;
- * prints "NAME: listening on vsock port P (cid C), N connections". Exits 2 on failure. */
+ * service_start reads port= (default given), conns= (128), buf= (32K) and balloon=
+ * (off|on|self, with balloon-period= and balloon-reserve= as munch), opens the device and
+ * listens; prints "NAME: listening on vsock port P (cid C), N connections". Exits 2 on failure.
+ * The app then takes its own memory with region_alloc, and service_ready starts the balloon
+ * (service_run calls it). SERVICE_ARGS lists the keys for args_allow. */
+#define SERVICE_ARGS "port", "conns", "buf", "balloon", "balloon-period", "balloon-reserve"
 struct service {
     const char *name;
     int listener;
     uint32_t nconns;
     uint8_t *open;          /* open[conn]: accepted and not closed by the app */
+    int balloon_mode, ready;
+    uint64_t balloon_period, balloon_reserve;
 };
 void service_start(struct service *s, const char *name, uint32_t default_port);
+void service_ready(struct service *s);
+void service_tend(struct service *s);   /* the balloon's periodic work; call in the app's loop */
 void service_accept(struct service *s, void (*on_open)(int conn));
 void service_close(struct service *s, int conn);
 /* Forever: poll (up to 1 s), accept (on_open may be NULL), serve every open connection. */

@@ -313,3 +313,31 @@ test('a closed connection whose peer never gives credit nor answers is reset aft
   const d = new HostConn(g, 80, 6379);          // the slot and the port pair are free again
   assert.deepEqual(d.connect().map((p) => p.h.op), [VsockOp.Response]);
 });
+
+test('kv balloon=self: memory freed by FLUSHALL goes to the balloon, and comes back for new keys', () => {
+  const g = new VsockGuest('kv', 'port=6379 balloon=self balloon-period=100ms balloon-reserve=256K', 64,
+    [{ kind: 'virtio-vsock', guestCid: GUEST_CID }, { kind: 'virtio-balloon' }]);
+  g.run(100_000_000, 300);
+  const idle = g.m.ram.discarded.count();
+  assert.ok(idle > 8000, `free memory ballooned at start: ${idle} pages`);
+  const c = new HostConn(g, 90, 6379);
+  c.connect();
+  const v = 'v'.repeat(3000);
+  const set = (i: number): string => `*3\r\n$3\r\nSET\r\n$${String(i).length}\r\n${i}\r\n$3000\r\n${v}\r\n`;
+  for (let i = 0; i < 3000; i += 4) {          // ~ 12 MiB of values (one 4 KiB block each)
+    c.write(set(i) + set(i + 1) + set(i + 2) + set(i + 3));
+    g.run();
+    c.mine();
+  }
+  assert.equal(c.received, '+OK\r\n'.repeat(3000));
+  c.received = '';
+  const full = g.m.ram.discarded.count();
+  assert.ok(full < idle - 2500, `the keys took pages back from the balloon: ${idle} -> ${full}`);
+  assert.equal(c.request('*2\r\n$3\r\nGET\r\n$4\r\n2999\r\n'), `$3000\r\n${v}\r\n`);
+  assert.equal(c.request('FLUSHALL\r\n'), '+OK\r\n');
+  g.run(100_000_000, 300);
+  const after = g.m.ram.discarded.count();
+  assert.ok(after > full + 2500, `freed pages went back to the balloon: ${full} -> ${after}`);
+  assert.equal(c.request(set(7)), '+OK\r\n');
+  assert.equal(c.request('*2\r\n$3\r\nGET\r\n$1\r\n7\r\n'), `$3000\r\n${v}\r\n`);
+});

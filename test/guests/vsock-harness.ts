@@ -122,8 +122,9 @@ export class HostConn {
     return this.mine();
   }
 
+  /** Sends data in RW packets of at most 4 KiB (the guest's rx buffers). */
   write(data: string): void {
-    this.g.send(this.hdr(VsockOp.Rw), data);
+    for (let i = 0; i < data.length || i === 0; i += 4096) this.g.send(this.hdr(VsockOp.Rw), data.slice(i, i + 4096));
   }
 
   /** Packets the guest sent to this connection (taken out of the inbox); RW payloads are consumed. */
