@@ -341,3 +341,19 @@ test('kv balloon=self: memory freed by FLUSHALL goes to the balloon, and comes b
   assert.equal(c.request(set(7)), '+OK\r\n');
   assert.equal(c.request('*2\r\n$3\r\nGET\r\n$1\r\n7\r\n'), `$3000\r\n${v}\r\n`);
 });
+
+test('TRANSPORT_RESET on the event queue drops every connection; new ones work', () => {
+  const g = boot();
+  const c = new HostConn(g, 100, 6379);
+  c.connect();
+  assert.equal(c.request('PING\r\n'), '+PONG\r\n');
+  g.m.vsock!.postEvent(0);
+  g.run();
+  assert.deepEqual(g.take(), [], 'nothing is sent for connections the transport reset');
+  c.write('PING\r\n');                            // the old connection is gone: RST
+  g.run();
+  assert.deepEqual(c.mine().map((p) => p.h.op), [VsockOp.Rst]);
+  const d = new HostConn(g, 100, 6379);
+  assert.deepEqual(d.connect().map((p) => p.h.op), [VsockOp.Response]);
+  assert.equal(d.request('PING\r\n'), '+PONG\r\n');
+});
