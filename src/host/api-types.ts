@@ -93,6 +93,8 @@ export interface StartMigrationRequest {
   xbzrleCacheBytes?: number;
   /** Compress the page stream. */
   compression?: 'lz4' | 'zstd';
+  /** Parallel TCP streams for page data (pre-copy; default 1). */
+  streams?: number;
 }
 
 export interface MigrationInfo {

@@ -110,6 +110,7 @@ export class Migrations {
       ...(req.autoConverge === true ? { autoConverge: true } : {}),
       ...(req.xbzrle === true ? { xbzrleCacheBytes: req.xbzrleCacheBytes ?? DEFAULT_XBZRLE_CACHE_BYTES } : {}),
       ...(req.compression !== undefined ? { compression: req.compression } : {}),
+      ...(req.streams !== undefined ? { streams: req.streams } : {}),
       // The engine adds the migration id, VM and peer to its log lines itself.
       log: host.log,
     };

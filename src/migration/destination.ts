@@ -208,6 +208,22 @@ export class MigrationServer extends EventEmitter<{
     return [...this.postcopies.values()];
   }
 
+  /** Multi-stream sessions waiting for (or holding) their data streams, by session id (hex). */
+  private readonly multiStream = new Map<string, IncomingSession>();
+
+  holdStreams(sessionId: Uint8Array, owner: IncomingSession): void {
+    this.multiStream.set(formatId(sessionId), owner);
+  }
+
+  dropStreams(sessionId: Uint8Array, owner: IncomingSession): void {
+    const k = formatId(sessionId);
+    if (this.multiStream.get(k) === owner) this.multiStream.delete(k);
+  }
+
+  findStreams(sessionId: Uint8Array): IncomingSession | undefined {
+    return this.multiStream.get(formatId(sessionId));
+  }
+
   holdPostcopy(r: PostcopyReceiver): void {
     this.postcopies.set(formatId(r.sessionId), r);
   }
@@ -252,6 +268,13 @@ export class MigrationServer extends EventEmitter<{
 class IncomingSession {
   readonly closed: Promise<void>;
   private readonly reader = new FrameReader({ from: 'source' });
+  /** Parallel streams (migration-protocol.md §5.5): how many, and which one this connection is. */
+  private streamCount = 1;
+  private streamIndex = 0;
+  /** Stream 0 of a multi-stream session: its data streams, by index (undefined until joined). */
+  private readonly streams: (IncomingSession | undefined)[] = [];
+  /** A data stream (index > 0): the session (stream 0) it belongs to. */
+  private owner: IncomingSession | undefined;
   private phase: Phase = 'handshake';
   private log: Logger;
   private vm: IncomingVm | undefined;
@@ -476,7 +499,9 @@ class IncomingSession {
     this.log = this.log.child({ migration: this.migrationId, vm: h.vmName });
     this.mode = h.mode;
     this.verify = h.config[VERIFY_KEY] === true;
-    if (h.streamCount !== 1) return this.refuse('capability', `destination ${this.server.name} takes one stream per migration; ${h.streamCount} were offered`);
+    if (h.streamIndex > 0) return this.joinStream(h);
+    if (h.streamCount > 1 && h.mode !== 'precopy') return this.refuse('capability', `destination ${this.server.name} takes parallel streams for pre-copy only; ${h.streamCount} were offered for ${h.mode}`);
+    if (h.streamCount > 1 && (h.capabilities & Capability.MultiStream) === 0) return this.refuse('capability', `${h.streamCount} streams offered without the multi-stream capability`);
     if (!isZeroId(h.sessionId)) return this.resumePostcopy(h);
     if (this.server.busyWith(this)) return this.refuse('busy', `destination ${this.server.name} is receiving as many migrations as it takes`);
     let r: Reservation;
@@ -498,8 +523,63 @@ class IncomingSession {
     this.phase = 'transfer';
     this.sessionId = sessionId;
     this.granted = (h.capabilities & (h.mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery)) | grantedEncodings(h.capabilities);
+    if (h.streamCount > 1) {
+      this.granted |= Capability.MultiStream;
+      this.streamCount = h.streamCount;
+      this.server.holdStreams(sessionId, this);
+    }
     this.send(encodeAccept({ version: PROTOCOL_VERSION, sessionId, capabilities: this.granted }));
     this.log.info({ ramBytes: h.ramBytes, session: formatId(sessionId) }, 'incoming migration accepted, RAM reserved');
+  }
+
+  // ---- parallel streams (migration-protocol.md §5.5) --------------------------------------------
+
+  /** HELLO with streamIndex > 0: this connection becomes data stream `streamIndex` of a session. */
+  private joinStream(h: Hello): void {
+    const owner = this.server.findStreams(h.sessionId);
+    if (owner === undefined || owner.phase !== 'transfer') return this.refuse('unknown-session', `session ${formatId(h.sessionId)} takes no more streams at ${this.server.name}`);
+    const why = owner.acceptStream(this, h);
+    if (why !== undefined) return this.refuse('bad-request', why);
+    this.owner = owner;
+    this.streamIndex = h.streamIndex;
+    this.streamCount = h.streamCount;
+    this.ram = owner.ram;
+    this.pages = owner.pages;
+    this.granted = owner.granted;
+    this.vm = owner.vm;
+    this.cleanedUp = true; // the owner holds the reservation and reports the outcome
+    this.phase = 'transfer';
+    this.log = owner.log.child({ stream: h.streamIndex });
+    this.send(encodeAccept({ version: PROTOCOL_VERSION, sessionId: h.sessionId, capabilities: owner.granted }));
+  }
+
+  /** Stream 0: may `s` join as data stream h.streamIndex? Undefined if yes (and it is recorded). */
+  private acceptStream(s: IncomingSession, h: Hello): string | undefined {
+    if (h.streamCount !== this.streamCount) return `stream ${h.streamIndex} says ${h.streamCount} streams, the session has ${this.streamCount}`;
+    if (h.streamIndex >= this.streamCount) return `stream index ${h.streamIndex} is not below ${this.streamCount}`;
+    if (!bytesEqual(h.vmId, this.vm!.uuid)) return `stream ${h.streamIndex} names another VM`;
+    if (this.streams[h.streamIndex] !== undefined) return `stream ${h.streamIndex} has joined already`;
+    this.streams[h.streamIndex] = s;
+    return undefined;
+  }
+
+  /** Stream 0, before STATE and COMPLETE: every data stream joined and ended the same rounds. */
+  private checkStreams(what: string): void {
+    for (let i = 1; i < this.streamCount; i++) {
+      const s = this.streams[i];
+      if (s === undefined) throw violation(`${what} before stream ${i} joined`, what);
+      if (s.lastRoundEnded !== this.lastRoundEnded || s.pagesInRound !== 0) {
+        throw violation(`${what} while stream ${i} is in round ${s.round} (stream 0 ended round ${this.lastRoundEnded})`, what);
+      }
+    }
+  }
+
+  /** A data stream ended: the whole session fails unless stream 0 is already past its pages. */
+  private streamGone(err: Error, abort: AbortReason | undefined): void {
+    const owner = this.owner!;
+    this.phase = 'done';
+    this.socket.destroy();
+    if (owner.phase === 'transfer') owner.fail(new Error(`stream ${this.streamIndex}: ${err.message}`), abort);
   }
 
   // ---- post-copy (docs/postcopy.md) -----------------------------------------------------------
@@ -554,6 +634,7 @@ class IncomingSession {
   // ---- stages 2 and 3: pages, rounds, state ------------------------------------------------
 
   private checkRoundFault(): void {
+    if (this.owner !== undefined) return; // fault points are stream 0's
     if ((this.round === 1 && this.server.takeFault('round1')) || (this.round === 2 && this.server.takeFault('round2'))) {
       this.fault(this.round === 1 ? 'round1' : 'round2');
     }
@@ -561,7 +642,7 @@ class IncomingSession {
 
   private onPages(f: FramePieces): void {
     if (this.phase !== 'transfer') throw violation(`PAGES in phase ${this.phase}`, 'PAGES');
-    if (this.state !== undefined) throw violation('PAGES after STATE', 'PAGES');
+    if (this.state !== undefined || this.owner?.state !== undefined) throw violation('PAGES after STATE', 'PAGES');
     const b = this.pages!.decodePieces(f.pieces, f.flags);
     if (b.demand) throw violation('a demand batch in a pre-copy migration', 'PAGES');
     if (b.round !== this.round) throw violation(`PAGES of round ${b.round} during round ${this.round}`, 'PAGES');
@@ -573,6 +654,8 @@ class IncomingSession {
     const n = b.count;
     for (let i = 0; i < n; i++) {
       const at = b.page(i) * PAGE_SIZE;
+      // Page p travels on stream p mod n, so its versions arrive in order.
+      if (this.streamCount > 1 && b.page(i) % this.streamCount !== this.streamIndex) throw violation(`page ${b.page(i)} on stream ${this.streamIndex} of ${this.streamCount}`, 'PAGES');
       switch (b.encoding(i)) {
         case PageEncoding.Raw:
           b.copyData(i, ram, at);
@@ -619,10 +702,12 @@ class IncomingSession {
   }
 
   private onState(f: Frame): void {
+    if (this.owner !== undefined) throw violation('STATE on a data stream', 'STATE');
     if (this.server.takeFault('stop-and-copy')) return this.fault('stop-and-copy');
     if (this.state !== undefined) throw violation('a second STATE', 'STATE');
     if (this.lastRoundEnded === 0) throw violation('STATE before any round ended', 'STATE');
     if (this.pagesInRound !== 0) throw violation('STATE inside a round (pages after the last ROUND_END)', 'STATE');
+    this.checkStreams('STATE');
     const m = decodeState(f.payload);
     this.state = m.state.slice();
   }
@@ -630,6 +715,7 @@ class IncomingSession {
   private onComplete(f: Frame): void {
     const m = decodeComplete(f.payload);
     if (this.state === undefined) throw violation('COMPLETE before STATE', 'COMPLETE');
+    this.checkStreams('COMPLETE');
     if (m.round !== this.lastRoundEnded) throw violation(`COMPLETE names round ${m.round}, the last round was ${this.lastRoundEnded}`, 'COMPLETE');
     this.phase = 'committing';
     this.completeAt = performance.now();
@@ -685,6 +771,10 @@ class IncomingSession {
     this.closeWith(encodeActivated({ switchoverUs }));
     this.phase = 'done';
     this.cleanedUp = true;
+    if (this.streamCount > 1 && this.sessionId !== undefined) {
+      this.server.dropStreams(this.sessionId, this);
+      for (const s of this.streams) s?.closeStream();
+    }
     this.log.info({ switchoverMs: switchoverUs / 1000, pages: this.pagesReceived, rounds: this.lastRoundEnded }, 'incoming migration activated: the VM runs here');
     this.server.report('activated', vm, { downtimeMs: switchoverUs / 1000, migrationId: this.migrationId });
   }
@@ -702,6 +792,14 @@ class IncomingSession {
   /** Ends the session before commitment: ABORT (if `abort`), close, drop the partial copy. */
   private fail(err: Error, abort: AbortReason | undefined): void {
     if (this.postcopy !== undefined) return this.onGone(err.message); // after the switch nothing is dropped
+    if (this.owner !== undefined) {
+      if (this.phase !== 'done') this.streamGone(err, abort);
+      return;
+    }
+    if (this.streamCount > 1 && this.sessionId !== undefined) {
+      this.server.dropStreams(this.sessionId, this);
+      if (this.phase !== 'done' && this.phase !== 'committed') for (const s of this.streams) if (s !== undefined) s.closeStream();
+    }
     if (this.phase === 'done' || this.phase === 'committed') return;
     const handshake = this.phase === 'handshake';
     this.phase = 'done';
@@ -724,6 +822,12 @@ class IncomingSession {
       this.log.error({ err: errorText(e) }, 'dropping the partial copy failed');
     }
     this.server.report('failed', this.vm, this.failure ?? new Error('incoming migration failed'));
+  }
+
+  /** Stream 0 is done with this data stream. */
+  private closeStream(): void {
+    this.phase = 'done';
+    this.socket.destroy();
   }
 
   private send(frame: Uint8Array): void {

@@ -13,6 +13,7 @@ import { MigrationError, errorText } from './errors.js';
 import { PageSender, type FrameSink, type RoundTally } from './page-sender.js';
 import { AutoConverge } from './auto-converge.js';
 import { SourceEncodings, offeredCapabilities } from './encoding/negotiate.js';
+import { DataStreams } from './streams.js';
 import type { CompressionAlgorithm } from './encoding/compress.js';
 import { DynamicRateLimit, type RateLimitPolicy } from './rate-limit.js';
 import type { MigrationProgress, MigrationReport, MigrationStage, MigrationStatus, PostcopyStats, RoundStats } from './report.js';
@@ -46,8 +47,11 @@ import {
   formatId,
   sha256,
   type AbortReason,
+  MAX_STREAMS,
   type Accept,
+  type Body,
   type Committed,
+  type Hello,
   type Frame,
   type Message,
 } from './wire/index.js';
@@ -88,6 +92,8 @@ export interface MigrateOptions {
   readonly xbzrleCacheBytes?: number;
   /** Compress the page stream (PAGES_COMPRESSED); undefined: off. */
   readonly compression?: CompressionAlgorithm;
+  /** Parallel TCP streams for page data, 1..16 (pre-copy only; default 1). */
+  readonly streams?: number;
   readonly log?: Logger;
 }
 
@@ -154,6 +160,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private controlBytes = 0;
   private sender: PageSender | undefined;
   private encodings: SourceEncodings | undefined;
+  /** Streams 1..n-1 when --streams n > 1; stream 0 is `socket`. */
+  private streams: DataStreams | undefined;
+  private hello: Body<Hello> | undefined;
+  /** Stream 0's own share of the round just sent (its ROUND_END counts only its pages). */
+  private ownTally: RoundTally | undefined;
   private readonly autoConverge: AutoConverge | undefined;
   private throttlePercent = 0;
   private maxThrottlePercent = 0;
@@ -303,6 +314,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (!Number.isInteger(o.maxRounds) || o.maxRounds < 1) bad(`maxRounds = ${o.maxRounds}`);
     if (o.xbzrleCacheBytes !== undefined && (!Number.isSafeInteger(o.xbzrleCacheBytes) || o.xbzrleCacheBytes < PAGE_SIZE)) bad(`xbzrleCacheBytes = ${o.xbzrleCacheBytes} (at least one page)`);
     if (o.compression !== undefined && o.compression !== 'lz4' && o.compression !== 'zstd') bad(`compression '${String(o.compression)}' (lz4 or zstd)`);
+    if (o.streams !== undefined && (!Number.isInteger(o.streams) || o.streams < 1 || o.streams > MAX_STREAMS)) bad(`streams = ${o.streams} (1..${MAX_STREAMS})`);
+    if ((o.streams ?? 1) > 1 && o.mode !== 'precopy') bad(`parallel streams are for pre-copy only, not ${o.mode}`);
   }
 
   /** Stage 1: connect, HELLO, and the destination's ACCEPT or REFUSE; then a first RTT sample. */
@@ -318,7 +331,48 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     }
     this.sender = new PageSender(this.vm.ram, this.sink, this.zeroGranted, this.encodings.encodings);
     this.log.info({ session: formatId(m.sessionId), zeroPages: this.zeroGranted }, 'migration: destination accepted, RAM reserved there');
+    const n = this.opts.mode === 'precopy' ? (this.opts.streams ?? 1) : 1;
+    if (n > 1) {
+      if ((m.capabilities & Capability.MultiStream) === 0) throw new MigrationError('reservation', `destination ${this.peer} does not take parallel streams`, { peer: this.peer, abort: 'cancelled' });
+      const { host, port } = this.destination;
+      this.streams = new DataStreams({
+        host, port, count: n, sessionId: m.sessionId, hello: this.hello!, ram: this.vm.ram, zeroPages: this.zeroGranted, encodings: this.encodings.encodings,
+        guard: (p) => this.guard(p),
+        onFail: (e) => this.fail(this.lost(e.message)),
+      });
+      await this.streams.open();
+      this.log.info({ streams: n }, 'migration: data streams joined');
+    }
     await this.guard(this.pingAndWait());
+  }
+
+  /**
+   * Sends a round on every stream (page p on stream p mod n, each at its share of `limit`);
+   * returns the round's totals and keeps stream 0's own share for its ROUND_END.
+   */
+  private async sendRoundAll(list: Uint32Array, round: number, skipDirty: boolean, limit: number): Promise<RoundTally> {
+    const sender = this.sender!;
+    const streams = this.streams;
+    if (streams === undefined) {
+      this.ownTally = undefined;
+      return sender.sendRound(list, round, skipDirty);
+    }
+    const share = limit === Infinity ? Infinity : limit / streams.count;
+    sender.setRate(share);
+    streams.setRate(share);
+    const { own, rest } = streams.split(list);
+    const [mine, others] = await Promise.all([sender.sendRound(own, round, skipDirty), streams.sendRound(rest, round, skipDirty)]);
+    this.ownTally = mine;
+    const all = { ...mine };
+    for (const t of others) {
+      all.pages += t.pages;
+      all.zeroPages += t.zeroPages;
+      all.skipped += t.skipped;
+      all.bytes += t.bytes;
+      all.unchanged += t.unchanged;
+      all.limiterWaitMs = Math.max(all.limiterWaitMs, t.limiterWaitMs);
+    }
+    return all;
   }
 
   /**
@@ -357,7 +411,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
 
     const vm = this.vm;
     const mode = this.opts.mode === 'auto' ? 'hybrid' : this.opts.mode;
-    this.write(encodeHello({
+    const streamCount = mode === 'precopy' ? (this.opts.streams ?? 1) : 1;
+    this.write(encodeHello((this.hello = {
       version: PROTOCOL_VERSION,
       vmId: vm.uuid,
       vmName: vm.name,
@@ -366,11 +421,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       // The migration id (and --verify for post-copy) travel as extra config keys; the destination removes them.
       config: { ...vm.config, migrationId: this.opts.id, ...(mode !== 'precopy' && this.opts.verifyRam ? { [VERIFY_KEY]: true } : {}) },
       mode,
-      capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery) | offeredCapabilities(this.opts),
+      capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery) | offeredCapabilities(this.opts) | (streamCount > 1 ? Capability.MultiStream : 0),
       streamIndex: 0,
-      streamCount: 1,
+      streamCount,
       sessionId,
-    }));
+    })));
     const m = await this.guard(this.nextMessage());
     if (m === undefined) throw this.linkDown ?? this.lost('the destination closed the connection during the handshake');
     if (m.type !== FrameType.Accept) throw this.protocolError(`expected ACCEPT, got ${frameTypeName(m.type)}`);
@@ -409,13 +464,13 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       const limit = limiter.roundLimit(round, prevDirtyRate);
       sender.setRate(limit);
       const started = performance.now();
-      const tally = await sender.sendRound(list, round, true);
+      const tally = await this.sendRoundAll(list, round, true, limit);
       const durationMs = Math.max(performance.now() - started, 0.001);
       const dirtyPages = ram.dirty.count();
       const dirtyRate = (dirtyPages * PAGE_SIZE * 1000) / Math.max(performance.now() - dirtySince, 0.001);
       this.recordRound(round, tally, durationMs, dirtyPages, dirtyRate, limit);
       if (this.autoConverge !== undefined) this.applyThrottle(this.autoConverge.afterPeriod(dirtyPages * PAGE_SIZE, tally.bytes));
-      acks[round] = this.pingAndWait();
+      acks[round] = this.streams !== undefined ? Promise.all([this.pingAndWait(), this.streams.ping()]).then(noop) : this.pingAndWait();
       this.remainingBytes = dirtyPages * PAGE_SIZE;
       this.dirtyRateBps = dirtyRate;
       const decision = policy.decide({
@@ -630,10 +685,12 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     const limit = this.opts.maxBandwidthBps > 0 ? this.opts.maxBandwidthBps : Infinity;
     sender.setRate(limit);
     const started = performance.now();
-    const tally = await sender.sendRound(list, round, false);
+    const tally = await this.sendRoundAll(list, round, false, limit);
     const durationMs = Math.max(performance.now() - started, 0.001);
     this.recordRound(round, tally, durationMs, 0, 0, limit);
     this.remainingBytes = 0;
+    // STATE may follow only once every data stream's last round has arrived (§5.5).
+    if (this.streams !== undefined) await this.guard(this.streams.ping());
 
     const state = await this.guard(saving);
     const [head, blob] = encodeStateParts(state);
@@ -713,6 +770,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private fail(err: MigrationError): void {
     if (this.failure !== undefined || this.isCommitted) return;
     this.failure = err;
+    this.streams?.destroy();
     this.log.warn({ stage: err.stage, status: err.status, err: err.message }, 'migration failed; the VM stays on the source');
     const s = this.socket;
     if (s !== undefined && !s.destroyed) {
@@ -1012,11 +1070,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   // ---- accounting -------------------------------------------------------------------------
 
   private bytesTransferred(): number {
-    return (this.sender?.totalBytes ?? 0) + this.controlBytes + this.pushTally.bytes;
+    return (this.sender?.totalBytes ?? 0) + (this.streams?.totalBytes ?? 0) + this.controlBytes + this.pushTally.bytes;
   }
 
   private pagesTransferred(): number {
-    return (this.sender?.totalPages ?? 0) + this.pushTally.pagesPushed + this.pushTally.pagesDemanded;
+    return (this.sender?.totalPages ?? 0) + (this.streams?.totalPages ?? 0) + this.pushTally.pagesPushed + this.pushTally.pagesDemanded;
   }
 
   /** Auto-converge: sets the vCPU throttle (percent of wall time it sleeps). */
@@ -1034,7 +1092,9 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   }
 
   private recordRound(round: number, t: RoundTally, durationMs: number, dirtyPages: number, dirtyRate: number, limit: number): void {
-    this.write(encodeRoundEnd({ round, pagesSent: t.pages, pagesDirtied: dirtyPages, durationUs: Math.round(durationMs * 1000), bytes: t.bytes + ROUND_END_FRAME_BYTES }));
+    const own = this.ownTally ?? t; // with data streams, stream 0's ROUND_END counts its own share
+    this.write(encodeRoundEnd({ round, pagesSent: own.pages, pagesDirtied: dirtyPages, durationUs: Math.round(durationMs * 1000), bytes: own.bytes + ROUND_END_FRAME_BYTES }));
+    if (this.streams !== undefined) this.controlBytes += this.streams.roundEnd(round, dirtyPages, Math.round(durationMs * 1000));
     const bandwidth = (t.bytes * 1000) / durationMs;
     if (t.bytes >= MIN_BANDWIDTH_SAMPLE_BYTES) this.peakBandwidth = Math.max(this.peakBandwidth, bandwidth);
     this.smallSampleBandwidth = Math.max(this.smallSampleBandwidth, bandwidth);
@@ -1118,6 +1178,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
 
   private finish(status: MigrationStatus, err: MigrationError | undefined): MigrationReport {
     this.finished = true;
+    this.streams?.close();
     this.status = status;
     if (status === 'completed') this.stage = 'done';
     const sender = this.sender;
@@ -1135,7 +1196,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       ramBytes: this.vm.ram.bytes,
       bytesTransferred: this.bytesTransferred(),
       pagesTransferred: this.pagesTransferred(),
-      zeroPages: (sender?.totalZeroPages ?? 0) + this.pushTally.zeroPages,
+      zeroPages: (sender?.totalZeroPages ?? 0) + (this.streams?.totalZeroPages ?? 0) + this.pushTally.zeroPages,
       expectedDowntimeMs: round3(this.expectedMs),
       maxBandwidthBps: this.opts.maxBandwidthBps,
       downtimeLimitMs: this.opts.downtimeLimitMs,
@@ -1149,7 +1210,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (this.ramDigestMatch !== undefined) report.ramDigestMatch = this.ramDigestMatch;
     const xbzrle = this.encodings?.xbzrleReport();
     if (xbzrle !== undefined) report.xbzrle = xbzrle;
-    const compression = this.encodings?.compressionReport(sender?.compressionIn ?? 0, sender?.compressionOut ?? 0);
+    const compression = this.encodings?.compressionReport((sender?.compressionIn ?? 0) + (this.streams?.compressionIn ?? 0), (sender?.compressionOut ?? 0) + (this.streams?.compressionOut ?? 0));
     if (compression !== undefined) report.compression = compression;
     if (this.autoConverge !== undefined) report.autoConverge = { maxThrottlePercent: this.maxThrottlePercent };
     if (this.switched || this.ranMode !== 'precopy') report.postcopy = this.postcopyReport();

@@ -91,6 +91,17 @@ describe('encodings and auto-converge between two daemons', { skip, timeout: 900
     assert.equal((await tern(['vm', 'stop', 'xz', '--host', b.api])).code, 0);
   });
 
+  test('--streams 4: pages over four connections, digest matches', { timeout: 300_000 }, async () => {
+    await startMunch(a, 's4', 'wws=4M stride=64 rate=1M rss=2M');
+    const rep = await migrateOk('s4', a, b, ['--streams', '4', '--downtime-limit', '1ms', '--max-rounds', '4']);
+    assert.ok(rep.rounds >= 2, `rounds ${rep.rounds}`);
+    assert.equal(rep.pagesTransferred, rep.perRound.reduce((n, r) => n + r.pages, 0));
+    const bad = await tern(['migrate', 's4', '--from', b.api, '--to', a.api, '--streams', '17']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--streams/);
+    assert.equal((await tern(['vm', 'stop', 's4', '--host', b.api])).code, 0);
+  });
+
   test('--auto-converge: a guest dirtying faster than --max-bandwidth gets throttled, reported per round', { timeout: 300_000 }, async () => {
     // munch rewrites a 4 MiB wws as fast as it can; 4 MB/s cannot keep up.
     await startMunch(a, 'ac', 'wws=4M stride=4096 rss=1M');
