@@ -25,7 +25,7 @@ int main(void)
         vsock_poll(next > now ? next - now : 0);
         service_tend(&svc);
         service_accept(&svc, 0);
-        for (uint32_t i = 0; i < svc.nconns; i++) {
+        for (uint32_t i = 0; i < vsock_conn_limit(); i++) {
             if (!svc.open[i])
                 continue;
             while (vsock_recv((int)i, junk, sizeof junk) > 0)
@@ -60,7 +60,7 @@ int main(void)
         memcpy(line + n, num + k, sizeof num - k);
         n += sizeof num - k;
         line[n++] = '\n';
-        for (uint32_t i = 0; i < svc.nconns; i++)
+        for (uint32_t i = 0; i < vsock_conn_limit(); i++)
             if (svc.open[i] && vsock_writable((int)i) >= n)
                 vsock_send((int)i, line, n);
         vsock_flush();

@@ -148,6 +148,12 @@ uint32_t vsock_writable(int conn);          /* room in the send buffer (0 if it 
 uint32_t vsock_pending_tx(int conn);        /* bytes in the send buffer not yet sent */
 int vsock_eof(int conn);                    /* no more data will arrive */
 uint32_t vsock_max_conns(void);
+uint32_t vsock_conn_limit(void);            /* every connection id in use is below this */
+/* Nonzero (and cleared) if data arrived, data left the send buffer, or the state changed
+ * since the last call: an app that went as far as it could needs to look only then. */
+int vsock_take_events(int conn);
+/* The next connection id >= from with events (cleared), or -1: the same without a scan. */
+int vsock_next_event(int from);
 struct vsock_stats {
     uint32_t rx_packets, tx_packets, dropped, accepted, refused;
     uint32_t resets_sent, resets_received, transport_resets;
@@ -175,7 +181,8 @@ void service_ready(struct service *s);
 void service_tend(struct service *s);   /* the balloon's periodic work; call in the app's loop */
 void service_accept(struct service *s, void (*on_open)(int conn));
 void service_close(struct service *s, int conn);
-/* Forever: poll (up to 1 s), accept (on_open may be NULL), serve every open connection. */
+/* Forever: poll (up to 1 s), accept (on_open may be NULL), serve every open connection that
+ * has events (vsock_take_events): serve must go as far as it can each time. */
 __attribute__((noreturn)) void service_run(struct service *s, void (*on_open)(int conn), void (*serve)(int conn));
 
 /* ---- small helpers ---- */

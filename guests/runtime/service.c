@@ -81,9 +81,9 @@ void service_run(struct service *s, void (*on_open)(int conn), void (*serve)(int
         vsock_poll(wait);
         service_tend(s);
         service_accept(s, on_open);
-        for (uint32_t i = 0; i < s->nconns; i++)
-            if (s->open[i])
-                serve((int)i);
+        for (int c = vsock_next_event(0); c >= 0; c = vsock_next_event(c + 1))
+            if (s->open[c])
+                serve(c);
         vsock_flush();
     }
 }

@@ -56,6 +56,15 @@ static uint32_t *ev_bufs;
 static uint16_t tx_free[NQ], tx_nfree;
 static struct conn *conns;
 static uint32_t nconns, bufsize, next_seq;
+static uint32_t hi, npending;       /* one past the highest slot in use; unaccepted connections */
+/* One bit per connection: it has something to send (or is closing), so flushes look only at
+ * those; and it has news for the app (data, room, state), so apps look only at those. */
+#define BITMAP_WORDS (1024u / 32u)
+static uint32_t work_bits[BITMAP_WORDS], event_bits[BITMAP_WORDS];
+
+static inline uint32_t idx(const struct conn *c) { return (uint32_t)(c - conns); }
+static inline void mark_work(const struct conn *c) { work_bits[idx(c) >> 5] |= 1u << (idx(c) & 31); }
+static inline void mark_event(const struct conn *c) { event_bits[idx(c) >> 5] |= 1u << (idx(c) & 31); }
 static uint32_t listen_port[MAX_LISTEN], nlisten;
 static struct raw_rst raw_rsts[RAW_RSTS];
 static uint32_t nraw;
@@ -192,9 +201,15 @@ static int tx_ctrl(struct conn *c, uint32_t op, uint32_t flags)
 static void conn_free(struct conn *c)
 {
     uint8_t *rx = c->rx, *tx = c->tx;
+    if (c->state == C_PENDING)
+        npending--;
+    work_bits[idx(c) >> 5] &= ~(1u << (idx(c) & 31));
+    event_bits[idx(c) >> 5] &= ~(1u << (idx(c) & 31));
     memset(c, 0, sizeof *c);
     c->rx = rx;
     c->tx = tx;
+    while (hi && conns[hi - 1].state == C_FREE)   /* loops scan only up to the last slot in use */
+        hi--;
 }
 
 static uint32_t credit(const struct conn *c)
@@ -250,6 +265,7 @@ static void flush_conn(struct conn *c)
         c->tx_head = (c->tx_head + n) & (bufsize - 1);
         c->tx_len -= n;
         c->tx_cnt += n;
+        mark_event(c);
         fill_hdr(b, c->pcid_lo, c->pcid_hi, c->lport, c->pport, n, OP_RW, 0, bufsize, c->fwd_cnt);
         c->fwd_sent = c->fwd_cnt;
         c->pending &= (uint8_t)~P_CREDIT;           /* the header carries the credit */
@@ -269,6 +285,8 @@ static void flush_conn(struct conn *c)
     }
 }
 
+static void reset_conn(struct conn *c);
+
 static void flush_all(void)
 {
     while (nraw) {
@@ -279,9 +297,21 @@ static void flush_all(void)
         fill_hdr(b, r->cid_lo, r->cid_hi, r->src_port, r->dst_port, 0, OP_RST, 0, 0, 0);
         tx_put(b, 0);
     }
-    for (uint32_t i = 0; i < nconns; i++)
-        if (conns[i].state != C_FREE)
-            flush_conn(&conns[i]);
+    uint64_t now = 0;
+    for (uint32_t w = 0; w < BITMAP_WORDS && w * 32 < hi; w++) {
+        for (uint32_t bits = work_bits[w]; bits; bits &= bits - 1) {
+            struct conn *c = &conns[w * 32 + (uint32_t)__builtin_ctz(bits)];
+            if (c->state == C_CLOSING && !(c->pending & P_RST)) {
+                if (!now)
+                    now = time_now();
+                if (now >= c->deadline)
+                    reset_conn(c);  /* the peer never took our data or answered our SHUTDOWN */
+            }
+            flush_conn(c);
+            if (c->state != C_CLOSING && !c->pending && !c->tx_len)
+                work_bits[w] &= ~(1u << (idx(c) & 31));
+        }
+    }
     if (txed) {
         virtq_kick(txq);
         txed = 0;
@@ -304,7 +334,7 @@ static void raw_rst(const uint8_t *h)
 
 static struct conn *find(uint32_t lport, uint32_t pport, uint32_t plo, uint32_t phi)
 {
-    for (uint32_t i = 0; i < nconns; i++) {
+    for (uint32_t i = 0; i < hi; i++) {
         struct conn *c = &conns[i];
         if (c->state != C_FREE && c->lport == lport && c->pport == pport && c->pcid_lo == plo && c->pcid_hi == phi)
             return c;
@@ -316,6 +346,7 @@ static void reset_conn(struct conn *c)
 {
     /* we send RST: an unaccepted connection goes away, an accepted one waits for the app */
     c->pending = P_RST;
+    mark_work(c);
     if (c->state == C_OPEN)
         c->state = C_DEAD;
     stats.resets_sent++;
@@ -344,12 +375,16 @@ static void rx_packet(const uint8_t *h, uint32_t total)
             if (conns[i].state == C_FREE) { c = &conns[i]; break; }
         if (!c) { raw_rst(h); stats.refused++; return; }
         c->state = C_PENDING;
+        npending++;
+        if ((uint32_t)(c - conns) >= hi)
+            hi = (uint32_t)(c - conns) + 1;
         c->listener = (int8_t)l;
         c->seq = next_seq++;
         c->lport = lport; c->pport = pport; c->pcid_lo = plo; c->pcid_hi = phi;
         c->peer_buf_alloc = ld32(h + 36);
         c->peer_fwd_cnt = ld32(h + 40);
         c->pending = P_RESPONSE;
+        mark_work(c);
         stats.accepted++;
         return;
     }
@@ -361,6 +396,8 @@ static void rx_packet(const uint8_t *h, uint32_t total)
     c->peer_buf_alloc = ld32(h + 36);
     c->peer_fwd_cnt = ld32(h + 40);
     c->credit_req_sent = 0;
+    if (op != OP_RW)
+        mark_event(c);                              /* credit, shutdown or reset: look again */
     switch (op) {
     case OP_RW: {
         if ((c->peer_shut & SHUT_SEND) || c->state == C_DEAD || c->state == C_CLOSING) {
@@ -377,13 +414,17 @@ static void rx_packet(const uint8_t *h, uint32_t total)
         memcpy(c->rx + tail, h + HDR, first);
         memcpy(c->rx, h + HDR + first, len - first);
         c->rx_len += len;
+        mark_event(c);
         stats.rx_bytes += len;
         return;
     }
     case OP_CREDIT_UPDATE:
+        if (c->tx_len)
+            mark_work(c);                           /* more credit: send what waits */
         return;
     case OP_CREDIT_REQUEST:
         c->pending |= P_CREDIT;
+        mark_work(c);
         return;
     case OP_SHUTDOWN:
         c->peer_shut |= (uint8_t)(ld32(h + 32) & (SHUT_RCV | SHUT_SEND));
@@ -421,12 +462,13 @@ static int process(void)
     while (virtq_get(evq, &cookie, &n)) {
         uint32_t id = n >= 4 ? *(volatile uint32_t *)cookie : 0xffffffffu;
         if (id == 0) {                              /* TRANSPORT_RESET: connections are gone */
-            for (uint32_t i = 0; i < nconns; i++) {
+            for (uint32_t i = 0; i < hi; i++) {
                 if (conns[i].state == C_PENDING || conns[i].state == C_CLOSING)
                     conn_free(&conns[i]);
                 else if (conns[i].state != C_FREE) {
                     conns[i].state = C_DEAD;
                     conns[i].pending = 0;
+                    mark_event(&conns[i]);
                 }
             }
             nraw = 0;
@@ -440,16 +482,6 @@ static int process(void)
         virtq_kick(evq);
     /* sent packets count as work: send buffers emptied, so the app may go on writing */
     work += reap_tx() > 0;
-    uint64_t now = 0;
-    for (uint32_t i = 0; i < nconns; i++) {
-        struct conn *c = &conns[i];
-        if (c->state == C_CLOSING && !(c->pending & P_RST)) {
-            if (!now)
-                now = time_now();
-            if (now >= c->deadline)
-                reset_conn(c);      /* the peer never took our data or answered our SHUTDOWN */
-        }
-    }
     flush_all();
     return work + events;
 }
@@ -484,7 +516,9 @@ int vsock_listen(uint32_t port)
 int vsock_accept(int listener)
 {
     struct conn *best = 0;
-    for (uint32_t i = 0; i < nconns; i++) {
+    if (!npending)
+        return -1;
+    for (uint32_t i = 0; i < hi; i++) {
         struct conn *c = &conns[i];
         if (c->state == C_PENDING && c->listener == listener && !(c->pending & P_RST) &&
             (!best || (int32_t)(c->seq - best->seq) < 0))
@@ -493,6 +527,8 @@ int vsock_accept(int listener)
     if (!best)
         return -1;
     best->state = C_OPEN;
+    mark_event(best);
+    npending--;
     return (int)(best - conns);
 }
 
@@ -521,8 +557,10 @@ int vsock_recv(int id, void *buf, uint32_t n)
     c->rx_len -= n;
     c->fwd_cnt += n;
     /* tell the peer about the room once a quarter of the buffer, or all of it, is free again */
-    if (c->state == C_OPEN && (c->fwd_cnt - c->fwd_sent >= bufsize / 4 || (c->rx_len == 0 && c->fwd_cnt != c->fwd_sent)))
+    if (c->state == C_OPEN && (c->fwd_cnt - c->fwd_sent >= bufsize / 4 || (c->rx_len == 0 && c->fwd_cnt != c->fwd_sent))) {
         c->pending |= P_CREDIT;
+        mark_work(c);
+    }
     return (int)n;
 }
 
@@ -540,6 +578,8 @@ int vsock_send(int id, const void *buf, uint32_t n)
     memcpy(c->tx + tail, buf, first);
     memcpy(c->tx, (const uint8_t *)buf + first, n - first);
     c->tx_len += n;
+    if (n)
+        mark_work(c);
     return (int)n;
 }
 
@@ -568,6 +608,7 @@ int vsock_close(int id)
     } else {
         c->state = C_CLOSING;                       /* send what is buffered, then SHUTDOWN */
         c->deadline = time_now() + DRAIN_TIMEOUT;
+        mark_work(c);
     }
     flush_all();
     return 0;
@@ -598,3 +639,28 @@ uint32_t vsock_pending_tx(int id)
 }
 
 uint32_t vsock_max_conns(void) { return nconns; }
+uint32_t vsock_conn_limit(void) { return hi; }
+
+int vsock_take_events(int id)
+{
+    if (id < 0 || (uint32_t)id >= nconns)
+        return 0;
+    uint32_t m = 1u << (id & 31), e = event_bits[id >> 5] & m;
+    event_bits[id >> 5] &= ~m;
+    return e != 0;
+}
+
+int vsock_next_event(int from)
+{
+    for (uint32_t i = from < 0 ? 0 : (uint32_t)from; i < hi; i = (i | 31) + 1) {
+        uint32_t bits = event_bits[i >> 5] & (0xffffffffu << (i & 31));
+        if (bits) {
+            uint32_t id = (i & ~31u) + (uint32_t)__builtin_ctz(bits);
+            if (id >= hi)
+                return -1;
+            event_bits[id >> 5] &= ~(1u << (id & 31));
+            return (int)id;
+        }
+    }
+    return -1;
+}
