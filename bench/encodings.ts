@@ -2,8 +2,8 @@
 // share this event loop; the guest runs in its vCPU worker thread):
 //  1. XBZRLE: bytes to migrate a `munch` that rewrites a few bytes per page (stride=8), with
 //     and without --xbzrle, same settings (target: at least 2x fewer bytes);
-//  2. compression: ratio and round-1 throughput of lz4 and zstd against none, on a VM whose RAM
-//     is half text-like, half random (and on the same munch);
+//  2. compression and parallel streams: ratio and round-1 throughput of lz4 and zstd against
+//     none, over 1 and 4 streams, on a VM whose RAM is half text-like, half random;
 //  3. auto-converge: the throttle it reaches on a munch that dirties faster than the cap.
 //
 //   npx tsc -p . && node dist/bench/encodings.js [--json]
@@ -135,12 +135,19 @@ async function main(): Promise<void> {
   const staticVm = vmOf(undefined, ram, '');
   say(`compression: static ${ramBytes / MiB} MiB VM, half text-like pages, half random; unthrottled`);
   const crow: Record<string, unknown>[] = [];
-  for (const alg of [undefined, 'lz4', 'zstd'] as const) {
-    const rep = await run(staticVm, port, alg !== undefined ? { compression: alg } : {});
+  const variants: [string, Partial<MigrateOptions>][] = [
+    ['none', {}],
+    ['lz4', { compression: 'lz4' }],
+    ['zstd', { compression: 'zstd' }],
+    ['none, 4 streams', { streams: 4 }],
+    ['lz4, 4 streams', { compression: 'lz4', streams: 4 }],
+  ];
+  for (const [name, over] of variants) {
+    const rep = await run(staticVm, port, over);
     const r1 = rep.perRound[0]!;
-    const row = { compression: alg ?? 'none', bytes: rep.bytesTransferred, round1MBps: Math.round(r1.bandwidthBps / 1e6), round1RamMBps: Math.round((ramBytes / (r1.durationMs / 1000)) / 1e6), ratio: rep.compression?.ratio ?? 1, totalTimeMs: rep.totalTimeMs };
+    const row = { variant: name, bytes: rep.bytesTransferred, round1MBps: Math.round(r1.bandwidthBps / 1e6), round1RamMBps: Math.round((ramBytes / (r1.durationMs / 1000)) / 1e6), ratio: rep.compression?.ratio ?? 1, totalTimeMs: rep.totalTimeMs };
     crow.push(row);
-    say(`  ${(alg ?? 'none').padEnd(4)}: ${mb(rep.bytesTransferred)} on the wire, ratio ${row.ratio}, RAM sent at ${row.round1RamMBps} MB/s (${r1.durationMs.toFixed(0)} ms for round 1)`);
+    say(`  ${name.padEnd(15)}: ${mb(rep.bytesTransferred)} on the wire, ratio ${row.ratio}, RAM sent at ${row.round1RamMBps} MB/s (${r1.durationMs.toFixed(0)} ms for round 1)`);
   }
   out['compression'] = crow;
 
