@@ -227,4 +227,68 @@ result.scenarios = rows;
   };
 }
 
+// Post-copy (Hines & Gopalan) vs pre-copy vs hybrid on munch, and QEMU's post-copy (postcopy-ram,
+// switched after its first round, so QEMU's is a hybrid). Faults / WWS: network faults over the
+// pages the guest wrote at the destination while pages were still arriving.
+if (!process.argv.includes('--no-postcopy')) {
+  const POSTCOPY_SCENARIOS: { name: string; args: string }[] = [
+    { name: 'wws 16M, 32M/s', args: 'wws=16M rate=32M rss=8M' },
+    { name: 'wws 64M, 128M/s', args: 'wws=64M rate=128M rss=8M' },
+    { name: 'wws 96M, random', args: 'wws=96M rate=64M rss=8M' },
+  ];
+  const MODES: { label: string; args: string[] }[] = [
+    { label: 'pre-copy', args: ['--mode', 'precopy'] },
+    { label: 'post linear', args: ['--mode', 'postcopy', '--prepaging', 'linear'] },
+    { label: 'post bubble', args: ['--mode', 'postcopy', '--prepaging', 'bubbling'] },
+    { label: 'hybrid 1', args: ['--mode', 'hybrid', '--precopy-rounds', '1'] },
+  ];
+  const PC_COLS = ['', 'status', 'total', 'bytes', 'downtime', 'faults/WWS', 'fault p50/p99', 'req/push'];
+  const PC_W = [12, 10, 9, 11, 9, 17, 17, 13];
+  const pcLine = (cells: string[]): string => cells.map((c, i) => (i < 2 ? c.padEnd(PC_W[i]!) : c.padStart(PC_W[i]!))).join(' ');
+  log('');
+  log('post-copy vs pre-copy vs hybrid on munch (256M RAM, 1 Gbit/s), tern and QEMU post-copy:');
+  log('  ' + pcLine(PC_COLS));
+  const pcRows: Record<string, unknown>[] = [];
+  for (const sc of POSTCOPY_SCENARIOS) {
+    const pattern = sc.name.includes('random') ? 'random' : 'seq';
+    log(`${sc.name}: munch ${sc.args} pattern=${pattern}`);
+    const base = { ...munch(sc.args, GBIT, 3000), append: `${sc.args} pattern=${pattern} report=10ms rsscheck=64K idle=poll` };
+    for (const m of MODES) {
+      const o = await attempt('tern', `${sc.name} ${m.label}`, () => migrateOnTern({ ...base, ternArgs: m.args }));
+      if (!o.ok) {
+        log(`  ${m.label.padEnd(PC_W[0]!)} error: ${firstLine(o.error)}`);
+        pcRows.push({ scenario: sc.name, mode: m.label, error: o.error });
+        continue;
+      }
+      const r = o.result.report;
+      const pc = r?.postcopy;
+      const ram = r?.ramBytes ?? 0;
+      log('  ' + pcLine([
+        m.label,
+        o.result.status.slice(0, PC_W[1]!),
+        ms(o.result.totalTimeMs),
+        mib(o.result.bytesTransferred),
+        ms(o.result.downtimeMs),
+        pc === undefined ? '-' : `${pc.networkFaults}/${pc.writableWorkingSetPages} ${(pc.faultsPerWws * 100).toFixed(1)}%`,
+        pc === undefined ? '-' : `${ms(pc.faultLatencyMs.p50)}/${ms(pc.faultLatencyMs.p99)}`,
+        pc === undefined ? '-' : `${pc.pagesRequested}/${pc.pagesPushed}`,
+      ]));
+      if (o.result.gap.corrupt) log(`  ${''.padEnd(PC_W[0]!)} GUEST SAW CORRUPT MEMORY`);
+      pcRows.push({ scenario: sc.name, mode: m.label, ramBytes: ram, totalTimeMs: o.result.totalTimeMs, bytes: o.result.bytesTransferred, downtimeMs: o.result.downtimeMs, postcopy: pc, corrupt: o.result.gap.corrupt });
+    }
+    const q = await attempt('QEMU', `${sc.name} post-copy`, () => migrateOnQemu({ ...base, mode: 'postcopy' }));
+    if (!q.ok) {
+      log(`  ${'QEMU post'.padEnd(PC_W[0]!)} error: ${firstLine(q.error)}`);
+      pcRows.push({ scenario: sc.name, mode: 'QEMU post-copy', error: q.error });
+    } else {
+      const ramInfo = (q.result.raw.ram ?? {}) as Record<string, unknown>;
+      const reqs = typeof ramInfo['postcopy-requests'] === 'number' ? (ramInfo['postcopy-requests'] as number) : null;
+      log('  ' + pcLine(['QEMU post', q.result.status.slice(0, PC_W[1]!), ms(q.result.totalTimeMs), mib(q.result.bytesTransferred), ms(q.result.downtimeMs), reqs === null ? '-' : `${reqs} req`, '-', '-']));
+      pcRows.push({ scenario: sc.name, mode: 'QEMU post-copy', totalTimeMs: q.result.totalTimeMs, bytes: q.result.bytesTransferred, downtimeMs: q.result.downtimeMs, postcopyRequests: reqs, corrupt: q.result.gap.corrupt });
+    }
+  }
+  log('targets: faults <= 10% of the WWS with bubbling (Hines: 17-21%); post-copy bytes <= RAM in use.');
+  result.postcopy = pcRows;
+}
+
 if (json) process.stdout.write(JSON.stringify(result) + '\n');

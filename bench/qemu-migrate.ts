@@ -34,6 +34,8 @@ export interface MigrationOptions {
   timeoutMs?: number;
   /** How long to keep watching the destination's console after completion. Default 1 s. */
   tailMs?: number;
+  /** tern only: extra `tern migrate` arguments (--mode, --prepaging, --precopy-rounds). */
+  ternArgs?: string[];
 }
 
 /** The guest-visible pause, seen from outside through the console. */

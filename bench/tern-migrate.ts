@@ -131,7 +131,7 @@ export async function migrateOnTern(o: MigrationOptions): Promise<TernMigrationR
     await sleep(o.warmupMs);
 
     const args = ['migrate', vm, '--from', a.api, '--to', b.api, '--max-bandwidth', String(o.maxBandwidthBps), '--downtime-limit', `${o.downtimeLimitMs}ms`, '--max-rounds', String(o.maxRounds ?? 30), '--timeout', `${Math.ceil(timeoutMs / 1000)}s`, '--json'];
-    if (o.mode === 'postcopy') args.push('--postcopy');
+    args.push(...(o.ternArgs ?? (o.mode === 'postcopy' ? ['--mode', 'postcopy'] : [])));
     const startedAt = performance.now();
     const run = await cli(children, args, timeoutMs + 30_000);
     let report: MigrationReport | undefined;

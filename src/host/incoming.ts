@@ -48,7 +48,7 @@ export class IncomingVms implements DestinationHost {
     const claim: MemoryClaim = { name: vm.name, uuid, bytes: vm.ramBytes };
     const standby = Vcpu.start({ ram, name: vm.name, devices, start: { kind: 'standby' } });
     standby.catch(() => {}); // a failure surfaces in load()
-    const r: HostReservation = { ram, claim, standby };
+    const r: HostReservation = { ram, claim, standby, ready: standby.then(() => undefined) };
     this.host.claim(claim);
     this.held.add(r);
     this.reservedAt.set(uuid, new Date());

@@ -528,8 +528,14 @@ class IncomingSession {
       this.streamCount = h.streamCount;
       this.server.holdStreams(sessionId, this);
     }
-    this.send(encodeAccept({ version: PROTOCOL_VERSION, sessionId, capabilities: this.granted }));
-    this.log.info({ ramBytes: h.ramBytes, session: formatId(sessionId) }, 'incoming migration accepted, RAM reserved');
+    const accept = (): void => {
+      if (this.phase !== 'transfer') return; // failed or closed while waiting
+      this.send(encodeAccept({ version: PROTOCOL_VERSION, sessionId, capabilities: this.granted }));
+      this.log.info({ ramBytes: h.ramBytes, session: formatId(sessionId) }, 'incoming migration accepted, RAM reserved');
+    };
+    // Post-copy switches right after ACCEPT: the host's standby vCPU starts first, so its start-up is not downtime.
+    if (h.mode === 'postcopy' && r.ready !== undefined) void r.ready.then(accept, accept);
+    else accept();
   }
 
   // ---- parallel streams (migration-protocol.md §5.5) --------------------------------------------

@@ -97,6 +97,9 @@ export class PostcopyReceiver {
   private completeSeen = false;
   private writtenPages = 0;
   private stateBlob: Uint8Array | undefined;
+  private loadMs = 0;
+  /** vCPU fault reports seen (including pages that arrived before the request was needed). */
+  private faultsSeen = 0;
 
   constructor(private readonly o: PostcopyReceiverOptions, link: PostcopyLink) {
     this.link = link;
@@ -182,6 +185,7 @@ export class PostcopyReceiver {
     let prepared: PreparedVm;
     try {
       prepared = await o.host.load(o.vm, o.reservation, this.stateBlob!, { postcopy: true });
+      this.loadMs = performance.now() - this.stateAt;
       await prepared.setDirtyLogging?.(true);
     } catch (e) {
       this.log.warn({ err: errorText(e) }, 'post-copy: the machine state was refused; the VM never ran here');
@@ -198,7 +202,7 @@ export class PostcopyReceiver {
     this.switchoverUs = Math.round((performance.now() - this.stateAt) * 1000);
     this.state = this.link !== undefined ? 'running' : 'paused';
     this.link?.send(encodeActivated({ switchoverUs: this.switchoverUs }));
-    this.log.info({ switchoverMs: this.switchoverUs / 1000, missing: this.missing }, 'post-copy: the VM runs here; missing pages are fetched on demand');
+    this.log.info({ switchoverMs: this.switchoverUs / 1000, loadMs: Math.round(this.loadMs * 1000) / 1000, missing: this.missing }, 'post-copy: the VM runs here; missing pages are fetched on demand');
     o.onState(this, this.state);
     void this.faultLoop();
     this.maybeComplete();
@@ -254,6 +258,7 @@ export class PostcopyReceiver {
   }
 
   private onFault(page: number): void {
+    this.faultsSeen++;
     if (page < 0 || page >= this.ram.pageCount || this.ram.presence.isPresent(page)) return;
     if (this.requested[page] !== 0) return;
     this.requested[page] = 1;
@@ -293,7 +298,7 @@ export class PostcopyReceiver {
     link.send(encodeCommitted({ ramDigest: ours }));
     link.drop();
     this.link = undefined;
-    this.log.info({ networkFaults: this.networkFaults, writtenPages: this.writtenPages, latencyMs: lat }, 'post-copy complete: every page is here');
+    this.log.info({ networkFaults: this.networkFaults, faultsSeen: this.faultsSeen, writtenPages: this.writtenPages, latencyMs: lat }, 'post-copy complete: every page is here');
     this.o.onComplete(this, { downtimeMs: this.switchoverUs / 1000 });
   }
 

@@ -38,6 +38,8 @@ export interface IncomingVm extends VmIdentity {
 /** RAM reserved at the destination for one incoming migration. */
 export interface Reservation {
   readonly ram: GuestRam;
+  /** Resolves once the host can load a state at once (e.g. its standby vCPU thread has started). */
+  readonly ready?: Promise<void>;
 }
 
 export class RefusedError extends Error {
