@@ -179,7 +179,9 @@ log('');
 log('  ' + line(COLS));
 
 const rows: Record<string, unknown>[] = [];
-for (const s of scenarios) {
+/** `--postcopy-only`: just the post-copy table at the end (the pre-copy comparison takes minutes). */
+const postcopyOnly = process.argv.includes('--postcopy-only');
+for (const s of postcopyOnly ? [] : scenarios) {
   const tern = await attempt('tern', s.name, () => migrateOnTern(s.options));
   const qemu = await attempt('QEMU', s.name, () => migrateOnQemu(s.options));
   log(`${s.name}: ${s.about}`);
@@ -203,7 +205,7 @@ result.scenarios = rows;
 
 // Throughput: unlimited bandwidth. tern's round 1 rate is its page data on the wire per second
 // (every page once; the rss is incompressible); QEMU's figure is its own ram.mbps.
-{
+if (!postcopyOnly) {
   const s = throughputScenario;
   const tern = await attempt('tern', s.name, () => migrateOnTern(s.options));
   const qemu = await attempt('QEMU', s.name, () => migrateOnQemu(s.options));
