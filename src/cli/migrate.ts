@@ -371,6 +371,7 @@ export function progressLine(p: MigrationProgress, columns: number): string {
     `remaining ${formatBytes(p.remainingBytes)}`,
     `dirtying ${formatRate(p.dirtyRateBps)}`,
     `downtime ~${formatDuration(p.expectedDowntimeMs)}`,
+    ...(p.throttlePercent !== undefined && p.throttlePercent > 0 ? [`throttle ${p.throttlePercent}%`] : []),
     formatDuration(p.elapsedMs),
   ];
   const line = parts.join('  ');

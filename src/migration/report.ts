@@ -58,6 +58,8 @@ export interface MigrationProgress {
   /** Expected downtime if we switched over now: remaining bytes / bandwidth + state + round trip. */
   expectedDowntimeMs: number;
   elapsedMs: number;
+  /** Auto-converge: the vCPU throttle in force now, percent (QEMU's cpu-throttle-percentage). */
+  throttlePercent?: number;
 }
 
 export interface MigrationReport {

@@ -255,6 +255,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       dirtyRateBps: Math.round(this.dirtyRateBps),
       expectedDowntimeMs: Math.round(this.expectedMs * 1000) / 1000,
       elapsedMs: Math.round(performance.now() - this.t0),
+      ...(this.autoConverge !== undefined ? { throttlePercent: this.throttlePercent } : {}),
     };
   }
 
