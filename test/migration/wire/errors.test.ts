@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  PROTOCOL_MINOR,
   FrameReader,
   MAX_PAGES_PAYLOAD,
   PageBatchReader,
@@ -65,7 +66,7 @@ test('bad-magic', () => {
 });
 
 test('bad-version', () => {
-  const e = fails(() => decodeHello(hello({ major: 2 })), 'bad-version', 'HELLO', 'peer speaks tern migration protocol 2.0; this host speaks 1.0');
+  const e = fails(() => decodeHello(hello({ major: 2 })), 'bad-version', 'HELLO', `peer speaks tern migration protocol 2.0; this host speaks 1.${PROTOCOL_MINOR}`);
   assert.deepEqual(e.peerVersion, { major: 2, minor: 0 });
   fails(() => decodeRefuse(cat(le.ascii('TERNMIGR'), le.u16(0), le.u16(9), [5, 0], le.u16(0))), 'bad-version', 'REFUSE', '0.9');
 });

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  PROTOCOL_MINOR,
   FrameReader,
   FrameType,
   MAX_STATE_BYTES,
@@ -158,7 +159,7 @@ test('handshake: a peer of another major version is reported clearly', () => {
   const r = new FrameReader({ from: 'source' });
   const [f] = [...r.feed(hello)];
   assert.throws(() => decodeHello(f!.payload), (e: unknown) =>
-    e instanceof WireError && e.code === 'bad-version' && e.message.includes('peer speaks tern migration protocol 2.0; this host speaks 1.0') &&
+    e instanceof WireError && e.code === 'bad-version' && e.message.includes(`peer speaks tern migration protocol 2.0; this host speaks 1.${PROTOCOL_MINOR}`) &&
     e.peerVersion?.major === 2);
 });
 

@@ -3,6 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  PROTOCOL_MINOR,
   Capability,
   FrameType,
   PROTOCOL_VERSION,
@@ -70,7 +71,7 @@ test('HELLO: hand-made bytes match the documented layout', () => {
   const name = le.utf8('redis-1');
   const cfg = le.utf8(JSON.stringify(CONFIG));
   const payload = cat(
-    le.ascii('TERNMIGR'), le.u16(1), le.u16(0), // 0 magic, 8 major, 10 minor
+    le.ascii('TERNMIGR'), le.u16(1), le.u16(PROTOCOL_MINOR), // 0 magic, 8 major, 10 minor
     VM_ID, // 12 vm uuid
     le.fill(16, 0), // 28 session id (new session)
     [0, 0, 1, 0], // 44 mode precopy, 45 stream index, 46 stream count, 47 reserved
@@ -103,7 +104,7 @@ test('HELLO: unknown config keys survive; a UTF-8 name with a BOM round-trips', 
 });
 
 test('ACCEPT: hand-made bytes', () => {
-  const payload = cat(le.ascii('TERNMIGR'), le.u16(1), le.u16(0), SESSION_ID, le.u32(0x11));
+  const payload = cat(le.ascii('TERNMIGR'), le.u16(1), le.u16(PROTOCOL_MINOR), SESSION_ID, le.u32(0x11));
   assert.equal(payload.length, 32);
   const m = { version: PROTOCOL_VERSION, sessionId: SESSION_ID, capabilities: 0x11 };
   assert.deepEqual(encodeAccept(m), frame(0x02, payload));
@@ -112,7 +113,7 @@ test('ACCEPT: hand-made bytes', () => {
 
 test('REFUSE: hand-made bytes; reason codes 1..9', () => {
   const text = le.utf8('VM redis-1 already exists here');
-  const payload = cat(le.ascii('TERNMIGR'), le.u16(1), le.u16(0), [2, 0], le.u16(text.length), text);
+  const payload = cat(le.ascii('TERNMIGR'), le.u16(1), le.u16(PROTOCOL_MINOR), [2, 0], le.u16(text.length), text);
   const m = { version: PROTOCOL_VERSION, reason: 'exists' as const, text: 'VM redis-1 already exists here' };
   assert.deepEqual(encodeRefuse(m), frame(0x03, payload));
   assert.deepEqual(decodeRefuse(payload), { type: FrameType.Refuse, ...m });
