@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { TERN_VERSION } from '../host/version.js';
 import { CliError } from './client.js';
 import { registerDemo } from './demo.js';
+import { registerGateway } from './gateway.js';
 import { registerHost } from './host.js';
 import { registerMigrate } from './migrate.js';
 import { registerRun } from './run.js';
@@ -24,6 +25,7 @@ registerHost(program);
 registerVm(program);
 registerMigrate(program);
 registerDemo(program);
+registerGateway(program);
 
 /** Commands that serve until killed (daemons) say so by setting this flag. */
 function keepsRunning(): boolean {
@@ -32,7 +34,7 @@ function keepsRunning(): boolean {
 
 /** Errors that are the user's input, not a bug in tern: a clear message and exit code 2. */
 function isInputError(e: unknown): e is Error {
-  return e instanceof Error && ['UsageError', 'ImageError', 'RamSizeError', 'StateFormatError', 'FdtPlacementError'].includes(e.name);
+  return e instanceof Error && ['UsageError', 'TableError', 'ImageError', 'RamSizeError', 'StateFormatError', 'FdtPlacementError'].includes(e.name);
 }
 
 try {

@@ -7,6 +7,7 @@ import { DEFAULT_RAM_BYTES } from '../machine/memory/layout.js';
 import { ApiError, CliError, DEFAULT_HOST, TernClient } from './client.js';
 import { age, examples, keyValues, printJson, table } from './output.js';
 import { UsageError, formatBytes, formatDuration, parseSize } from './units.js';
+import { NetConfigError, checkExposures, normalizeGateway, parseExposure } from '../net/vm-network.js';
 
 interface HostOpts {
   host: string;
@@ -40,12 +41,16 @@ export function registerVm(program: Command): void {
     .option('-n, --name <name>', 'VM name, unique on the host (default: the image name without its extension)')
     .option('-m, --mem <size>', 'guest RAM: 256M, 1G, or a bare number of MiB as QEMU -m', `${DEFAULT_RAM_BYTES / 1024 / 1024}M`)
     .option('-a, --append <args>', 'kernel command line for /chosen/bootargs (QEMU -append)', '')
+    .option('--expose <HOSTPORT:VMPORT>', 'the gateway listens on TCP HOSTPORT and relays to the guest\'s vsock VMPORT (repeatable; needs --gateway)', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--gateway <addr>', 'the gateway (tern gateway serve) the host links to for this VM, host:port')
     .addHelpText('after', examples([
+      'tern vm start guests/images/kv.elf --host 127.0.0.1:7001 --name kv1 --expose 6379:6379 --gateway 127.0.0.1:7000',
       'tern vm start guests/images/verify.elf --host 127.0.0.1:7001 --name v1 --mem 256M --append "region=64M"',
       'tern vm start guests/images/hello.elf --json',
     ]))
-    .action(async (image: string, opts: HostOpts & { name?: string; mem: string; append: string }) => {
+    .action(async (image: string, opts: HostOpts & { name?: string; mem: string; append: string; expose: string[]; gateway?: string }) => {
       const memBytes = parseSize(opts.mem, '--mem', true);
+      const network = cliNetwork(opts.expose, opts.gateway);
       let bytes: Buffer;
       try {
         bytes = await readFile(image);
@@ -57,7 +62,7 @@ export function registerVm(program: Command): void {
       const client = new TernClient(opts.host);
       let info: VmInfo;
       try {
-        info = await client.createVm({ name, image: bytes.toString('base64'), imageName, memBytes, bootArgs: opts.append });
+        info = await client.createVm({ name, image: bytes.toString('base64'), imageName, memBytes, bootArgs: opts.append, ...network });
       } catch (e) {
         if (e instanceof ApiError && e.code === 'exists' && opts.name === undefined) {
           throw new ApiError(e.status, e.code, `${e.message}; choose another with --name`);
@@ -74,7 +79,8 @@ export function registerVm(program: Command): void {
       }
       if (opts.json !== true) {
         const state = info.status === 'exited' ? `; it has already powered off (exit code ${info.exitCode ?? '?'})` : '';
-        process.stdout.write(`Started VM ${info.name} on host ${info.host} (${client.address}): ${formatBytes(info.memBytes)} RAM, ${info.imageName}, uuid ${info.uuid}${state}\n`);
+        const net = info.network !== undefined ? `; gateway ${info.network.gateway ?? '-'}${info.network.expose.length > 0 ? `, exposes ${info.network.expose.join(', ')}` : ''}` : '';
+        process.stdout.write(`Started VM ${info.name} on host ${info.host} (${client.address}): ${formatBytes(info.memBytes)} RAM, ${info.imageName}, uuid ${info.uuid}${net}${state}\n`);
       }
     });
 
@@ -123,6 +129,10 @@ export function registerVm(program: Command): void {
       if (info.instructions !== undefined) pairs.push(['instructions', info.instructions.toLocaleString('en-US')]);
       if (info.guestTimeMs !== undefined) pairs.push(['guest time', formatDuration(info.guestTimeMs)]);
       pairs.push(['console', `${info.consoleBytes} bytes`]);
+      if (info.network !== undefined) {
+        const n = info.network;
+        pairs.push(['network', `gateway ${n.gateway ?? '-'} (${n.attached ? 'announced' : 'not announced'}${n.error !== undefined ? `: ${n.error}` : ''}), epoch ${n.epoch}, ${n.connections} connection${n.connections === 1 ? '' : 's'}${n.expose.length > 0 ? `, exposes ${n.expose.join(', ')}` : ''}`]);
+      }
       if (info.exitCode !== undefined) pairs.push(['exit code', String(info.exitCode)]);
       if (info.migration !== undefined) pairs.push(['migration', `${info.migration} (tern migrate status ${info.migration})`]);
       if (info.error !== undefined) pairs.push(['error', info.error]);
@@ -236,3 +246,19 @@ async function followConsole(first: TernClient, name: string, json: boolean): Pr
   }
 }
 
+
+/** --expose/--gateway checked here, so a typo is a usage error before anything is uploaded. */
+function cliNetwork(expose: readonly string[], gateway: string | undefined): { expose?: string[]; gateway?: string } {
+  try {
+    const exposures = expose.map((x) => parseExposure(x, '--expose'));
+    checkExposures(exposures);
+    if (gateway === undefined) {
+      if (exposures.length > 0) throw new UsageError('--expose needs --gateway (the gateway that listens on those ports)');
+      return {};
+    }
+    return { expose: exposures.map((x) => `${x.hostPort}:${x.vmPort}`), gateway: normalizeGateway(gateway) };
+  } catch (e) {
+    if (e instanceof NetConfigError) throw new UsageError(e.message.replace(/^gateway:/, '--gateway:'));
+    throw e;
+  }
+}

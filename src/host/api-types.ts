@@ -33,6 +33,23 @@ export interface VmInfo {
   guestTimeMs?: number;
   /** Bytes of console history held (GET /v1/vms/{name}/console). */
   consoleBytes: number;
+  /** Set when the VM has a gateway (docs/networking.md). */
+  network?: VmNetworkInfo;
+}
+
+export interface VmNetworkInfo {
+  /** The gateway's link address, host:port. */
+  gateway: string | null;
+  /** Exposed ports, "HOSTPORT:VMPORT" (HOSTPORT on the gateway, VMPORT the guest's vsock port). */
+  expose: string[];
+  /** Location epoch: 0 at boot, +1 at each migration. */
+  epoch: number;
+  /** The gateway has accepted this host's announcement of the VM. */
+  attached: boolean;
+  /** Client connections relayed to the guest. */
+  connections: number;
+  /** Why the gateway refused the VM, if it did. */
+  error?: string;
 }
 
 export interface HostInfo {
@@ -65,6 +82,10 @@ export interface CreateVmRequest {
   imageName: string;
   memBytes?: number;
   bootArgs?: string;
+  /** Ports the gateway exposes for the VM, "HOSTPORT:VMPORT"; needs `gateway`. */
+  expose?: string[];
+  /** The gateway's link address, host:port. */
+  gateway?: string;
 }
 
 export interface StartMigrationRequest {

@@ -13,6 +13,7 @@ import { MAX_IMAGE_BYTES, SMALL_BODY_LIMIT, VM_BODY_LIMIT, readJsonBody, sendFai
 import { VM_NAME_PATTERN } from './incoming.js';
 import type { Migrations } from './migrations.js';
 import { validate, type Schema } from './validate.js';
+import { newVmNetwork } from './vm-net-setup.js';
 import { DEFAULT_RAM_BYTES, MAX_RAM_BYTES, MIN_RAM_BYTES, PAGE_SIZE } from '../machine/memory/layout.js';
 
 /** What the API needs besides the host: its own addresses, for GET /v1/host. */
@@ -32,6 +33,8 @@ export const CREATE_VM: Schema = {
   imageName: { type: 'string', required: true, minLength: 1, maxLength: 255, pattern: /^[^/\\\0]+$/, patternHint: 'a file name without directories' },
   memBytes: { type: 'integer', min: MIN_RAM_BYTES, max: MAX_RAM_BYTES, multipleOf: PAGE_SIZE },
   bootArgs: { type: 'string', maxLength: 1024 },
+  expose: { type: 'array', maxItems: 64, itemPattern: /^\d{1,5}:\d{1,10}$/, itemHint: 'HOSTPORT:VMPORT, e.g. 6379:6379' },
+  gateway: { type: 'string', minLength: 1, maxLength: 300 },
 };
 
 export const START_MIGRATION: Schema = {
@@ -192,6 +195,7 @@ export class ManagementApi {
       imageName: body.imageName,
       memBytes: body.memBytes ?? DEFAULT_RAM_BYTES,
       bootArgs: body.bootArgs ?? '',
+      network: newVmNetwork(body),
     });
     sendJson(res, 201, await vm.info(this.host.name), { location: `/v1/vms/${encodeURIComponent(vm.name)}` });
   }

@@ -9,6 +9,7 @@ import { ApiFailure } from './errors.js';
 import { EventHub } from './events.js';
 import { HostedVm, formatUuid, newUuid, sha256Digest, type HostedVmConfig } from './hosted-vm.js';
 import { TERN_VERSION, API_VERSION } from './version.js';
+import { attachNetwork, type NewVmNetwork } from './vm-net-setup.js';
 
 export interface HostOptions {
   readonly name: string;
@@ -37,6 +38,8 @@ export interface NewVm {
   readonly imageName: string;
   readonly memBytes: number;
   readonly bootArgs: string;
+  /** Its gateway and exposed ports (docs/networking.md). */
+  readonly network?: NewVmNetwork;
 }
 
 /** RAM set aside for something not yet a VM here (an incoming migration). */
@@ -166,9 +169,12 @@ export class Host {
         devices: devices.map(deviceConfig),
         memBytes: spec.memBytes,
         imageName: spec.imageName,
+        // Travels in the migration's config so a destination can dial the gateway early.
+        ...(spec.network !== undefined ? { gateway: spec.network.gateway } : {}),
       };
       const vm = new HostedVm({ uuid: newUuid(), name: spec.name, config, vcpu, origin: 'boot' });
       this.adopt(vm);
+      if (spec.network !== undefined) attachNetwork(this, vm, { gateway: spec.network.gateway, exposures: spec.network.exposures, epoch: 0 });
       this.log.info({ vm: vm.name, uuid: formatUuid(vm.uuid), memBytes: spec.memBytes, image: spec.imageName, bootArgs: spec.bootArgs }, 'vm started');
       this.events.publish({ type: 'vm.created', vm: vm.name });
       return vm;

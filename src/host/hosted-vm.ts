@@ -7,6 +7,8 @@ import { VcpuState } from '../machine/vcpu/control.js';
 import type { Vcpu, VcpuError } from '../machine/vcpu/vcpu.js';
 import type { MigratableVm } from '../migration/vm-port.js';
 import type { MachineConfig } from '../migration/wire/messages.js';
+import type { VmNetwork } from '../net/vm-network.js';
+import { encodeEnvelope } from './vm-envelope.js';
 import type { VmInfo, VmStatus } from './api-types.js';
 
 /** The machine config a hosted VM carries across hosts: the wire's fields plus RAM size and image name. */
@@ -62,6 +64,8 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
   readonly since = new Date();
   /** The outgoing migration in progress, if any. */
   migrationId: string | undefined;
+  /** Its gateway, exposed ports and vsock connections (undefined: no gateway configured). */
+  network: VmNetwork | undefined;
   private userPaused = false;
   private crashError: VcpuError | undefined;
   private left: Departure | undefined;
@@ -100,11 +104,14 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
 
   // ---- MigratableVm (the engine's controls) ----
 
-  pause(): Promise<void> {
-    return this.vcpu.pause();
+  async pause(): Promise<void> {
+    await this.vcpu.pause();
+    // Stop relaying; what the guest sent and what it has not yet received go into the state.
+    this.network?.freeze();
   }
 
   resume(): void {
+    this.network?.thaw();
     // A VM the user paused stays paused whatever the engine does.
     if (!this.userPaused) this.vcpu.resume();
   }
@@ -117,8 +124,10 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     return this.vcpu.setDirtyLogging(on);
   }
 
-  saveState(): Promise<Uint8Array> {
-    return this.vcpu.saveState();
+  /** The host-level envelope: machine state + network section (src/host/vm-envelope.ts). */
+  async saveState(): Promise<Uint8Array> {
+    const machine = await this.vcpu.saveState();
+    return encodeEnvelope(machine, this.network?.saveState());
   }
 
   // ---- what users do ----
@@ -143,6 +152,9 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
   async stop(departure: Departure): Promise<void> {
     if (this.left !== undefined) return;
     this.left = departure;
+    // Deleted: the gateway stops exposing it; migrated: the destination announces it; shutdown: the link closes.
+    if (departure.why === 'deleted') this.network?.withdraw();
+    else this.network?.dispose();
     try {
       await this.vcpu.stop();
     } finally {
@@ -172,6 +184,7 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     if (this.vcpu.exited !== undefined) info.exitCode = this.vcpu.exited;
     if (this.crashError !== undefined) info.error = this.crashError.message;
     if (this.migrationId !== undefined) info.migration = this.migrationId;
+    if (this.network !== undefined) info.network = this.network.describe();
     if (this.left === undefined && this.crashError === undefined) {
       let timer: NodeJS.Timeout | undefined;
       const stats = await Promise.race([

@@ -4,6 +4,8 @@ import { DeviceConfigError, parseDeviceSpecs, type VirtioDeviceSpec } from '../m
 import { RefusedError, type DestinationHost, type IncomingVm, type PreparedVm, type Reservation } from '../migration/vm-port.js';
 import type { JsonValue } from '../migration/wire/messages.js';
 import { HOST_DEVICE_KINDS, type Host, type MemoryClaim } from './host.js';
+import { decodeEnvelope } from './vm-envelope.js';
+import { arrivedNetwork, attachNetwork, preconnect } from './vm-net-setup.js';
 import { HostedVm, formatUuid, type HostedVmConfig } from './hosted-vm.js';
 
 /** This host's reservation for one incoming VM: the RAM, and the claim on the memory budget. */
@@ -45,6 +47,7 @@ export class IncomingVms implements DestinationHost {
     } catch (e) {
       throw new RefusedError('too-big', `host ${this.host.name} cannot allocate ${vm.ramBytes} bytes of guest RAM: ${(e as Error).message}`);
     }
+    preconnect(this.host, vm.config['gateway']);
     const claim: MemoryClaim = { name: vm.name, uuid, bytes: vm.ramBytes };
     const standby = Vcpu.start({ ram, name: vm.name, devices, start: { kind: 'standby' } });
     standby.catch(() => {}); // a failure surfaces in load()
@@ -59,8 +62,12 @@ export class IncomingVms implements DestinationHost {
   async load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts: { readonly postcopy: boolean }): Promise<PreparedVm> {
     const r = this.own(reservation);
     const vcpu = await r.standby;
+    // The host-level envelope: machine state + the VM's network section (vm-envelope.ts).
+    let net: ReturnType<typeof arrivedNetwork> | undefined;
     try {
-      await vcpu.restore(state);
+      const parts = decodeEnvelope(state);
+      if (parts.network !== undefined) net = arrivedNetwork(parts.network);
+      await vcpu.restore(parts.machine);
     } catch (e) {
       await vcpu.stop();
       throw e;
@@ -74,6 +81,15 @@ export class IncomingVms implements DestinationHost {
         this.drop(r);
         const hosted = new HostedVm({ uuid: vm.uuid, name: vm.name, config, vcpu, origin: 'migration' });
         this.host.adopt(hosted);
+        // Before the guest runs: the packets it had not yet received go back into its ring; then
+        // the new location is announced to the gateway (the role of Xen's unsolicited ARP).
+        if (net !== undefined) {
+          try {
+            attachNetwork(this.host, hosted, net.config, net.endpoint);
+          } catch (e) {
+            this.host.log.error({ vm: vm.name, err: (e as Error).message }, 'incoming migration: the VM network could not be restored; its connections are lost');
+          }
+        }
         vcpu.resume();
         this.host.log.info({ vm: vm.name }, 'incoming migration: VM activated');
       },

@@ -7,7 +7,8 @@ import { ApiFailure } from './errors.js';
 export type FieldRule =
   | { readonly type: 'string'; readonly required?: boolean; readonly minLength?: number; readonly maxLength?: number; readonly pattern?: RegExp; readonly patternHint?: string }
   | { readonly type: 'integer'; readonly required?: boolean; readonly min?: number; readonly max?: number; readonly multipleOf?: number }
-  | { readonly type: 'boolean'; readonly required?: boolean };
+  | { readonly type: 'boolean'; readonly required?: boolean }
+  | { readonly type: 'array'; readonly required?: boolean; readonly maxItems: number; readonly itemPattern: RegExp; readonly itemHint: string };
 
 export type Schema = Readonly<Record<string, FieldRule>>;
 
@@ -50,6 +51,15 @@ export function validate<T>(body: unknown, schema: Schema, what: string): T {
         break;
       case 'boolean':
         if (typeof v !== 'boolean') throw ApiFailure.badRequest(`${what}: '${key}' must be true or false, not ${describe(v)}`);
+        break;
+      case 'array':
+        // An array of strings, each matching itemPattern.
+        if (!Array.isArray(v)) throw ApiFailure.badRequest(`${what}: '${key}' must be an array of strings, not ${describe(v)}`);
+        if (v.length > rule.maxItems) throw ApiFailure.badRequest(`${what}: '${key}' has ${v.length} items; at most ${rule.maxItems}`);
+        v.forEach((item: unknown, i: number) => {
+          if (typeof item !== 'string') throw ApiFailure.badRequest(`${what}: '${key}[${i}]' must be a string, not ${describe(item)}`);
+          if (!rule.itemPattern.test(item)) throw ApiFailure.badRequest(`${what}: '${key}[${i}]' ${JSON.stringify(item.length > 80 ? item.slice(0, 80) + '…' : item)} is not valid (${rule.itemHint})`);
+        });
         break;
     }
   }
