@@ -72,6 +72,7 @@ export class Migrations {
     if (host.shuttingDown) throw new ApiFailure(503, 'shutting-down', `host ${host.name} is shutting down`);
     if (req.resume === true) return this.resume(req);
     if (req.xbzrleCacheBytes !== undefined && req.xbzrle !== true) throw ApiFailure.badRequest("start migration: 'xbzrleCacheBytes' needs 'xbzrle': true");
+    if ((req.streams ?? 1) > 1 && (req.mode ?? 'precopy') !== 'precopy') throw ApiFailure.badRequest(`start migration: 'streams' > 1 is for pre-copy only, not ${req.mode ?? 'precopy'}`);
     this.checkMigratable(host.get(req.vm));
     let to: HostPort;
     try {

@@ -777,10 +777,9 @@ class IncomingSession {
     this.closeWith(encodeActivated({ switchoverUs }));
     this.phase = 'done';
     this.cleanedUp = true;
-    if (this.streamCount > 1 && this.sessionId !== undefined) {
-      this.server.dropStreams(this.sessionId, this);
-      for (const s of this.streams) s?.closeStream();
-    }
+    // The data streams stay open: the source closes them once it has read COMMITTED on stream 0
+    // (closing them here could reach the source first and look like a failure).
+    if (this.streamCount > 1 && this.sessionId !== undefined) this.server.dropStreams(this.sessionId, this);
     this.log.info({ switchoverMs: switchoverUs / 1000, pages: this.pagesReceived, rounds: this.lastRoundEnded }, 'incoming migration activated: the VM runs here');
     this.server.report('activated', vm, { downtimeMs: switchoverUs / 1000, migrationId: this.migrationId });
   }

@@ -339,7 +339,10 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       this.streams = new DataStreams({
         host, port, count: n, sessionId: m.sessionId, hello: this.hello!, ram: this.vm.ram, zeroPages: this.zeroGranted, encodings: this.encodings.encodings,
         guard: (p) => this.guard(p),
-        onFail: (e) => this.fail(this.lost(e.message)),
+        // After COMPLETE only stream 0 matters: the destination may close data streams as it activates.
+        onFail: (e) => {
+          if (!this.completeSent) this.fail(this.lost(e.message));
+        },
       });
       await this.streams.open();
       this.log.info({ streams: n }, 'migration: data streams joined');
