@@ -1,0 +1,273 @@
+// End to end through real processes: a gateway, host daemons, the kv/http guest images and real
+// clients (redis-benchmark, redis-cli, curl, wrk). Connections survive migrations exactly; a
+// failed migration leaves them on the source; a restarted gateway keeps its table; a vanished
+// host has its clients reset.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { killAll, sleep, startDaemon, tern, ternJson, waitFor, type Daemon } from '../host/helpers.js';
+import { background, connectRetry, freePort, killGateways, resp, run, startGateway, type GatewayProc } from './helpers.js';
+
+const IMAGES = fileURLToPath(new URL('../../../guests/images/', import.meta.url));
+const KV = join(IMAGES, 'kv.elf');
+const HTTP = join(IMAGES, 'http.elf');
+
+let gw: GatewayProc;
+let a: Daemon;
+let b: Daemon;
+
+before(async () => {
+  gw = await startGateway();
+  [a, b] = await Promise.all([startDaemon('a'), startDaemon('b')]);
+});
+
+after(() => {
+  killGateways();
+  killAll();
+});
+
+async function startVm(host: Daemon, image: string, name: string, expose: string): Promise<void> {
+  const r = await tern(['vm', 'start', image, '--host', host.api, '--name', name, '--expose', expose, '--gateway', gw.listen, '--mem', '32M']);
+  assert.equal(r.code, 0, r.stderr);
+}
+
+async function migrate(name: string, from: Daemon, to: Daemon, extra: string[] = []): Promise<{ status: string; downtimeMs: number }> {
+  const r = await ternJson<{ status: string; downtimeMs: number; error?: { message: string } }>(['migrate', name, '--from', from.api, '--to', to.api, ...extra], 120_000);
+  assert.equal(r.value.status, 'completed', `migration of ${name}: ${r.value.error?.message ?? r.stderr}`);
+  return r.value;
+}
+
+async function redisCli(port: number, ...args: string[]): Promise<string> {
+  const r = await run('redis-cli', ['-p', String(port), ...args], 20_000);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout.trim();
+}
+
+/**
+ * A pipelined RESP stream with known bytes both ways: SET k<i> v<i>, GET k<i>; every reply byte
+ * is checked against what the server must answer, in order.
+ */
+class ExactStream {
+  sent = 0;
+  verified = 0;
+  error: string | undefined;
+  private expected = '';
+  private got = '';
+  private i = 0;
+  private stopped = false;
+  closed = false;
+
+  constructor(private readonly sock: Socket, private readonly prefix: string) {
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => this.onData(d));
+    sock.on('error', (e) => (this.error ??= `socket error: ${e.message}`));
+    sock.on('close', () => {
+      this.closed = true;
+      if (!this.stopped) this.error ??= 'connection closed';
+    });
+    this.pump();
+  }
+
+  private value(i: number): string {
+    // 1..3000 bytes of content that depends on i, so a byte out of place shows.
+    const len = 1 + ((i * 7919) % 3000);
+    let s = '';
+    while (s.length < len) s += `${i}:${s.length};`;
+    return s.slice(0, len);
+  }
+
+  private pump(): void {
+    if (this.stopped || this.error !== undefined) return;
+    // Keep about 64 KiB of replies outstanding.
+    let out = '';
+    while (this.expected.length - this.got.length < 64 * 1024 && out.length < 64 * 1024) {
+      // A bounded key space: the guest's memory holds the last 256 values.
+      const k = `${this.prefix}${this.i % 256}`;
+      const v = this.value(this.i);
+      out += resp('SET', k, v) + resp('GET', k);
+      this.expected += '+OK\r\n' + `$${v.length}\r\n${v}\r\n`;
+      this.i++;
+    }
+    if (out.length > 0) {
+      this.sent += out.length;
+      this.sock.write(out, 'latin1');
+    }
+  }
+
+  private onData(d: string): void {
+    this.got += d;
+    const n = Math.min(this.got.length, this.expected.length);
+    if (this.got.slice(0, n) !== this.expected.slice(0, n)) {
+      let at = 0;
+      while (at < n && this.got[at] === this.expected[at]) at++;
+      this.error ??= `reply byte ${this.verified + at} differs: got ${JSON.stringify(this.got.slice(at, at + 40))}, expected ${JSON.stringify(this.expected.slice(at, at + 40))}`;
+      return;
+    }
+    if (this.got.length > this.expected.length) {
+      this.error ??= 'more reply bytes than requests';
+      return;
+    }
+    this.verified += n;
+    this.got = this.got.slice(n);
+    this.expected = this.expected.slice(n);
+    if (this.expected.length < 32 * 1024) this.pump();
+  }
+
+  /** Waits until the stream has moved on by `bytes` more verified bytes. */
+  async progress(bytes: number, timeoutMs = 20_000): Promise<void> {
+    const target = this.verified + bytes;
+    const ok = await waitFor(() => this.verified >= target || this.error !== undefined, timeoutMs);
+    assert.equal(this.error, undefined);
+    assert.ok(ok, `stream stalled at ${this.verified} verified bytes`);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.sock.destroy();
+  }
+}
+
+test('kv through the gateway: redis-benchmark and an exact pipelined stream across 10 migrations back and forth', { timeout: 600_000 }, async () => {
+  const port = await freePort();
+  await startVm(a, KV, 'kv1', `${port}:6379`);
+  const stream = new ExactStream(await connectRetry(port), 'x');
+  await stream.progress(100_000);
+  const bench = background('redis-benchmark', ['-p', String(port), '-t', 'set,get', '-n', '100000000', '-c', '10', '-q'], 300_000);
+  await sleep(500);
+  const downtimes: number[] = [];
+  let from = a;
+  let to = b;
+  for (let m = 0; m < 10; m++) {
+    assert.equal(await redisCli(port, 'set', `before${m}`, `value-${m}`), 'OK');
+    const r = await migrate('kv1', from, to);
+    assert.equal(r.status, 'completed');
+    downtimes.push(r.downtimeMs);
+    for (let k = 0; k <= m; k++) assert.equal(await redisCli(port, 'get', `before${k}`), `value-${k}`, `key before${k} after migration ${m + 1}`);
+    await stream.progress(20_000);
+    [from, to] = [to, from];
+  }
+  await stream.progress(50_000);
+  stream.stop();
+  bench.kill();
+  const res = await bench.done;
+  const text = (res.stdout + res.stderr).replaceAll('\r', '\n');
+  assert.doesNotMatch(text, /error|reset|refused|closed/i, text.slice(-2000));
+  assert.ok(stream.verified > 500_000, `verified ${stream.verified} bytes`);
+  const lines = gw.lines().filter((l) => l['event'] === 'vm-moved' && l['vm'] === 'kv1');
+  assert.equal(lines.length, 10);
+  for (const l of lines) assert.equal(l['lost'], 0);
+  await tern(['vm', 'stop', 'kv1', '--host', from.api]);
+});
+
+test('destination killed mid-migration: connections stay up on the source', { timeout: 300_000 }, async () => {
+  const port = await freePort();
+  const c = await startDaemon('c');
+  await startVm(a, KV, 'kv2', `${port}:6379`);
+  const stream = new ExactStream(await connectRetry(port), 'y');
+  await stream.progress(50_000);
+  // Slow enough that the kill lands during pre-copy.
+  const mig = ternJson<{ status: string }>(['migrate', 'kv2', '--from', a.api, '--to', c.api, '--max-bandwidth', '2Mbit'], 120_000);
+  await sleep(800);
+  process.kill(c.pid, 'SIGKILL');
+  const r = await mig;
+  assert.notEqual(r.value.status, 'completed');
+  await stream.progress(100_000);
+  assert.equal(await redisCli(port, 'ping'), 'PONG');
+  const info = await ternJson<{ host: string; status: string }>(['vm', 'inspect', 'kv2', '--host', a.api]);
+  assert.equal(info.value.status, 'running');
+  stream.stop();
+  await tern(['vm', 'stop', 'kv2', '--host', a.api]);
+});
+
+test('a restarted gateway keeps its table: the port listens again and the host relinks', { timeout: 120_000 }, async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tern-gw-'));
+  const state = join(dir, 'gateway.json');
+  const listen = `127.0.0.1:${await freePort()}`;
+  const g1 = await startGateway(['--state', state], listen);
+  const port = await freePort();
+  const r = await tern(['vm', 'start', KV, '--host', a.api, '--name', 'kv3', '--expose', `${port}:6379`, '--gateway', g1.listen, '--mem', '32M']);
+  assert.equal(r.code, 0, r.stderr);
+  const s = await connectRetry(port);
+  const closed = new Promise<string>((res) => {
+    s.on('error', (e: NodeJS.ErrnoException) => res(e.code ?? e.message));
+    s.on('close', () => res('closed'));
+  });
+  assert.equal(await redisCli(port, 'set', 'k', 'v'), 'OK');
+  await waitFor(() => existsSync(state), 5000);
+  const table = JSON.parse(readFileSync(state, 'utf8')) as { version: number; vms: { name: string; exposures: { hostPort: number; vmPort: number }[] }[] };
+  assert.equal(table.version, 1);
+  assert.deepEqual(table.vms.map((v) => [v.name, v.exposures]), [['kv3', [{ hostPort: port, vmPort: 6379 }]]]);
+  process.kill(g1.pid, 'SIGKILL');
+  await g1.exited;
+  // The client's connection went with the gateway process.
+  assert.match(await closed, /ECONNRESET|closed/);
+  const g2 = await startGateway(['--state', state], listen);
+  // The port is back before the host relinks; the connection waits for the VM.
+  const pong = await waitFor(async () => (await run('redis-cli', ['-p', String(port), 'get', 'k'], 15_000)).stdout.trim() === 'v', 15_000, 200);
+  assert.ok(pong, 'the key is served through the restarted gateway');
+  assert.ok(g2.lines().some((l) => l['event'] === 'vm-attached' && l['vm'] === 'kv3'));
+  await tern(['vm', 'stop', 'kv3', '--host', a.api]);
+  // Withdrawn: the table forgets it.
+  const gone = await waitFor(() => (JSON.parse(readFileSync(state, 'utf8')) as { vms: unknown[] }).vms.length === 0, 5000);
+  assert.ok(gone);
+  process.kill(g2.pid, 'SIGKILL');
+});
+
+test('http guest: curl and wrk through the gateway, with a migration during wrk', { timeout: 180_000 }, async () => {
+  const port = await freePort();
+  await startVm(a, HTTP, 'web', `${port}:80`);
+  await connectRetry(port).then((s) => s.destroy());
+  const page = await run('curl', ['-s', '-i', `http://127.0.0.1:${port}/`], 20_000);
+  assert.equal(page.code, 0, page.stderr);
+  assert.match(page.stdout, /^HTTP\/1\.1 200/);
+  const wrk = background('wrk', ['-c', '16', '-t', '2', '-d', '6s', `http://127.0.0.1:${port}/`], 60_000);
+  await sleep(2000);
+  const m = await migrate('web', a, b);
+  assert.equal(m.status, 'completed');
+  const res = await wrk.done;
+  assert.equal(res.code, 0, res.stderr);
+  assert.match(res.stdout, /Requests\/sec/);
+  assert.doesNotMatch(res.stdout, /Socket errors|Non-2xx/, res.stdout);
+  const after = await run('curl', ['-s', `http://127.0.0.1:${port}/count`], 20_000);
+  assert.equal(after.code, 0);
+  await tern(['vm', 'stop', 'web', '--host', b.api]);
+});
+
+test('a host that vanishes has its clients reset, not left hanging', { timeout: 120_000 }, async () => {
+  const d = await startDaemon('d');
+  const port = await freePort();
+  await startVm(d, KV, 'kv4', `${port}:6379`);
+  const s = await connectRetry(port);
+  s.setEncoding('latin1');
+  let got = '';
+  s.on('data', (x: string) => (got += x));
+  s.write(resp('PING'));
+  assert.ok(await waitFor(() => got === '+PONG\r\n', 10_000));
+  const ended = new Promise<string>((res) => {
+    s.on('error', (e: NodeJS.ErrnoException) => res(e.code ?? e.message));
+    s.on('close', () => res('closed without error'));
+  });
+  process.kill(d.pid, 'SIGKILL');
+  const how = await Promise.race([ended, sleep(10_000).then(() => 'still open after 10 s')]);
+  assert.equal(how, 'ECONNRESET');
+  assert.ok(await waitFor(() => gw.lines().some((l) => l['event'] === 'host-lost' && l['host'] === 'd'), 5000));
+});
+
+test('bad API input: expose without gateway, a bad port, a duplicate port', async () => {
+  const bad = [
+    [['--expose', '6379:6379'], /needs --gateway/],
+    [['--expose', '70000:1', '--gateway', gw.listen], /outside 1\.\.65535/],
+    [['--expose', 'x', '--gateway', gw.listen], /HOSTPORT:VMPORT/],
+    [['--expose', '1000:1', '--expose', '1000:2', '--gateway', gw.listen], /given twice/],
+    [['--gateway', 'nohostport'], /--gateway/],
+  ] as const;
+  for (const [args, re] of bad) {
+    const r = await tern(['vm', 'start', KV, '--host', a.api, '--name', 'bad', ...args]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, re);
+  }
+});
