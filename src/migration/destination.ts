@@ -378,6 +378,8 @@ class IncomingSession {
   }
 
   private onGone(why: string): void {
+    // Hybrid: DISCARD came but no STATE: the source still has the VM; fail as before the switch.
+    if (this.postcopy !== undefined && !this.postcopy.switched) this.dropPostcopy();
     if (this.postcopy !== undefined) {
       this.phase = 'done';
       this.cleanedUp = true;
@@ -445,7 +447,7 @@ class IncomingSession {
         }
         if (this.postcopy !== undefined) {
           if (this.postcopy.state !== 'switching') return this.onGone(`the source aborted (${m.reason}): ${m.text}`);
-          this.postcopy = undefined; // the VM has not run here: the session fails as before the switch
+          this.dropPostcopy(); // the VM has not run here: the session fails as before the switch
         }
         this.fail(new Error(`the source aborted the migration (${m.reason}): ${m.text}`), undefined);
         return;
@@ -614,6 +616,11 @@ class IncomingSession {
     this.postcopy = r;
     this.server.holdPostcopy(r);
     if (f.type === FrameType.State) r.onFrame(f, this.link);
+  }
+
+  private dropPostcopy(): void {
+    if (this.postcopy !== undefined) this.server.postcopyState(this.postcopy, 'complete');
+    this.postcopy = undefined;
   }
 
   /** HELLO with a session id: a source resuming a post-copy whose connection broke. */

@@ -122,6 +122,11 @@ export class PostcopyReceiver {
     return this.o.migrationId;
   }
 
+  /** STATE has arrived: the VM is (being) loaded here and the source will not resume it. */
+  get switched(): boolean {
+    return this.stateAt !== 0;
+  }
+
   /** Pages still absent. */
   get missing(): number {
     return this.ram.presence.absent;

@@ -6,7 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import type { MigrationInfo } from '../../src/host/api-types.js';
 import type { MigrationReport } from '../../src/migration/report.js';
 import { imagePath } from '../helpers/images.js';
-import { HAS_ENGINE, count, http, killAll, sleep, startDaemon, tern, ternJson, waitFor, type Daemon } from '../host/helpers.js';
+import { HAS_ENGINE, count, http, killAll, sleep, startDaemon, tern, ternBackground, ternJson, waitFor, type Daemon } from '../host/helpers.js';
 
 const VERIFY = imagePath('verify');
 const MUNCH = imagePath('munch');
@@ -199,9 +199,14 @@ describe('post-copy and hybrid between two daemons', { skip, timeout: 900_000 },
     const start = await tern(['vm', 'start', MUNCH, '--host', c.api, '--name', 'doomed', '--mem', '64M', '--append', 'wws=8M pattern=seq rate=2M rss=24M report=200ms']);
     assert.equal(start.code, 0, start.stderr);
     await waitFor(async () => munchLines(await consoleOf(c, 'doomed')).length >= 1, 20_000, 100);
-    const r = await ternJson<{ id: string }>(['migrate', 'doomed', '--from', c.api, '--to', b.api, '--mode', 'postcopy', '--max-bandwidth', '8MB/s', '--detach']);
-    assert.equal(r.code, 0, r.stderr);
-    await waitFor(async () => (await migration(c, r.value.id)).status === 'postcopy-active', 30_000, 20);
+    // The `tern migrate` that started it keeps following the source.
+    const following = ternBackground(['migrate', 'doomed', '--from', c.api, '--to', b.api, '--mode', 'postcopy', '--max-bandwidth', '8MB/s', '--json'], 120_000);
+    const id = await waitFor(async () => {
+      const l = (await http(c.api, 'GET', '/v1/migrations')).json<{ migrations: MigrationInfo[] }>().migrations;
+      return l.find((m) => m.vm === 'doomed' && m.direction === 'outgoing')?.id;
+    }, 20_000, 20);
+    assert.ok(id !== undefined);
+    await waitFor(async () => (await migration(c, id)).status === 'postcopy-active', 30_000, 20);
     process.kill(c.pid, 'SIGKILL');
     await c.exited;
     const inc = await waitFor(async () => {
@@ -214,5 +219,11 @@ describe('post-copy and hybrid between two daemons', { skip, timeout: 900_000 },
     assert.equal(res.value.status, 'lost');
     assert.match(res.value.error!.message, /lacks \d+ pages .* VM is lost/);
     assert.equal(res.value.error!.stage, 'postcopy');
+    // The follower, once the source stops answering, asks the destination and says the same.
+    const f = await following.result;
+    assert.equal(f.code, 1, f.stderr);
+    const rep = JSON.parse(f.stdout) as MigrationReport;
+    assert.equal(rep.status, 'lost');
+    assert.equal(rep.id, id);
   });
 });
