@@ -139,6 +139,21 @@ describe('post-copy and hybrid between two daemons', { skip, timeout: 900_000 },
       [from, to] = [to, from];
     }
     assert.ok(faults > 0, 'a guest touching random pages right after the switch takes network faults');
+    // Hybrid: one pre-copy round, then the pages dirtied since go by post-copy.
+    for (let i = 0; i < 2; i++) {
+      const before = munchLines(await consoleOf(from, 'storm')).length;
+      const rep = await migrateJson(['storm', '--from', from.api, '--to', to.api, '--mode', 'hybrid', '--precopy-rounds', '1', '--verify']);
+      assert.equal(rep.mode, 'hybrid');
+      assert.equal(rep.ramDigestMatch, true);
+      assert.equal(rep.postcopy!.precopyRounds, 1);
+      assert.ok(rep.postcopy!.pagesPushed + rep.postcopy!.pagesRequested < 64 * 256, 'post-copy sends only what the pre-copy round left dirty');
+      const lines = await waitFor(async () => {
+        const l = munchLines(await consoleOf(to, 'storm'));
+        return l.length > before + 2 ? l : undefined;
+      }, 30_000, 200);
+      for (const l of lines!) assert.match(l, /rss=ok$/, `munch's resident set intact: ${l}`);
+      [from, to] = [to, from];
+    }
     await tern(['vm', 'stop', 'storm', '--host', from.api]);
   });
 
