@@ -1,0 +1,281 @@
+// bench:net — what clients see of a live migration through the gateway. A gateway and two host
+// daemons on loopback; a kv VM and a tick VM exposed through the gateway; clients measure from
+// outside: a redis client doing one request at a time (latency per request, throughput per
+// phase), redis-benchmark alongside, and a tick client timestamping every 20 Hz update. Each VM
+// migrates back and forth; the largest client-observed gap is compared with the downtime the
+// migration reports. Not a test: it prints figures.
+//
+//   npm run bench:net -- [--migrations N] [--max-bandwidth 1Gbit] [--json]
+import { execFile, spawn } from 'node:child_process';
+import { connect, createServer, type Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { Children, sleep } from './qemu-migrate.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+const IMAGES = fileURLToPath(new URL('../../guests/images/', import.meta.url));
+
+interface Args {
+  migrations: number;
+  maxBandwidth: string;
+  json: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { migrations: 4, maxBandwidth: '1Gbit', json: false };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    if (k === '--migrations') a.migrations = Math.max(1, Number(argv[++i]));
+    else if (k === '--max-bandwidth') a.maxBandwidth = argv[++i] ?? a.maxBandwidth;
+    else if (k === '--json') a.json = true;
+    else if (k === '--help' || k === '-h') {
+      process.stdout.write('usage: npm run bench:net -- [--migrations N (4)] [--max-bandwidth RATE (1Gbit)] [--json]\n');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${k}`);
+  }
+  return a;
+}
+
+const children = new Children();
+
+function cli(args: string[], timeoutMs = 120_000): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = execFile(process.execPath, [CLI, ...args], { timeout: timeoutMs, env: { ...process.env, TERN_LOG: 'warn' }, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : null, stdout, stderr });
+    });
+    children.track(c);
+  });
+}
+
+/** Starts a serving command (`--json` start line first) and returns that line. */
+function serve(args: string[]): Promise<Record<string, unknown>> {
+  const c = children.track(spawn(process.execPath, [CLI, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TERN_LOG: 'warn' } }));
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const t = setTimeout(() => reject(new Error(`${args.join(' ')} did not start`)), 20_000);
+    c.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const nl = out.indexOf('\n');
+      if (nl >= 0 && out.length > 0) {
+        clearTimeout(t);
+        resolve(JSON.parse(out.slice(0, nl)) as Record<string, unknown>);
+      }
+    });
+    c.stdout!.resume();
+  });
+}
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const p = (s.address() as { port: number }).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return p;
+}
+
+async function connectRetry(port: number): Promise<Socket> {
+  for (let i = 0; ; i++) {
+    try {
+      return await new Promise<Socket>((res, rej) => {
+        const s = connect(port, '127.0.0.1');
+        s.once('connect', () => res(s));
+        s.once('error', rej);
+      });
+    } catch (e) {
+      if (i > 100) throw e;
+      await sleep(100);
+    }
+  }
+}
+
+/** One request at a time over one connection: every reply's arrival time. */
+class RedisProbe {
+  readonly done: number[] = [];
+  readonly latencies: number[] = [];
+  private stopped = false;
+  private buf = '';
+  private sentAt = 0;
+  errors = 0;
+
+  constructor(private readonly s: Socket) {
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => {
+      this.buf += d;
+      if (!this.buf.endsWith('\r\n')) return;
+      if (this.buf.startsWith('-')) this.errors++;
+      this.buf = '';
+      const now = performance.now();
+      this.latencies.push(now - this.sentAt);
+      this.done.push(now);
+      this.next();
+    });
+    s.on('error', () => this.errors++);
+    this.next();
+  }
+
+  private next(): void {
+    if (this.stopped) return;
+    this.sentAt = performance.now();
+    this.s.write('*3\r\n$3\r\nSET\r\n$5\r\nprobe\r\n$5\r\nvalue\r\n');
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.s.destroy();
+  }
+}
+
+/** Timestamps every `tick <seq> <guest-ms>` line; checks the sequence has no hole. */
+class TickProbe {
+  readonly at: number[] = [];
+  holes = 0;
+  private last = -1;
+  private buf = '';
+
+  constructor(private readonly s: Socket) {
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => {
+      this.buf += d;
+      let nl: number;
+      while ((nl = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, nl);
+        this.buf = this.buf.slice(nl + 1);
+        const m = /^tick (\d+) /.exec(line);
+        if (m === null) continue;
+        const seq = Number(m[1]);
+        if (this.last >= 0 && seq !== this.last + 1) this.holes++;
+        this.last = seq;
+        this.at.push(performance.now());
+      }
+    });
+  }
+
+  stop(): void {
+    this.s.destroy();
+  }
+}
+
+function maxGap(times: readonly number[], from: number, to: number): number {
+  let prev = -1;
+  let max = 0;
+  for (const t of times) {
+    if (t < from) {
+      prev = t;
+      continue;
+    }
+    if (prev >= 0) max = Math.max(max, t - prev);
+    prev = t;
+    if (t > to) break;
+  }
+  return max;
+}
+
+function pct(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;
+}
+
+function countIn(times: readonly number[], from: number, to: number): number {
+  let n = 0;
+  for (const t of times) if (t >= from && t < to) n++;
+  return n;
+}
+
+interface Row {
+  vm: string;
+  migration: number;
+  direction: string;
+  downtimeMs: number;
+  totalTimeMs: number;
+  clientMaxGapMs: number;
+  gapMinusDowntimeMs: number;
+  p50Ms: number | null;
+  p99Ms: number | null;
+  rpsBefore: number | null;
+  rpsDuring: number | null;
+  rpsAfter: number | null;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const gw = await serve(['gateway', 'serve', '--listen', '127.0.0.1:0']);
+  const a = await serve(['host', 'serve', '--listen', '127.0.0.1:0', '--name', 'a']);
+  const b = await serve(['host', 'serve', '--listen', '127.0.0.1:0', '--name', 'b']);
+  const gateway = gw['listen'] as string;
+  const kvPort = await freePort();
+  const tickPort = await freePort();
+  for (const [img, name, expose] of [['kv.elf', 'kv', `${kvPort}:6379`], ['tick.elf', 'tick', `${tickPort}:7777`]] as const) {
+    const r = await cli(['vm', 'start', IMAGES + img, '--host', a['api'] as string, '--name', name, '--mem', '64M', '--expose', expose, '--gateway', gateway]);
+    if (r.code !== 0) throw new Error(`vm start ${name}: ${r.stderr}`);
+  }
+  const redis = new RedisProbe(await connectRetry(kvPort));
+  const tick = new TickProbe(await connectRetry(tickPort));
+  const benchProc = children.track(spawn('redis-benchmark', ['-p', String(kvPort), '-t', 'set,get', '-n', '100000000', '-c', '10', '-q'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  let benchOut = '';
+  benchProc.stdout!.on('data', (d: Buffer) => (benchOut = (benchOut + d.toString()).slice(-4000)));
+  benchProc.stderr!.on('data', (d: Buffer) => (benchOut = (benchOut + d.toString()).slice(-4000)));
+  await sleep(2000);
+
+  const rows: Row[] = [];
+  const hosts = [a, b];
+  for (const vm of ['kv', 'tick']) {
+    for (let m = 0; m < args.migrations; m++) {
+      const from = hosts[m % 2]!;
+      const to = hosts[(m + 1) % 2]!;
+      await sleep(1000);
+      const t0 = performance.now();
+      const r = await cli(['migrate', vm, '--from', from['api'] as string, '--to', to['api'] as string, '--max-bandwidth', args.maxBandwidth, '--json']);
+      const t1 = performance.now();
+      const rep = JSON.parse(r.stdout) as { status: string; downtimeMs: number; totalTimeMs: number };
+      if (rep.status !== 'completed') throw new Error(`migration of ${vm}: ${rep.status}`);
+      await sleep(1000);
+      const t2 = performance.now();
+      const times = vm === 'kv' ? redis.done : tick.at;
+      const gap = maxGap(times, t0, t1 + 500);
+      const lat = vm === 'kv' ? redis.latencies.slice(-countIn(redis.done, t0, t2)) : [];
+      const w = t1 - t0;
+      rows.push({
+        vm,
+        migration: m + 1,
+        direction: `${from['name'] as string}->${to['name'] as string}`,
+        downtimeMs: rep.downtimeMs,
+        totalTimeMs: rep.totalTimeMs,
+        clientMaxGapMs: Math.round(gap * 10) / 10,
+        gapMinusDowntimeMs: Math.round((gap - rep.downtimeMs) * 10) / 10,
+        p50Ms: vm === 'kv' ? Math.round(pct(lat, 50) * 100) / 100 : null,
+        p99Ms: vm === 'kv' ? Math.round(pct(lat, 99) * 100) / 100 : null,
+        rpsBefore: vm === 'kv' ? Math.round(countIn(times, t0 - 1000, t0)) : null,
+        rpsDuring: vm === 'kv' ? Math.round((countIn(times, t0, t1) / w) * 1000) : null,
+        rpsAfter: vm === 'kv' ? Math.round(countIn(times, t1, t1 + 1000)) : null,
+      });
+    }
+  }
+  redis.stop();
+  tick.stop();
+  const benchAlive = benchProc.exitCode === null;
+  await children.killAll();
+  const summary = {
+    maxBandwidth: args.maxBandwidth,
+    probeErrors: redis.errors,
+    tickHoles: tick.holes,
+    redisBenchmarkAliveAtEnd: benchAlive,
+    redisBenchmarkErrors: /error|reset/i.test(benchOut),
+    rows,
+  };
+  if (args.json) {
+    process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
+    return;
+  }
+  const head = ['VM', '#', 'DIR', 'DOWNTIME', 'TOTAL', 'CLIENT MAX GAP', 'GAP-DOWNTIME', 'P50', 'P99', 'RPS BEFORE', 'DURING', 'AFTER'];
+  const lines = rows.map((r) => [r.vm, String(r.migration), r.direction, `${r.downtimeMs.toFixed(1)} ms`, `${r.totalTimeMs.toFixed(0)} ms`, `${r.clientMaxGapMs} ms`, `${r.gapMinusDowntimeMs} ms`, r.p50Ms === null ? '-' : `${r.p50Ms} ms`, r.p99Ms === null ? '-' : `${r.p99Ms} ms`, String(r.rpsBefore ?? '-'), String(r.rpsDuring ?? '-'), String(r.rpsAfter ?? '-')]);
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
+  for (const l of [head, ...lines]) process.stdout.write(l.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
+  process.stdout.write(`bandwidth cap ${args.maxBandwidth}; probe errors ${redis.errors}; tick sequence holes ${tick.holes}; redis-benchmark ${benchAlive ? 'still running at the end' : 'had exited'}${summary.redisBenchmarkErrors ? ' WITH ERRORS' : ', no errors'}\n`);
+  process.stdout.write('CLIENT MAX GAP: longest silence seen by the one-at-a-time redis probe (kv) or between tick lines (tick, 50 ms apart normally) during the migration.\n');
+}
+
+main().catch(async (e: unknown) => {
+  process.stderr.write(`bench:net: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  await children.killAll();
+  process.exit(1);
+});
