@@ -74,21 +74,7 @@ export class Migrations {
     if (req.xbzrleCacheBytes !== undefined && req.xbzrle !== true) throw ApiFailure.badRequest("start migration: 'xbzrleCacheBytes' needs 'xbzrle': true");
     if ((req.streams ?? 1) > 1 && (req.mode ?? 'precopy') !== 'precopy') throw ApiFailure.badRequest(`start migration: 'streams' > 1 is for pre-copy only, not ${req.mode ?? 'precopy'}`);
     this.checkMigratable(host.get(req.vm));
-    let to: HostPort;
-    try {
-      to = parseHostPort(req.to, 'to');
-    } catch (e) {
-      if (e instanceof AddressError) throw ApiFailure.badRequest(e.message);
-      throw e;
-    }
-    const peer = await this.askPeer(to, req.vm);
-    let migrationAddr: HostPort;
-    try {
-      migrationAddr = parseHostPort(peer.migration, 'migration address');
-    } catch {
-      throw new ApiFailure(502, 'peer-error', `destination host ${peer.name} gave an unusable migration address '${peer.migration}'`);
-    }
-    const dataAddr: HostPort = isWildcard(migrationAddr.host) ? { host: to.host, port: migrationAddr.port } : migrationAddr;
+    const { to, peer, dataAddr } = await this.destination(req.to, req.vm, true);
 
     // The VM may have changed while we asked the destination.
     const vm = host.get(req.vm);
@@ -152,14 +138,26 @@ export class Migrations {
     if (rec === undefined) throw ApiFailure.notFound(`no migration of VM '${req.vm}' is in progress on host ${this.host.name}`);
     const status = rec.migration.progress().status;
     if (status !== 'postcopy-paused') throw ApiFailure.conflict(`migration ${rec.id} of '${req.vm}' is ${status}, not postcopy-paused; only a paused post-copy can be resumed`);
+    const { peer, dataAddr } = await this.destination(req.to, req.vm, false);
+    if (!rec.migration.resume(dataAddr)) throw ApiFailure.conflict(`migration ${rec.id} of '${req.vm}' is no longer paused`);
+    this.host.log.info({ migration: rec.id, vm: req.vm, data: formatHostPort(dataAddr) }, 'post-copy resume requested');
+    return { id: rec.id, vm: req.vm, source: this.host.name, destination: peer.name, to: rec.to, location: `/v1/migrations/${rec.id}` };
+  }
+
+  /**
+   * The destination's API address (`to`), who it is, and where its migration listener takes
+   * data (a wildcard listen address is reached at the API's host). `mustNotHave`: refuse a
+   * destination that already has a VM of that name (a resume goes to the one that has it).
+   */
+  private async destination(toText: string, vmName: string, mustNotHave: boolean): Promise<{ to: HostPort; peer: HostInfo & { migration: string }; dataAddr: HostPort }> {
     let to: HostPort;
     try {
-      to = parseHostPort(req.to, 'to');
+      to = parseHostPort(toText, 'to');
     } catch (e) {
       if (e instanceof AddressError) throw ApiFailure.badRequest(e.message);
       throw e;
     }
-    const peer = await this.askPeer(to, req.vm, false);
+    const peer = await this.askPeer(to, vmName, mustNotHave);
     let migrationAddr: HostPort;
     try {
       migrationAddr = parseHostPort(peer.migration, 'migration address');
@@ -167,9 +165,7 @@ export class Migrations {
       throw new ApiFailure(502, 'peer-error', `destination host ${peer.name} gave an unusable migration address '${peer.migration}'`);
     }
     const dataAddr: HostPort = isWildcard(migrationAddr.host) ? { host: to.host, port: migrationAddr.port } : migrationAddr;
-    if (!rec.migration.resume(dataAddr)) throw ApiFailure.conflict(`migration ${rec.id} of '${req.vm}' is no longer paused`);
-    this.host.log.info({ migration: rec.id, vm: req.vm, data: formatHostPort(dataAddr) }, 'post-copy resume requested');
-    return { id: rec.id, vm: req.vm, source: this.host.name, destination: peer.name, to: rec.to, location: `/v1/migrations/${rec.id}` };
+    return { to, peer, dataAddr };
   }
 
   private checkMigratable(vm: HostedVm): void {
