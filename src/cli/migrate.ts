@@ -395,7 +395,7 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
   const xb = r.xbzrle;
   if (xb !== undefined) pairs.push(['xbzrle', `${xb.hits} deltas (${formatBytes(xb.deltaBytes)}), ${xb.misses} misses, ${xb.overflows} overflows, ${xb.unchanged} unchanged; cache ${formatBytes(xb.cacheBytes)}, ${xb.evictions} evictions`]);
   const z = r.compression;
-  if (z !== undefined) pairs.push(['compression', `${z.algorithm}: ${formatBytes(z.inputBytes)} -> ${formatBytes(z.outputBytes)} (ratio ${z.ratio})`]);
+  if (z !== undefined) pairs.push(['compression', `${z.algorithm}: ${formatBytes(z.inputBytes)} -> ${formatBytes(z.outputBytes)} (ratio ${z.ratio})${z.skippedBatches > 0 ? `, ${z.skippedBatches} batches sent plain after batches that did not shrink` : ''}`]);
   if (r.autoConverge !== undefined) pairs.push(['auto-converge', `throttle up to ${r.autoConverge.maxThrottlePercent}%`]);
   const pc = r.postcopy;
   if (pc !== undefined) {

@@ -8,7 +8,7 @@
 import type { GuestRam } from '../machine/memory/ram.js';
 import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { TokenBucket } from './rate-limit.js';
-import type { PageStreamCompressor } from './encoding/compress.js';
+import { CompressionBackoff, type PageStreamCompressor } from './encoding/compress.js';
 import { XbzrleOutcome, type XbzrleEncoder } from './encoding/xbzrle.js';
 import { FRAME_HEADER_BYTES, MAX_BATCH_PAGES, PageBatchBuilder, encodePagesCompressedHead } from './wire/index.js';
 
@@ -72,6 +72,8 @@ export class PageSender {
   /** Compression: PAGES frame bytes before compression, and the bytes sent for them. */
   compressionIn = 0;
   compressionOut = 0;
+  /** Skips compression after batches that did not shrink; `skipped` counts those batches. */
+  readonly compressionBackoff = new CompressionBackoff();
   private readonly xbzrle: XbzrleEncoder | undefined;
   private readonly compressor: PageStreamCompressor | undefined;
 
@@ -164,9 +166,10 @@ export class PageSender {
     const count = b.count;
     let frame = b.finish();
     let head: Uint8Array | undefined;
-    if (this.compressor !== undefined) {
+    if (this.compressor !== undefined && this.compressionBackoff.shouldTry()) {
       const raw = frame.subarray(FRAME_HEADER_BYTES);
       const z = await this.sink.guard(this.compressor.compress(raw));
+      this.compressionBackoff.record(raw.length, z.length);
       this.compressionIn += frame.length;
       if (z.length + 2 * FRAME_HEADER_BYTES < frame.length) {
         head = encodePagesCompressedHead(this.compressor.code, raw.length, z.length, (frame[1]! & 1) !== 0);

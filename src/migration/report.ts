@@ -127,6 +127,8 @@ export interface CompressionReport {
   outputBytes: number;
   /** inputBytes / outputBytes. */
   ratio: number;
+  /** Batches sent plain without trying, after batches that did not shrink (CompressionBackoff). */
+  skippedBatches: number;
 }
 
 /** What a post-copy phase did (Hines & Gopalan's figures). */

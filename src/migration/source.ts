@@ -1214,7 +1214,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (this.ramDigestMatch !== undefined) report.ramDigestMatch = this.ramDigestMatch;
     const xbzrle = this.encodings?.xbzrleReport();
     if (xbzrle !== undefined) report.xbzrle = xbzrle;
-    const compression = this.encodings?.compressionReport((sender?.compressionIn ?? 0) + (this.streams?.compressionIn ?? 0), (sender?.compressionOut ?? 0) + (this.streams?.compressionOut ?? 0));
+    const compression = this.encodings?.compressionReport(
+      (sender?.compressionIn ?? 0) + (this.streams?.compressionIn ?? 0),
+      (sender?.compressionOut ?? 0) + (this.streams?.compressionOut ?? 0),
+      (sender?.compressionBackoff.skipped ?? 0) + (this.streams?.compressionSkipped ?? 0),
+    );
     if (compression !== undefined) report.compression = compression;
     if (this.autoConverge !== undefined) report.autoConverge = { maxThrottlePercent: this.maxThrottlePercent };
     if (this.switched || this.ranMode !== 'precopy') report.postcopy = this.postcopyReport();

@@ -258,6 +258,9 @@ export class DataStreams {
   get compressionOut(): number {
     return this.sum((s) => s.compressionOut);
   }
+  get compressionSkipped(): number {
+    return this.sum((s) => s.compressionBackoff.skipped);
+  }
 
   private sum(f: (s: PageSender) => number): number {
     let n = 0;

@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { GuestRam } from '../../src/machine/memory/ram.js';
-import type { MigratableVm } from '../../src/migration/vm-port.js';
 import { until } from '../helpers/images.js';
+import { staticVm } from '../helpers/static-vm.js';
 import { MiB, NullDestinationHost, migrate, startServer } from '../helpers/test-hosts.js';
 
 test('throttle steps up while every page stays dirty; cancel puts it back to 0', async () => {
@@ -20,19 +20,7 @@ test('throttle steps up while every page stays dirty; cancel puts it back to 0',
     for (let p = 0; p < ram.pageCount; p++) ram.u8[p * 4096 + (n % 4096)] = n & 0xff;
     ram.dirty.markAll();
   }, 5);
-  const vm: MigratableVm = {
-    uuid: Uint8Array.from({ length: 16 }, (_, i) => 0xa0 + i),
-    name: 'hot',
-    ram,
-    config: { imageDigest: 'sha256:x', bootArgs: '', devices: [] },
-    pause: async () => {},
-    resume: () => {},
-    setThrottle: (p) => void throttles.push(p),
-    setDirtyLogging: async (on) => {
-      if (on) ram.dirty.clear();
-    },
-    saveState: async () => new Uint8Array(64),
-  };
+  const vm = staticVm(ram, 'hot', { setThrottle: (p) => void throttles.push(p) });
   try {
     const { migration, report } = migrate(vm, port, { autoConverge: true, maxBandwidthBps: 4 * MiB, downtimeLimitMs: 1, maxRounds: 100, verifyRam: false });
     assert.ok(await until(() => throttles.some((t) => t >= 30), 60_000), `throttle calls ${throttles.join(',')}`);

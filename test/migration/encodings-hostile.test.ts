@@ -8,7 +8,6 @@ import { connect } from 'node:net';
 import { test } from 'node:test';
 import { GuestRam } from '../../src/machine/memory/ram.js';
 import { compressor } from '../../src/migration/encoding/compress.js';
-import type { MigratableVm } from '../../src/migration/vm-port.js';
 import {
   Capability,
   CompressionCode,
@@ -22,6 +21,7 @@ import {
   type Frame,
 } from '../../src/migration/wire/index.js';
 import { until } from '../helpers/images.js';
+import { staticVm } from '../helpers/static-vm.js';
 import { MiB, NullDestinationHost, migrate, startServer } from '../helpers/test-hosts.js';
 import { cat, prng, randInt } from './wire/helpers.js';
 
@@ -120,19 +120,7 @@ test('garbage deltas and compressed blocks, ungranted encodings: ABORT(protocol)
     // Still serving: a migration with every encoding on completes with matching digests.
     const ram = GuestRam.allocate(RAM);
     for (let p = 0; p < 40; p++) ram.u8.fill(p + 1, p * 4096, p * 4096 + 2048);
-    const vm: MigratableVm = {
-      uuid: Uint8Array.from({ length: 16 }, (_, i) => 0x90 + i),
-      name: 'after-hostile',
-      ram,
-      config: { imageDigest: 'sha256:x', bootArgs: '', devices: [] },
-      pause: async () => {},
-      resume: () => {},
-      setThrottle: () => {},
-      setDirtyLogging: async (on) => {
-        if (on) ram.dirty.clear();
-      },
-      saveState: async () => new Uint8Array(100).fill(3),
-    };
+    const vm = staticVm(ram, 'after-hostile', { stateBytes: 100 });
     const r = await migrate(vm, port, { xbzrleCacheBytes: 1 * MiB, compression: 'zstd', autoConverge: true }).report;
     assert.equal(r.status, 'completed', r.error?.message);
     assert.equal(r.ramDigestMatch, true);

@@ -157,3 +157,36 @@ export function compressionAvailable(algorithm: CompressionAlgorithm): boolean {
     return false;
   }
 }
+
+/** Longest run of batches sent plain after batches that did not shrink. */
+export const MAX_COMPRESSION_BACKOFF = 8;
+
+/**
+ * When to try compressing a batch. Guest memory that is random or already compressed does not
+ * shrink, and compressing it only costs time: after a batch that did not shrink by at least
+ * 1/32, the next 1 batch goes plain, after another miss 2, then 4, then 8 (at most); a batch that
+ * shrinks resets it.
+ */
+export class CompressionBackoff {
+  private skip = 0;
+  private penalty = 0;
+  /** Batches sent plain without trying. */
+  skipped = 0;
+
+  shouldTry(): boolean {
+    if (this.skip === 0) return true;
+    this.skip--;
+    this.skipped++;
+    return false;
+  }
+
+  /** The outcome of a try: `rawBytes` in, `compressedBytes` out. */
+  record(rawBytes: number, compressedBytes: number): void {
+    if (compressedBytes <= rawBytes - rawBytes / 32) {
+      this.penalty = 0;
+      return;
+    }
+    this.penalty = this.penalty === 0 ? 1 : Math.min(MAX_COMPRESSION_BACKOFF, this.penalty * 2);
+    this.skip = this.penalty;
+  }
+}

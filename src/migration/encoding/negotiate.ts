@@ -72,8 +72,8 @@ export class SourceEncodings {
     return this.xbzrle?.stats();
   }
 
-  compressionReport(inputBytes: number, outputBytes: number): CompressionReport | undefined {
+  compressionReport(inputBytes: number, outputBytes: number, skippedBatches: number): CompressionReport | undefined {
     if (this.compression === undefined) return undefined;
-    return { algorithm: this.compression, inputBytes, outputBytes, ratio: outputBytes > 0 ? Math.round((inputBytes / outputBytes) * 1000) / 1000 : 1 };
+    return { algorithm: this.compression, inputBytes, outputBytes, ratio: outputBytes > 0 ? Math.round((inputBytes / outputBytes) * 1000) / 1000 : 1, skippedBatches };
   }
 }

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PAGE_SIZE } from '../../../src/machine/memory/layout.js';
-import { COMPRESSION_ALGORITHMS, compressor, compressorForCode } from '../../../src/migration/encoding/compress.js';
+import { COMPRESSION_ALGORITHMS, CompressionBackoff, compressor, compressorForCode } from '../../../src/migration/encoding/compress.js';
 import {
   CompressionCode,
   FrameReader,
@@ -132,4 +132,27 @@ test('the frame reader knows type 0x14 (protocol 1.1) and bounds it', () => {
     r2.push(huge);
     r2.next();
   }, (e: unknown) => e instanceof WireError && e.code === 'oversized');
+});
+
+test('backoff: after a batch that does not shrink, 1, 2, 4, then 8 batches go plain; a shrinking batch resets it', () => {
+  const b = new CompressionBackoff();
+  // Every try fails to shrink: tries come after gaps of 1, 2, 4, 8, 8, ...
+  const gaps: number[] = [];
+  let gap = 0;
+  for (let i = 0; i < 400; i++) {
+    if (b.shouldTry()) {
+      gaps.push(gap);
+      gap = 0;
+      b.record(1000, 990);
+    } else gap++;
+  }
+  assert.deepEqual(gaps.slice(0, 7), [0, 1, 2, 4, 8, 8, 8]);
+  assert.equal(b.skipped, 400 - gaps.length);
+  // A batch that shrinks by 1/32 or more resets the backoff.
+  while (!b.shouldTry());
+  b.record(1000, 968);
+  for (let i = 0; i < 5; i++) {
+    assert.equal(b.shouldTry(), true, 'shrinking batches are all tried');
+    b.record(1000, 500);
+  }
 });
