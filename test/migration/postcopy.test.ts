@@ -198,6 +198,21 @@ describe('post-copy and hybrid between two daemons', { skip, timeout: 900_000 },
     await tern(['vm', 'stop', 'cut', '--host', b.api]);
   });
 
+  test('auto: pre-copy that cannot converge (dirtying faster than the cap) switches to post-copy', { timeout: 120_000 }, async () => {
+    const start = await tern(['vm', 'start', MUNCH, '--host', a.api, '--name', 'auto', '--mem', '64M', '--append', 'wws=8M pattern=seq rate=32M rss=4M report=200ms']);
+    assert.equal(start.code, 0, start.stderr);
+    await waitFor(async () => munchLines(await consoleOf(a, 'auto')).length >= 2, 20_000, 100);
+    const rep = await migrateJson(['auto', '--from', a.api, '--to', b.api, '--mode', 'auto', '--max-bandwidth', '16MB/s', '--max-rounds', '3', '--downtime-limit', '10ms', '--verify']);
+    assert.equal(rep.status, 'completed');
+    assert.equal(rep.mode, 'hybrid', `auto switched to post-copy (${rep.switchoverReason})`);
+    assert.ok(rep.switchoverReason === 'max-rounds' || rep.switchoverReason === 'not-converging', rep.switchoverReason);
+    assert.equal(rep.postcopy!.precopyRounds, rep.perRound.length);
+    assert.ok(rep.perRound.length >= 1 && rep.perRound.length <= 3);
+    assert.equal(rep.ramDigestMatch, true);
+    for (const l of munchLines(await consoleOf(b, 'auto'))) assert.match(l, /rss=ok$/);
+    await tern(['vm', 'stop', 'auto', '--host', b.api]);
+  });
+
   test('a resume with nothing paused is refused; bad modes are usage errors', async () => {
     const r = await tern(['migrate', '--resume', 'nope', '--from', a.api, '--to', b.api]);
     assert.equal(r.code, 1);
