@@ -65,7 +65,14 @@ what remains and the downtime expected if it switched over now. Then a report: s
 downtime, rounds, bytes, and the per-round table (Clark's writable working set). Ctrl-C cancels the
 migration (the VM keeps running on the source).
 
-Exit codes: 0 completed, 1 failed or cancelled (or the host could not be reached), 2 bad usage.
+Post-copy and hybrid (docs/postcopy.md): once the VM has switched to the destination, neither
+Ctrl-C nor --timeout can cancel it. A broken connection pauses both sides (status
+postcopy-paused) until \`tern migrate --resume VM --from A --to B\`; if the source host is gone
+for good, the report says the VM is lost (status lost). The report adds the network faults, the
+fault service latency, pages requested vs pushed, and faults as a share of the pages the guest
+wrote meanwhile. With --verify, post-copy compares each page as it was at the switch.
+
+Exit codes: 0 completed, 1 failed, cancelled or lost (or the host could not be reached), 2 bad usage.
 ${examples([
   'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002',
   'tern migrate v1 --to 127.0.0.1:7002 --max-bandwidth 1Gbit --downtime-limit 50ms --verify',
