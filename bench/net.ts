@@ -5,7 +5,7 @@
 // migrates back and forth; the largest client-observed gap is compared with the downtime the
 // migration reports. Not a test: it prints figures.
 //
-//   npm run bench:net -- [--migrations N] [--max-bandwidth 1Gbit] [--json]
+//   npm run bench:net -- [--migrations N] [--max-bandwidth 1Gbit] [--no-redis-benchmark] [--json]
 import { execFile, spawn } from 'node:child_process';
 import { connect, createServer, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -18,17 +18,19 @@ interface Args {
   migrations: number;
   maxBandwidth: string;
   json: boolean;
+  redisBenchmark: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { migrations: 4, maxBandwidth: '1Gbit', json: false };
+  const a: Args = { migrations: 4, maxBandwidth: '1Gbit', json: false, redisBenchmark: true };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (k === '--migrations') a.migrations = Math.max(1, Number(argv[++i]));
     else if (k === '--max-bandwidth') a.maxBandwidth = argv[++i] ?? a.maxBandwidth;
     else if (k === '--json') a.json = true;
+    else if (k === '--no-redis-benchmark') a.redisBenchmark = false;
     else if (k === '--help' || k === '-h') {
-      process.stdout.write('usage: npm run bench:net -- [--migrations N (4)] [--max-bandwidth RATE (1Gbit)] [--json]\n');
+      process.stdout.write('usage: npm run bench:net -- [--migrations N (4)] [--max-bandwidth RATE (1Gbit)] [--no-redis-benchmark] [--json]\n');
       process.exit(0);
     } else throw new Error(`unknown argument ${k}`);
   }
@@ -210,7 +212,7 @@ async function main(): Promise<void> {
   }
   const redis = new RedisProbe(await connectRetry(kvPort));
   const tick = new TickProbe(await connectRetry(tickPort));
-  const benchProc = children.track(spawn('redis-benchmark', ['-p', String(kvPort), '-t', 'set,get', '-n', '100000000', '-c', '10', '-q'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const benchProc = children.track(spawn(args.redisBenchmark ? 'redis-benchmark' : 'sleep', args.redisBenchmark ? ['-p', String(kvPort), '-t', 'set,get', '-n', '100000000', '-c', '10', '-q'] : ['86400'], { stdio: ['ignore', 'pipe', 'pipe'] }));
   let benchOut = '';
   benchProc.stdout!.on('data', (d: Buffer) => (benchOut = (benchOut + d.toString()).slice(-4000)));
   benchProc.stderr!.on('data', (d: Buffer) => (benchOut = (benchOut + d.toString()).slice(-4000)));
@@ -270,7 +272,7 @@ async function main(): Promise<void> {
   const lines = rows.map((r) => [r.vm, String(r.migration), r.direction, `${r.downtimeMs.toFixed(1)} ms`, `${r.totalTimeMs.toFixed(0)} ms`, `${r.clientMaxGapMs} ms`, `${r.gapMinusDowntimeMs} ms`, r.p50Ms === null ? '-' : `${r.p50Ms} ms`, r.p99Ms === null ? '-' : `${r.p99Ms} ms`, String(r.rpsBefore ?? '-'), String(r.rpsDuring ?? '-'), String(r.rpsAfter ?? '-')]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   for (const l of [head, ...lines]) process.stdout.write(l.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
-  process.stdout.write(`bandwidth cap ${args.maxBandwidth}; probe errors ${redis.errors}; tick sequence holes ${tick.holes}; redis-benchmark ${benchAlive ? 'still running at the end' : 'had exited'}${summary.redisBenchmarkErrors ? ' WITH ERRORS' : ', no errors'}\n`);
+  process.stdout.write(`bandwidth cap ${args.maxBandwidth}; probe errors ${redis.errors}; tick sequence holes ${tick.holes}; redis-benchmark ${!args.redisBenchmark ? 'not run' : benchAlive ? 'still running at the end' : 'had exited'}${summary.redisBenchmarkErrors ? ' WITH ERRORS' : ', no errors'}\n`);
   process.stdout.write('CLIENT MAX GAP: longest silence seen by the one-at-a-time redis probe (kv) or between tick lines (tick, 50 ms apart normally) during the migration.\n');
 }
 

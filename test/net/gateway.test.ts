@@ -271,3 +271,43 @@ test('bad API input: expose without gateway, a bad port, a duplicate port', asyn
     assert.match(r.stderr, re);
   }
 });
+
+test('garbage on a link closes that link with an ERROR frame; garbage from a client is just bytes', { timeout: 60_000 }, async () => {
+  const [host, portText] = [gw.listen.slice(0, gw.listen.lastIndexOf(':')), gw.listen.slice(gw.listen.lastIndexOf(':') + 1)];
+  const { connect } = await import('node:net');
+  const raw = connect(Number(portText), host);
+  const chunks: Buffer[] = [];
+  raw.on('data', (d: Buffer) => chunks.push(d));
+  const closed = new Promise<void>((r) => raw.on('close', () => r()));
+  raw.on('error', () => {});
+  raw.write(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
+  await Promise.race([closed, sleep(10_000)]);
+  const got = Buffer.concat(chunks);
+  assert.ok(got.length >= 5 && got[4] === 14, `an ERROR frame, got ${got.toString('hex').slice(0, 40)}`);
+  assert.match(got.subarray(7).toString(), /frame length|HELLO/);
+  assert.match(gw.stderr() + JSON.stringify(gw.lines()), /broke the protocol|bad frame/);
+
+  // A client sending binary garbage to kv gets whatever kv answers; others are unaffected.
+  const port = await freePort();
+  await startVm(a, KV, 'kv5', `${port}:6379`);
+  const s = await connectRetry(port);
+  s.on('error', () => {});
+  s.write(Buffer.from(Array.from({ length: 65536 }, (_, i) => (i * 131 + 7) & 0xff)));
+  await sleep(500);
+  s.destroy();
+  assert.equal(await redisCli(port, 'ping'), 'PONG');
+  assert.equal(gw.proc.exitCode, null);
+  await tern(['vm', 'stop', 'kv5', '--host', a.api]);
+});
+
+test('tern gateway serve: clear errors for a port in use and a bad address', async () => {
+  const r1 = await tern(['gateway', 'serve', '--listen', gw.listen]);
+  assert.equal(r1.code, 1);
+  assert.match(r1.stderr, /already in use/);
+  const r2 = await tern(['gateway', 'serve', '--listen', 'nohostport']);
+  assert.equal(r2.code, 2);
+  assert.match(r2.stderr, /--listen/);
+  const help = await tern(['gateway', 'serve', '--help']);
+  assert.equal(help.code, 0);
+  assert.match(help.stdout, /--state/);
+});
