@@ -1,11 +1,12 @@
 import { hostname } from 'node:os';
 import type { Command } from 'commander';
 import { parseHostPort } from '../host/address.js';
-import { Gateway } from '../net/gateway.js';
+import { Gateway, type GatewayStatus } from '../net/gateway.js';
+import { fetchGatewayStatus } from '../net/gateway-client.js';
 import { TableError } from '../net/gateway-table.js';
 import { createLogger } from '../util/log.js';
 import { CliError } from './client.js';
-import { examples } from './output.js';
+import { examples, keyValues, printJson, table } from './output.js';
 
 interface ServeOpts {
   listen: string;
@@ -77,5 +78,32 @@ ${examples([
       process.on('SIGINT', onSignal);
       process.on('uncaughtException', (e) => log.error({ err: e.stack ?? e.message }, 'uncaught exception (a bug in tern); still serving'));
       process.on('unhandledRejection', (e) => log.error({ err: e instanceof Error ? (e.stack ?? e.message) : String(e) }, 'unhandled rejection (a bug in tern); still serving'));
+    });
+
+  gw.command('status')
+    .description('show a running gateway: linked hosts, VMs (where they run, exposed ports, connections)')
+    .option('-g, --gateway <addr>', 'the gateway\'s --listen address, host:port', '127.0.0.1:7000')
+    .option('--json', 'print the status as one JSON object')
+    .addHelpText('after', examples(['tern gateway status --gateway 127.0.0.1:7000', 'tern gateway status --json | jq .vms']))
+    .action(async (opts: { gateway: string; json?: boolean }) => {
+      const target = parseHostPort(opts.gateway, '--gateway');
+      let st: GatewayStatus;
+      try {
+        st = (await fetchGatewayStatus(target)) as GatewayStatus;
+      } catch (e) {
+        throw new CliError((e as Error).message);
+      }
+      if (opts.json === true) {
+        printJson(st);
+        return;
+      }
+      process.stdout.write(keyValues([
+        ['gateway', `${st.name} (${st.listen})`],
+        ['hosts', st.hosts.length === 0 ? '(none linked)' : st.hosts.map((h) => `${h.host} (${h.remote})`).join(', ')],
+        ['connections', String(st.connections)],
+      ]));
+      if (st.vms.length > 0) {
+        process.stdout.write('\n' + table(['VM', 'HOST', 'EPOCH', 'EXPOSES', 'CONNECTIONS'], st.vms.map((v) => [v.name, v.host ?? '(not linked)', String(v.epoch), v.exposures.map((x) => `${x.hostPort}:${x.vmPort}`).join(', '), String(v.connections)])));
+      }
     });
 }

@@ -6,7 +6,7 @@
 import { connect } from 'node:net';
 import { formatHostPort, type HostPort } from '../host/address.js';
 import type { Logger } from '../util/log.js';
-import { LINK_MAJOR, LinkType, ResetReason, encodeHello, encodeReset, type LinkMessage } from './link-protocol.js';
+import { LINK_MAJOR, LinkReader, LinkType, ResetReason, encodeHello, encodeReset, encodeStatusRequest, type LinkMessage } from './link-protocol.js';
 import { LinkSocket } from './link-socket.js';
 
 const RETRY_MIN_MS = 100;
@@ -196,4 +196,37 @@ export class GatewayClients {
     for (const c of this.clients.values()) c.stop();
     this.clients.clear();
   }
+}
+
+/** Asks a gateway for its status (`tern gateway status`): one STATUS_REQUEST, one STATUS back. */
+export function fetchGatewayStatus(target: HostPort, timeoutMs = 5000): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: target.host, port: target.port });
+    const reader = new LinkReader();
+    const t = setTimeout(() => socket.destroy(new Error(`no answer from ${formatHostPort(target)} within ${timeoutMs} ms`)), timeoutMs);
+    socket.once('connect', () => socket.write(encodeStatusRequest()));
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        reader.push(chunk, (m) => {
+          if (m.type === LinkType.Status) {
+            clearTimeout(t);
+            socket.destroy();
+            resolve(JSON.parse(m.json) as unknown);
+          } else if (m.type === LinkType.Error) {
+            socket.destroy(new Error(`the gateway answered: ${m.text}`));
+          }
+        });
+      } catch (e) {
+        socket.destroy(e as Error);
+      }
+    });
+    socket.once('error', (e: NodeJS.ErrnoException) => {
+      clearTimeout(t);
+      reject(new Error(`cannot ask the gateway at ${formatHostPort(target)}: ${e.code ?? e.message}`));
+    });
+    socket.once('close', () => {
+      clearTimeout(t);
+      reject(new Error(`the gateway at ${formatHostPort(target)} closed the connection without a status (is it a tern gateway?)`));
+    });
+  });
 }

@@ -21,6 +21,7 @@ import {
   encodeFin,
   encodeOpen,
   encodeReset,
+  encodeStatus,
   encodeWelcome,
   type AttachedConn,
   type Exposure,
@@ -197,7 +198,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         this.killConn(c, 'host gone');
       }
     }
-    if (this.closing) return;
+    if (this.closing || s.hostName === undefined) return;
     this.log.warn({ host: s.hostName, remote: s.remote, reason, vms: names, connectionsReset: reset }, 'gateway: host link closed');
     this.emit('status', { event: 'host-lost', host: s.hostName ?? null, remote: s.remote, reason, vms: names, connectionsReset: reset });
   }
@@ -209,6 +210,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   private onMessage(s: HostSession, m: LinkMessage): void {
     if (s.hostName === undefined) {
+      if (m.type === LinkType.StatusRequest) {
+        s.link.send(encodeStatus(JSON.stringify(this.status())));
+        s.link.socket.end();
+        return;
+      }
       if (m.type !== LinkType.Hello) return this.fail(s, `expected HELLO first, got frame type ${m.type}`);
       if (m.major !== LINK_MAJOR) return this.fail(s, `link protocol ${m.major}.${m.minor} is not supported (this gateway speaks ${LINK_MAJOR}.x)`);
       s.hostName = m.hostName;

@@ -35,11 +35,15 @@ export const enum LinkType {
   Ping = 12,
   Pong = 13,
   Error = 14,
+  /** A status client's first (and only) frame, instead of HELLO. */
+  StatusRequest = 15,
+  /** The gateway's answer to STATUS_REQUEST: its status as JSON. */
+  Status = 16,
 }
 
 const TYPE_NAMES: Readonly<Record<number, string>> = {
   1: 'HELLO', 2: 'WELCOME', 3: 'ATTACH', 4: 'ATTACHED', 5: 'DETACH', 6: 'OPEN', 7: 'OPENED',
-  8: 'DATA', 9: 'ACK', 10: 'FIN', 11: 'RESET', 12: 'PING', 13: 'PONG', 14: 'ERROR',
+  8: 'DATA', 9: 'ACK', 10: 'FIN', 11: 'RESET', 12: 'PING', 13: 'PONG', 14: 'ERROR', 15: 'STATUS_REQUEST', 16: 'STATUS',
 };
 
 export function linkTypeName(t: number): string {
@@ -103,7 +107,9 @@ export type LinkMessage =
   | { type: LinkType.Ack | LinkType.Fin; connId: number; seq: number }
   | { type: LinkType.Reset; connId: number; reason: number }
   | { type: LinkType.Ping | LinkType.Pong; nonce: number }
-  | { type: LinkType.Error; text: string };
+  | { type: LinkType.Error; text: string }
+  | { type: LinkType.StatusRequest }
+  | { type: LinkType.Status; json: string };
 
 // ---- encoding ----
 
@@ -241,6 +247,16 @@ export function encodeError(text: string): Uint8Array {
   return new Writer(LinkType.Error, 2 + t.length).str(t).finish();
 }
 
+export function encodeStatusRequest(): Uint8Array {
+  return new Writer(LinkType.StatusRequest, 0).finish();
+}
+
+export function encodeStatus(json: string): Uint8Array {
+  const t = Buffer.from(json, 'utf8');
+  if (t.length > MAX_LINK_BODY - 4) throw new LinkError('status too large');
+  return new Writer(LinkType.Status, 4 + t.length).u32(t.length).raw(t).finish();
+}
+
 // ---- decoding ----
 
 function str(r: PayloadReader, field: string, max: number): string {
@@ -345,6 +361,10 @@ function decodeBody(type: number, r: PayloadReader): LinkMessage {
       return { type, nonce: r.u32('nonce') };
     case LinkType.Error:
       return { type, text: str(r, 'text', MAX_TEXT_BYTES) };
+    case LinkType.StatusRequest:
+      return { type };
+    case LinkType.Status:
+      return { type, json: r.utf8(r.u32('json.length'), 'json') };
     default:
       throw new LinkError(`unknown frame type ${linkTypeName(type)}`);
   }

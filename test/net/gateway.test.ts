@@ -311,3 +311,20 @@ test('tern gateway serve: clear errors for a port in use and a bad address', asy
   assert.equal(help.code, 0);
   assert.match(help.stdout, /--state/);
 });
+
+test('tern gateway status shows hosts, VMs, their location and exposed ports', { timeout: 60_000 }, async () => {
+  const port = await freePort();
+  await startVm(a, KV, 'kv6', `${port}:6379`);
+  await connectRetry(port).then((s) => s.destroy());
+  const st = await ternJson<{ hosts: { host: string }[]; vms: { name: string; host: string | null; epoch: number; exposures: { hostPort: number; vmPort: number }[] }[] }>(['gateway', 'status', '--gateway', gw.listen]);
+  assert.equal(st.code, 0, st.stderr);
+  assert.ok(st.value.hosts.some((h) => h.host === 'a'));
+  const vm = st.value.vms.find((v) => v.name === 'kv6');
+  assert.deepEqual(vm, { name: 'kv6', uuid: (vm as { uuid?: string } | undefined)?.uuid, host: 'a', epoch: 0, exposures: [{ hostPort: port, vmPort: 6379 }], connections: 0 });
+  const text = await tern(['gateway', 'status', '--gateway', gw.listen]);
+  assert.match(text.stdout, new RegExp(`kv6\\s+a\\s+0\\s+${port}:6379`));
+  const bad = await tern(['gateway', 'status', '--gateway', a.api]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /gateway/);
+  await tern(['vm', 'stop', 'kv6', '--host', a.api]);
+});
