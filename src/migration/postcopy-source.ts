@@ -116,7 +116,8 @@ export class PostcopyPusher {
     for (let i = 0; i < pages.length; i++) if (pages[i]! < n) ok++;
     if (ok === 0) return;
     const valid = ok === pages.length ? pages : pages.filter((p) => p < n);
-    this.order.onFault(valid[0]!);
+    // A page already sent is in flight: the bubble around it exists; re-centring it would stall it.
+    if (this.needed[valid[0]!] !== 0) this.order.onFault(valid[0]!);
     this.queue.push({ id, pages: valid });
     this.poke();
   }
