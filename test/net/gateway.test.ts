@@ -4,13 +4,12 @@
 // host has its clients reset.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { killAll, sleep, startDaemon, tern, ternJson, waitFor, type Daemon } from '../host/helpers.js';
-import { background, connectRetry, freePort, killGateways, resp, run, startGateway, type GatewayProc } from './helpers.js';
+import { ExactStream, background, connectRetry, freePort, killGateways, resp, run, startGateway, type GatewayProc } from './helpers.js';
 
 const IMAGES = fileURLToPath(new URL('../../../guests/images/', import.meta.url));
 const KV = join(IMAGES, 'kv.elf');
@@ -45,90 +44,6 @@ async function redisCli(port: number, ...args: string[]): Promise<string> {
   const r = await run('redis-cli', ['-p', String(port), ...args], 20_000);
   assert.equal(r.code, 0, r.stderr);
   return r.stdout.trim();
-}
-
-/**
- * A pipelined RESP stream with known bytes both ways: SET k<i> v<i>, GET k<i>; every reply byte
- * is checked against what the server must answer, in order.
- */
-class ExactStream {
-  sent = 0;
-  verified = 0;
-  error: string | undefined;
-  private expected = '';
-  private got = '';
-  private i = 0;
-  private stopped = false;
-  closed = false;
-
-  constructor(private readonly sock: Socket, private readonly prefix: string) {
-    sock.setEncoding('latin1');
-    sock.on('data', (d: string) => this.onData(d));
-    sock.on('error', (e) => (this.error ??= `socket error: ${e.message}`));
-    sock.on('close', () => {
-      this.closed = true;
-      if (!this.stopped) this.error ??= 'connection closed';
-    });
-    this.pump();
-  }
-
-  private value(i: number): string {
-    // 1..3000 bytes of content that depends on i, so a byte out of place shows.
-    const len = 1 + ((i * 7919) % 3000);
-    let s = '';
-    while (s.length < len) s += `${i}:${s.length};`;
-    return s.slice(0, len);
-  }
-
-  private pump(): void {
-    if (this.stopped || this.error !== undefined) return;
-    // Keep about 64 KiB of replies outstanding.
-    let out = '';
-    while (this.expected.length - this.got.length < 64 * 1024 && out.length < 64 * 1024) {
-      // A bounded key space: the guest's memory holds the last 256 values.
-      const k = `${this.prefix}${this.i % 256}`;
-      const v = this.value(this.i);
-      out += resp('SET', k, v) + resp('GET', k);
-      this.expected += '+OK\r\n' + `$${v.length}\r\n${v}\r\n`;
-      this.i++;
-    }
-    if (out.length > 0) {
-      this.sent += out.length;
-      this.sock.write(out, 'latin1');
-    }
-  }
-
-  private onData(d: string): void {
-    this.got += d;
-    const n = Math.min(this.got.length, this.expected.length);
-    if (this.got.slice(0, n) !== this.expected.slice(0, n)) {
-      let at = 0;
-      while (at < n && this.got[at] === this.expected[at]) at++;
-      this.error ??= `reply byte ${this.verified + at} differs: got ${JSON.stringify(this.got.slice(at, at + 40))}, expected ${JSON.stringify(this.expected.slice(at, at + 40))}`;
-      return;
-    }
-    if (this.got.length > this.expected.length) {
-      this.error ??= 'more reply bytes than requests';
-      return;
-    }
-    this.verified += n;
-    this.got = this.got.slice(n);
-    this.expected = this.expected.slice(n);
-    if (this.expected.length < 32 * 1024) this.pump();
-  }
-
-  /** Waits until the stream has moved on by `bytes` more verified bytes. */
-  async progress(bytes: number, timeoutMs = 20_000): Promise<void> {
-    const target = this.verified + bytes;
-    const ok = await waitFor(() => this.verified >= target || this.error !== undefined, timeoutMs);
-    assert.equal(this.error, undefined);
-    assert.ok(ok, `stream stalled at ${this.verified} verified bytes`);
-  }
-
-  stop(): void {
-    this.stopped = true;
-    this.sock.destroy();
-  }
 }
 
 test('kv through the gateway: redis-benchmark and an exact pipelined stream across 10 migrations back and forth', { timeout: 600_000 }, async () => {

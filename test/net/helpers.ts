@@ -2,7 +2,8 @@
 // by PID and killed by killGateways() (call it, and the host helpers' killAll(), from after()).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, connect, type Socket } from 'node:net';
-import { TERN, sleep } from '../host/helpers.js';
+import assert from 'node:assert/strict';
+import { TERN, sleep, waitFor } from '../host/helpers.js';
 
 const gateways = new Set<ChildProcess>();
 
@@ -116,3 +117,88 @@ export function background(cmd: string, args: string[], timeoutMs = 120_000): { 
   });
   return { done, kill: () => child?.kill('SIGKILL') };
 }
+
+/**
+ * A pipelined RESP stream with known bytes both ways: SET k<i> v<i>, GET k<i>; every reply byte
+ * is checked against what the server must answer, in order.
+ */
+export class ExactStream {
+  sent = 0;
+  verified = 0;
+  error: string | undefined;
+  private expected = '';
+  private got = '';
+  private i = 0;
+  private stopped = false;
+  closed = false;
+
+  constructor(private readonly sock: Socket, private readonly prefix: string) {
+    sock.setEncoding('latin1');
+    sock.on('data', (d: string) => this.onData(d));
+    sock.on('error', (e) => (this.error ??= `socket error: ${e.message}`));
+    sock.on('close', () => {
+      this.closed = true;
+      if (!this.stopped) this.error ??= 'connection closed';
+    });
+    this.pump();
+  }
+
+  private value(i: number): string {
+    // 1..3000 bytes of content that depends on i, so a byte out of place shows.
+    const len = 1 + ((i * 7919) % 3000);
+    let s = '';
+    while (s.length < len) s += `${i}:${s.length};`;
+    return s.slice(0, len);
+  }
+
+  private pump(): void {
+    if (this.stopped || this.error !== undefined) return;
+    // Keep about 64 KiB of replies outstanding.
+    let out = '';
+    while (this.expected.length - this.got.length < 64 * 1024 && out.length < 64 * 1024) {
+      // A bounded key space: the guest's memory holds the last 256 values.
+      const k = `${this.prefix}${this.i % 256}`;
+      const v = this.value(this.i);
+      out += resp('SET', k, v) + resp('GET', k);
+      this.expected += '+OK\r\n' + `$${v.length}\r\n${v}\r\n`;
+      this.i++;
+    }
+    if (out.length > 0) {
+      this.sent += out.length;
+      this.sock.write(out, 'latin1');
+    }
+  }
+
+  private onData(d: string): void {
+    this.got += d;
+    const n = Math.min(this.got.length, this.expected.length);
+    if (this.got.slice(0, n) !== this.expected.slice(0, n)) {
+      let at = 0;
+      while (at < n && this.got[at] === this.expected[at]) at++;
+      this.error ??= `reply byte ${this.verified + at} differs: got ${JSON.stringify(this.got.slice(at, at + 40))}, expected ${JSON.stringify(this.expected.slice(at, at + 40))}`;
+      return;
+    }
+    if (this.got.length > this.expected.length) {
+      this.error ??= 'more reply bytes than requests';
+      return;
+    }
+    this.verified += n;
+    this.got = this.got.slice(n);
+    this.expected = this.expected.slice(n);
+    if (this.expected.length < 32 * 1024) this.pump();
+  }
+
+  /** Waits until the stream has moved on by `bytes` more verified bytes. */
+  async progress(bytes: number, timeoutMs = 20_000): Promise<void> {
+    const target = this.verified + bytes;
+    const ok = await waitFor(() => this.verified >= target || this.error !== undefined, timeoutMs);
+    assert.equal(this.error, undefined);
+    assert.ok(ok, `stream stalled at ${this.verified} verified bytes`);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.sock.destroy();
+  }
+}
+
