@@ -28,6 +28,8 @@ export const MIGRATION_DEFAULTS = {
 const KEEP_FINISHED = 100;
 /** At most this many progress events per second per migration on GET /v1/events. */
 const PROGRESS_EVENT_INTERVAL_MS = 200;
+/** How long POST /v1/migrations with resume waits for the source to reconnect. */
+const RESUME_WAIT_MS = 15_000;
 /** How long to wait for the destination host's API while setting a migration up. */
 const PEER_TIMEOUT_MS = 5000;
 
@@ -139,8 +141,14 @@ export class Migrations {
     const status = rec.migration.progress().status;
     if (status !== 'postcopy-paused') throw ApiFailure.conflict(`migration ${rec.id} of '${req.vm}' is ${status}, not postcopy-paused; only a paused post-copy can be resumed`);
     const { peer, dataAddr } = await this.destination(req.to, req.vm, false);
+    const outcome = rec.migration.nextResumeOutcome();
     if (!rec.migration.resume(dataAddr)) throw ApiFailure.conflict(`migration ${rec.id} of '${req.vm}' is no longer paused`);
     this.host.log.info({ migration: rec.id, vm: req.vm, data: formatHostPort(dataAddr) }, 'post-copy resume requested');
+    // Answer once the source has reconnected (or could not): a failed attempt leaves it paused.
+    let timer: NodeJS.Timeout | undefined;
+    const error = await Promise.race([outcome, new Promise<string>((r) => (timer = setTimeout(() => r(`no answer from ${peer.name} within ${RESUME_WAIT_MS} ms`), RESUME_WAIT_MS)))]);
+    clearTimeout(timer);
+    if (error !== undefined) throw new ApiFailure(502, 'peer-error', `resuming migration ${rec.id} of '${req.vm}' failed: ${error}; it stays postcopy-paused`);
     return { id: rec.id, vm: req.vm, source: this.host.name, destination: peer.name, to: rec.to, location: `/v1/migrations/${rec.id}` };
   }
 

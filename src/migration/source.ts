@@ -149,6 +149,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private pausedMs = 0;
   private precopyRounds = 0;
   private lastResumeError = '';
+  private resumeListeners: ((error: string | undefined) => void)[] = [];
   private onActivated: (() => void) | undefined;
   private runPromise: Promise<MigrationReport> | undefined;
 
@@ -620,6 +621,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         this.pausedMs += performance.now() - since;
         this.status = 'postcopy-active';
         this.lastResumeError = '';
+        this.settleResume(undefined);
         this.log.info({ missing: m.runs.pageCount }, 'post-copy resumed');
         this.emitProgress();
         return;
@@ -627,6 +629,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         if (this.failure !== undefined) throw this.failure;
         const err = e instanceof MigrationError ? e : this.asFailure(e);
         this.lastResumeError = err.message;
+        this.settleResume(err.message);
         this.socket?.destroy();
         this.linkDown ??= new LinkDownError(err.message, this.peer);
         this.status = 'postcopy-paused';
@@ -648,9 +651,15 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     return true;
   }
 
-  /** Why the last resume attempt failed ('' if none did). */
-  get resumeError(): string {
-    return this.lastResumeError;
+  /** Resolves with undefined once the next resume attempt has reconnected, or with why it failed. */
+  nextResumeOutcome(): Promise<string | undefined> {
+    return new Promise((resolve) => this.resumeListeners.push(resolve));
+  }
+
+  private settleResume(error: string | undefined): void {
+    const ls = this.resumeListeners;
+    this.resumeListeners = [];
+    for (const l of ls) l(error);
   }
 
   /** The connection broke after the switch: stop sending, wake every wait, keep everything. */
