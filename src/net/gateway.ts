@@ -50,6 +50,8 @@ interface HostSession {
   readonly link: LinkSocket;
   readonly remote: string;
   hostName: string | undefined;
+  /** A `tern gateway status` client, not a host. */
+  statusOnly: boolean;
 }
 
 interface GwVm {
@@ -162,7 +164,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return {
       name: this.opts.name,
       listen: this.listenAddr,
-      hosts: [...this.sessions].map((s) => ({ host: s.hostName ?? '?', remote: s.remote, vms: [...this.vms.values()].filter((v) => v.session === s).map((v) => v.entry.name) })),
+      hosts: [...this.sessions].filter((s) => s.hostName !== undefined).map((s) => ({ host: s.hostName ?? '?', remote: s.remote, vms: [...this.vms.values()].filter((v) => v.session === s).map((v) => v.entry.name) })),
       vms: [...this.vms.values()].map((v) => ({ name: v.entry.name, uuid: v.uuid, epoch: v.entry.epoch, host: v.session?.hostName ?? null, exposures: v.entry.exposures, connections: v.conns.size })),
       connections: this.conns.size,
     };
@@ -180,6 +182,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       id: this.nextSessionId++,
       remote,
       hostName: undefined,
+      statusOnly: false,
       link: new LinkSocket(socket, (m) => this.onMessage(session, m), (reason) => this.onLinkClosed(session, reason)),
     };
     this.sessions.add(session);
@@ -198,7 +201,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         this.killConn(c, 'host gone');
       }
     }
-    if (this.closing || s.hostName === undefined) return;
+    if (this.closing || s.statusOnly) return;
+    if (s.hostName === undefined) {
+      this.log.warn({ remote: s.remote, reason }, 'gateway: a link closed before HELLO');
+      return;
+    }
     this.log.warn({ host: s.hostName, remote: s.remote, reason, vms: names, connectionsReset: reset }, 'gateway: host link closed');
     this.emit('status', { event: 'host-lost', host: s.hostName ?? null, remote: s.remote, reason, vms: names, connectionsReset: reset });
   }
@@ -211,6 +218,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   private onMessage(s: HostSession, m: LinkMessage): void {
     if (s.hostName === undefined) {
       if (m.type === LinkType.StatusRequest) {
+        s.statusOnly = true;
         s.link.send(encodeStatus(JSON.stringify(this.status())));
         s.link.socket.end();
         return;

@@ -19,6 +19,8 @@ export const OUT_BUF_ALLOC = 256 * 1024;
 export const IN_WINDOW = 256 * 1024;
 /** Advertise new credit once the guest's view of our fwd_cnt lags by this much. */
 const CREDIT_UPDATE_THRESHOLD = 16 * 1024;
+/** ...or as soon as it moves at all while the guest sees less than this free. */
+const LOW_CREDIT = 64 * 1024;
 /** Retry sending to a full host→guest ring, or re-ask a silent guest for credit, after this long. */
 const RETRY_MS = 2;
 const CREDIT_REQUEST_RETRY_MS = 200;
@@ -212,8 +214,10 @@ export class VsockEndpoint {
       return;
     }
     c.outQ.ackTo(seq);
-    // New credit for the guest once it is worth a packet.
-    if (!c.guestReset && c.state === ConnState.Open && (c.outQ.ackSeq - c.fwdAdvertised >= CREDIT_UPDATE_THRESHOLD || (c.outFin < 0 && c.outQ.length === 0 && c.outQ.ackSeq !== c.fwdAdvertised))) {
+    // New credit for the guest once it is worth a packet, or at once when the guest may be short of it.
+    const guestSeesFree = OUT_BUF_ALLOC - (c.outQ.endSeq - c.fwdAdvertised);
+    const moved = c.outQ.ackSeq - c.fwdAdvertised;
+    if (!c.guestReset && c.state === ConnState.Open && c.outFin < 0 && (moved >= CREDIT_UPDATE_THRESHOLD || (moved > 0 && guestSeesFree < LOW_CREDIT))) {
       this.sendCtrl(c, Op.CreditUpdate, 0);
     }
     this.maybeDone(c);

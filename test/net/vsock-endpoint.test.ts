@@ -145,13 +145,22 @@ test('VM→client bytes go upstream with offsets; credit beyond buf_alloc is a r
   port.guest(fromGuest(VsockOp.Rw, hostPort, ' world'));
   assert.deepEqual(up.take(), ['data 7 0 5', 'data 7 5 6']);
   assert.equal(up.out, 'hello world');
-  // Acknowledged bytes come back to the guest as fwd_cnt once worth a credit update.
+  // A small ack is not worth a packet while the guest has plenty of credit...
   ep.ack(7, 11);
-  assert.deepEqual(port.take().map((p) => [p.op, p.fwdCnt]), [[VsockOp.CreditUpdate, 11]]);
+  assert.deepEqual(port.take(), []);
+  // ...16 KiB is; and the fwd_cnt rides on every packet we send anyway.
+  for (let i = 0; i < 4; i++) port.guest(fromGuest(VsockOp.Rw, hostPort, 'y'.repeat(4096)));
+  up.take();
+  ep.ack(7, 11 + 16384);
+  assert.deepEqual(port.take().map((p) => [p.op, p.fwdCnt]), [[VsockOp.CreditUpdate, 11 + 16384]]);
+  // Near the end of its credit, any progress is told at once.
+  for (let i = 0; i < 55; i++) port.guest(fromGuest(VsockOp.Rw, hostPort, 'z'.repeat(4096)));
+  up.take();
+  ep.ack(7, 11 + 16384 + 100);
+  assert.deepEqual(port.take().map((p) => [p.op, p.fwdCnt]), [[VsockOp.CreditUpdate, 11 + 16384 + 100]]);
   // A guest that ignores our buf_alloc is reset.
   const big = 'x'.repeat(60000);
-  for (let i = 0; i < 4; i++) port.guest(fromGuest(VsockOp.Rw, hostPort, big));
-  port.guest(fromGuest(VsockOp.Rw, hostPort, big));
+  for (let i = 0; i < 5; i++) port.guest(fromGuest(VsockOp.Rw, hostPort, big));
   const ev = up.take();
   assert.ok(ev.includes(`reset 7 ${ResetReason.Protocol}`), ev.join(','));
   assert.equal(port.take().at(-1)!.op, VsockOp.Rst);
