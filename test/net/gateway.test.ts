@@ -243,3 +243,20 @@ test('tern gateway status shows hosts, VMs, their location and exposed ports', {
   assert.match(bad.stderr, /gateway/);
   await tern(['vm', 'stop', 'kv6', '--host', a.api]);
 });
+
+test('the API checks expose and gateway', async () => {
+  const { http } = await import('../host/helpers.js');
+  const image = readFileSync(KV).toString('base64');
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ expose: ['6379:6379'] }, /needs 'gateway'/],
+    [{ expose: '6379:6379', gateway: gw.listen }, /must be an array/],
+    [{ expose: ['6379'], gateway: gw.listen }, /HOSTPORT:VMPORT/],
+    [{ expose: ['1:1', '1:2'], gateway: gw.listen }, /given twice/],
+    [{ gateway: 'no port here' }, /gateway/],
+  ];
+  for (const [extra, re] of cases) {
+    const r = await http(a.api, 'POST', '/v1/vms', { name: 'apibad', image, imageName: 'kv.elf', memBytes: 32 * 1024 * 1024, ...extra });
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.json<{ error: { message: string } }>().error.message, re);
+  }
+});

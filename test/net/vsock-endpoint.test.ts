@@ -257,3 +257,39 @@ test('malformed guest packets are dropped or reset, never thrown', () => {
   }
   assert.ok(ep.stats.packetsIn > 3000);
 });
+
+test('a guest RST after its data ends the client stream gracefully; a client reset RSTs the guest', () => {
+  const { port, ep, up, hostPort } = setup();
+  port.guest(fromGuest(VsockOp.Rw, hostPort, 'bye'));
+  port.guest(fromGuest(VsockOp.Rst, hostPort));
+  assert.deepEqual(up.take(), ['data 7 0 3', 'fin 7 3']);
+  // The gateway wrote it all and the FIN: the connection is gone, and no RST answers the guest's RST.
+  ep.ack(7, 4);
+  assert.deepEqual(up.take(), ['closed 7']);
+  assert.deepEqual(port.take(), []);
+  // Bytes for a connection the host no longer has are refused.
+  ep.data(7, 0, Buffer.from('late'));
+  assert.deepEqual(up.take(), [`reset 7 ${ResetReason.Unknown}`]);
+
+  ep.open(8, 6379);
+  const [req] = port.take();
+  port.guest(fromGuest(VsockOp.Response, req!.srcPort));
+  up.take();
+  ep.reset(8);
+  assert.deepEqual(port.take().map((p) => p.op), [VsockOp.Rst]);
+  assert.deepEqual(up.take(), ['closed 8']);
+  assert.equal(ep.connectionCount, 0);
+});
+
+test('endpoint state refuses a damaged blob with a clear error', async () => {
+  const { ep } = setup();
+  ep.freeze();
+  const s = ep.saveState();
+  const { decodeEndpointState } = await import('../../src/net/vsock-endpoint.js');
+  assert.equal(decodeEndpointState(s).conns.length, 1);
+  assert.throws(() => decodeEndpointState(s.subarray(0, s.length - 1)), /truncated/);
+  const v2 = s.slice();
+  v2[0] = 9;
+  assert.throws(() => decodeEndpointState(v2), /version 9/);
+  assert.throws(() => decodeEndpointState(Uint8Array.from([...s, 0])), /trailing/);
+});
