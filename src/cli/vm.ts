@@ -7,7 +7,8 @@ import { DEFAULT_RAM_BYTES } from '../machine/memory/layout.js';
 import { ApiError, CliError, DEFAULT_HOST, TernClient } from './client.js';
 import { age, examples, keyValues, printJson, table } from './output.js';
 import { UsageError, formatBytes, formatDuration, parseSize } from './units.js';
-import { NetConfigError, checkExposures, normalizeGateway, parseExposure } from '../net/vm-network.js';
+import { NetConfigError, checkExposures, parseExposure } from '../net/vm-network.js';
+import { normalizeGateway } from '../host/vm-net-setup.js';
 
 interface HostOpts {
   host: string;

@@ -5,8 +5,8 @@
 import type { Logger } from '../util/log.js';
 import { GatewayClients } from '../net/gateway-client.js';
 import { decodeEndpointState } from '../net/vsock-endpoint.js';
-import { NetConfigError, VmNetwork, checkExposures, decodeNetState, normalizeGateway, parseExposure, type NetConfig } from '../net/vm-network.js';
-import { parseHostPort } from './address.js';
+import { NetConfigError, VmNetwork, checkExposures, decodeNetState, parseExposure, type NetConfig } from '../net/vm-network.js';
+import { formatHostPort, parseHostPort } from './address.js';
 import { ApiFailure } from './errors.js';
 import type { HostedVm } from './hosted-vm.js';
 
@@ -26,6 +26,15 @@ export function gatewayLinks(host: { readonly name: string; readonly log: Logger
     linksOf.set(host, g);
   }
   return g;
+}
+
+/** Normalizes a gateway address (host:port) or throws a NetConfigError. */
+export function normalizeGateway(text: string): string {
+  try {
+    return formatHostPort(parseHostPort(text, 'gateway'));
+  } catch (e) {
+    throw new NetConfigError((e as Error).message);
+  }
 }
 
 /** Checks POST /v1/vms's expose/gateway; undefined when the VM has no gateway. */

@@ -4,10 +4,19 @@
  * frames to the VM each connection belongs to.
  */
 import { connect } from 'node:net';
-import { formatHostPort, type HostPort } from '../host/address.js';
 import type { Logger } from '../util/log.js';
 import { LINK_MAJOR, LinkReader, LinkType, ResetReason, encodeHello, encodeReset, encodeStatusRequest, type LinkMessage } from './link-protocol.js';
 import { LinkSocket } from './link-socket.js';
+
+/** A gateway's link address. */
+export interface LinkAddress {
+  readonly host: string;
+  readonly port: number;
+}
+
+function formatLinkAddress(a: LinkAddress): string {
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
 
 const RETRY_MIN_MS = 100;
 const RETRY_MAX_MS = 2000;
@@ -37,11 +46,11 @@ export class GatewayClient {
   private lastError = '';
 
   constructor(
-    private readonly target: HostPort,
+    private readonly target: LinkAddress,
     private readonly hostName: string,
     private readonly log: Logger,
   ) {
-    this.address = formatHostPort(target);
+    this.address = formatLinkAddress(target);
   }
 
   get up(): boolean {
@@ -182,8 +191,8 @@ export class GatewayClients {
     private readonly log: Logger,
   ) {}
 
-  get(target: HostPort): GatewayClient {
-    const key = formatHostPort(target);
+  get(target: LinkAddress): GatewayClient {
+    const key = formatLinkAddress(target);
     let c = this.clients.get(key);
     if (c === undefined) {
       c = new GatewayClient(target, this.hostName, this.log);
@@ -199,11 +208,11 @@ export class GatewayClients {
 }
 
 /** Asks a gateway for its status (`tern gateway status`): one STATUS_REQUEST, one STATUS back. */
-export function fetchGatewayStatus(target: HostPort, timeoutMs = 5000): Promise<unknown> {
+export function fetchGatewayStatus(target: LinkAddress, timeoutMs = 5000): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const socket = connect({ host: target.host, port: target.port });
     const reader = new LinkReader();
-    const t = setTimeout(() => socket.destroy(new Error(`no answer from ${formatHostPort(target)} within ${timeoutMs} ms`)), timeoutMs);
+    const t = setTimeout(() => socket.destroy(new Error(`no answer from ${formatLinkAddress(target)} within ${timeoutMs} ms`)), timeoutMs);
     socket.once('connect', () => socket.write(encodeStatusRequest()));
     socket.on('data', (chunk: Buffer) => {
       try {
@@ -222,11 +231,11 @@ export function fetchGatewayStatus(target: HostPort, timeoutMs = 5000): Promise<
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(t);
-      reject(new Error(`cannot ask the gateway at ${formatHostPort(target)}: ${e.code ?? e.message}`));
+      reject(new Error(`cannot ask the gateway at ${formatLinkAddress(target)}: ${e.code ?? e.message}`));
     });
     socket.once('close', () => {
       clearTimeout(t);
-      reject(new Error(`the gateway at ${formatHostPort(target)} closed the connection without a status (is it a tern gateway?)`));
+      reject(new Error(`the gateway at ${formatLinkAddress(target)} closed the connection without a status (is it a tern gateway?)`));
     });
   });
 }

@@ -4,7 +4,6 @@
  * streams the gateway answers for, and relays frames between the link and the endpoint. While
  * the VM is paused for migration it is frozen: frames from the gateway wait, nothing is sent.
  */
-import { formatHostPort, parseHostPort } from '../host/address.js';
 import type { Logger } from '../util/log.js';
 import type { GatewayClient, LinkedVm } from './gateway-client.js';
 import {
@@ -57,15 +56,6 @@ export function checkExposures(list: readonly Exposure[]): void {
   for (const x of list) {
     if (seen.has(x.hostPort)) throw new NetConfigError(`expose: host port ${x.hostPort} is given twice`);
     seen.add(x.hostPort);
-  }
-}
-
-/** Normalizes a gateway address (host:port) or throws a NetConfigError. */
-export function normalizeGateway(text: string): string {
-  try {
-    return formatHostPort(parseHostPort(text, 'gateway'));
-  } catch (e) {
-    throw new NetConfigError((e as Error).message);
   }
 }
 
