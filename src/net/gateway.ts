@@ -351,11 +351,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         continue;
       }
       listed.add(c.id);
-      const inAcked = Math.min(hc.inAcked, c.inFin >= 0 ? c.inFin + 1 : c.inQ.endSeq);
-      if (c.inFin >= 0 && inAcked > c.inFin) c.inFinAcked = true;
-      c.inQ.ackTo(Math.min(inAcked, c.inQ.endSeq));
-      c.inSent = Math.max(c.inQ.ackSeq, Math.min(inAcked, c.inQ.endSeq));
-      c.finSent = c.inFinAcked;
+      // The host holds (not necessarily delivered) up to `held`: send from there. Our ack stays
+      // what the host delivered, so the window still bounds what waits at the host.
+      const held = Math.min(hc.inAcked, c.inFin >= 0 ? c.inFin + 1 : c.inQ.endSeq);
+      c.inSent = Math.max(c.inQ.ackSeq, Math.min(held, c.inQ.endSeq));
+      c.finSent = c.inFinAcked || (c.inFin >= 0 && held > c.inFin);
       c.openSent = true;
       if (hc.opened) c.opened = true;
       answer.push({ connId: c.id, known: true, outReceived: c.outFin >= 0 ? c.outFin + 1 : c.outReceived });
