@@ -239,7 +239,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         this.detach(s, hex(m.uuid));
         return;
       case LinkType.Opened: {
-        const c = this.routed(s, m.connId);
+        const c = this.routed(s, m.connId, false);
         if (c !== undefined) c.opened = true;
         return;
       }
@@ -265,7 +265,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         return;
       }
       case LinkType.Ack: {
-        const c = this.routed(s, m.connId);
+        // A late ACK for a connection both sides finished is harmless.
+        const c = this.routed(s, m.connId, false);
         if (c === undefined) return;
         this.onAck(c, m.seq);
         return;
@@ -283,10 +284,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   }
 
   /** The connection, if it is routed over this session; otherwise the frame is stale (from a host the VM left). */
-  private routed(s: HostSession, connId: number): GwConn | undefined {
+  private routed(s: HostSession, connId: number, resetIfUnknown = true): GwConn | undefined {
     const c = this.conns.get(connId);
     if (c === undefined || c.vm.session !== s) {
-      if (c === undefined) s.link.send(encodeReset(connId, ResetReason.Unknown));
+      if (c === undefined && resetIfUnknown) s.link.send(encodeReset(connId, ResetReason.Unknown));
       return undefined;
     }
     return c;
