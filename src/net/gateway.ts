@@ -112,6 +112,15 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   private readonly writer: TableWriter | undefined;
   private readonly log: Logger;
   private closing = false;
+  /** pumpToVm's target, for sendToVm (made once: no closure per chunk). */
+  private pumpConnId = 0;
+  private pumpLink: LinkSocket | undefined;
+  private pumpLimit = 0;
+  private readonly sendToVm = (bytes: Uint8Array, seq: number): boolean => {
+    if (seq >= this.pumpLimit) return false;
+    this.pumpLink!.send(encodeData(this.pumpConnId, seq, bytes));
+    return true;
+  };
 
   constructor(private readonly opts: GatewayOptions) {
     super();
@@ -498,11 +507,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     if (s === undefined || !c.openSent || c.dead) return;
     const limit = c.inQ.ackSeq + GATEWAY_WINDOW;
     if (c.inSent < c.inQ.endSeq && c.inSent < limit) {
-      c.inSent = c.inQ.forEachFrom(c.inSent, MAX_DATA_BYTES, (bytes, seq) => {
-        if (seq >= limit) return false;
-        s.link.send(encodeData(c.id, seq, bytes));
-        return true;
-      });
+      this.pumpConnId = c.id;
+      this.pumpLink = s.link;
+      this.pumpLimit = limit;
+      c.inSent = c.inQ.forEachFrom(c.inSent, MAX_DATA_BYTES, this.sendToVm);
     }
     if (c.inFin >= 0 && !c.finSent && c.inSent === c.inFin) {
       c.finSent = true;

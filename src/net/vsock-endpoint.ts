@@ -100,6 +100,12 @@ export class VsockEndpoint {
   private upstream: StreamUpstream | undefined;
   /** Counters for status and tests. */
   readonly stats = { packetsIn: 0, packetsOut: 0, dropped: 0, resets: 0 };
+  /** pumpUp's connection, for sendUp (made once: no closure per packet). */
+  private upConn: VsockConn | undefined;
+  private readonly sendUp = (bytes: Uint8Array, seq: number): boolean => {
+    this.upstream!.data(this.upConn!.connId, seq, bytes);
+    return true;
+  };
 
   constructor(
     private readonly port: VsockHostPort,
@@ -550,10 +556,8 @@ export class VsockEndpoint {
       u.opened(c.connId);
     }
     if (c.outSent < c.outQ.endSeq) {
-      c.outSent = c.outQ.forEachFrom(c.outSent, 64 * 1024, (bytes, seq) => {
-        u.data(c.connId, seq, bytes);
-        return true;
-      });
+      this.upConn = c;
+      c.outSent = c.outQ.forEachFrom(c.outSent, 64 * 1024, this.sendUp);
     }
     if (c.outFin >= 0 && !c.finSent && c.outSent >= c.outFin) {
       c.finSent = true;
