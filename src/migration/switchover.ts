@@ -39,6 +39,12 @@ export interface DowntimeLimitOptions {
   readonly smallRemainderBytes?: number;
   /** Switch after this many consecutive rounds that leave no fewer dirty bytes than the best so far. */
   readonly stallRounds?: number;
+  /**
+   * Once the downtime limit is met, keep iterating while each round leaves at most this fraction
+   * of the previous round's dirty bytes (default 0.5): the pause then carries the dirty set's low
+   * point, not the first set that happens to fit. 0 switches as soon as the limit is met (QEMU).
+   */
+  readonly shrinkToContinue?: number;
 }
 
 /** Expected downtime: the remaining pages and the state at `bandwidthBps`, plus one round trip. */
@@ -52,14 +58,17 @@ export class DowntimeLimitPolicy implements SwitchoverPolicy {
   private readonly maxRounds: number;
   private readonly small: number;
   private readonly stall: number;
+  private readonly shrink: number;
   private best = Infinity;
   private stalled = 0;
+  private previous = Infinity;
 
   constructor(o: DowntimeLimitOptions) {
     this.limit = o.downtimeLimitMs;
     this.maxRounds = Math.max(1, Math.floor(o.maxRounds));
     this.small = o.smallRemainderBytes ?? 256 * 1024;
     this.stall = o.stallRounds ?? 3;
+    this.shrink = o.shrinkToContinue ?? 0.5;
   }
 
   decide(i: SwitchoverInput): SwitchoverDecision {
@@ -70,9 +79,13 @@ export class DowntimeLimitPolicy implements SwitchoverPolicy {
     } else {
       this.stalled++;
     }
+    // Still shrinking fast: one more live round costs little (the set fits the limit) and
+    // takes most of what the pause would otherwise carry.
+    const shrinking = i.remainingBytes <= this.previous * this.shrink;
+    this.previous = i.remainingBytes;
     let reason: SwitchoverReason | undefined;
-    if (expected <= this.limit) reason = 'downtime-limit';
-    else if (i.remainingBytes < this.small) reason = 'small-remainder';
+    if (i.remainingBytes < this.small) reason = 'small-remainder';
+    else if (expected <= this.limit && !shrinking) reason = 'downtime-limit';
     else if (this.stalled >= this.stall) reason = 'not-converging';
     else if (i.round >= this.maxRounds) reason = 'max-rounds';
     return { reason, expectedDowntimeMs: expected };

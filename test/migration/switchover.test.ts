@@ -1,0 +1,48 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { DowntimeLimitPolicy, expectedDowntimeMs } from '../../src/migration/switchover.js';
+
+const MB = 1_000_000;
+/** 1 Gbit/s in bytes per second. */
+const GBIT = 125 * MB;
+const base = { bandwidthBps: GBIT, stateBytes: 0, rttMs: 0 };
+
+test('expected downtime: remaining bytes and state over the bandwidth, plus one round trip', () => {
+  assert.equal(expectedDowntimeMs(1.25 * MB, 0, GBIT, 0), 10);
+  assert.equal(expectedDowntimeMs(1.25 * MB, 1.25 * MB, GBIT, 3), 23);
+});
+
+test('a set that fits the limit but is still shrinking fast gets another live round', () => {
+  const p = new DowntimeLimitPolicy({ downtimeLimitMs: 50, maxRounds: 30 });
+  // Round 1 leaves 2 MB (16 ms at 1 Gbit/s, within 50 ms): QEMU would switch here.
+  assert.equal(p.decide({ ...base, round: 1, remainingBytes: 2 * MB }).reason, undefined);
+  // Round 2 took it to 0.5 MB (a quarter): still shrinking, go on.
+  assert.equal(p.decide({ ...base, round: 2, remainingBytes: 0.5 * MB }).reason, undefined);
+  // Round 3 only got to 0.4 MB: the low point; it fits, so switch.
+  const d = p.decide({ ...base, round: 3, remainingBytes: 0.4 * MB });
+  assert.equal(d.reason, 'downtime-limit');
+  assert.equal(d.expectedDowntimeMs, 3.2);
+});
+
+test('shrinkToContinue 0 is QEMU\'s rule: switch as soon as the limit is met', () => {
+  const p = new DowntimeLimitPolicy({ downtimeLimitMs: 50, maxRounds: 30, shrinkToContinue: 0 });
+  assert.equal(p.decide({ ...base, round: 1, remainingBytes: 2 * MB }).reason, 'downtime-limit');
+});
+
+test('a remainder under 256 KiB switches at once; one over the limit never switches on the limit', () => {
+  const p = new DowntimeLimitPolicy({ downtimeLimitMs: 50, maxRounds: 30 });
+  assert.equal(p.decide({ ...base, round: 1, remainingBytes: 100 * 1024 }).reason, 'small-remainder');
+  const q = new DowntimeLimitPolicy({ downtimeLimitMs: 1, maxRounds: 30 });
+  assert.equal(q.decide({ ...base, round: 1, remainingBytes: 8 * MB }).reason, undefined);
+  assert.equal(q.decide({ ...base, round: 2, remainingBytes: 8 * MB }).reason, undefined);
+});
+
+test('rounds that stop shrinking end in not-converging; the round limit ends in max-rounds', () => {
+  const p = new DowntimeLimitPolicy({ downtimeLimitMs: 1, maxRounds: 30 });
+  const sizes = [8, 6, 7, 7, 7];
+  const reasons = sizes.map((s, i) => p.decide({ ...base, round: i + 1, remainingBytes: s * MB }).reason);
+  assert.deepEqual(reasons, [undefined, undefined, undefined, undefined, 'not-converging']);
+  const q = new DowntimeLimitPolicy({ downtimeLimitMs: 1, maxRounds: 2 });
+  assert.equal(q.decide({ ...base, round: 1, remainingBytes: 8 * MB }).reason, undefined);
+  assert.equal(q.decide({ ...base, round: 2, remainingBytes: 4 * MB }).reason, 'max-rounds');
+});
