@@ -11,6 +11,7 @@ interface MigrateOpts {
   to?: string;
   maxBandwidth?: string;
   minBandwidth?: string;
+  rateIncrement?: string;
   downtimeLimit?: string;
   maxRounds?: string;
   verify?: boolean;
@@ -43,7 +44,8 @@ export function registerMigrate(program: Command): void {
     .option('--from <addr>', 'the source host: host:port of its API (env TERN_HOST)', DEFAULT_HOST)
     .option('--to <addr>', 'the destination host: host:port of its API (required)')
     .option('--max-bandwidth <rate>', 'cap on migration bandwidth: 1Gbit, 100Mbit, 500MB/s, 64MiB/s; 0 = unlimited', '0')
-    .option('--min-bandwidth <rate>', "floor of Clark's dynamic rate limit: round 1 runs at it, later rounds at the dirtying rate + 50 Mbit/s; 0 = no floor (round 1 at --max-bandwidth)", '0')
+    .option('--min-bandwidth <rate>', "floor of Clark's dynamic rate limit: round 1 runs at it, later rounds at the dirtying rate + --rate-increment; 0 = no floor (round 1 at --max-bandwidth)", '0')
+    .option('--rate-increment <rate>', "dynamic rate limit: each live round after the first runs at the last round's dirtying rate + this; 0 = auto: max(50Mbit (Clark), --max-bandwidth / 2), no pacing when --max-bandwidth is unlimited", '0')
     .option('--downtime-limit <duration>', 'switch over once the expected downtime is below this: 50ms, 1s (QEMU downtime-limit)', '300ms')
     .option('--max-rounds <n>', 'stop iterating after this many pre-copy rounds and switch over', '30')
     .option('--mode <mode>', 'precopy; postcopy (switch first, then fetch pages on demand and push the rest); hybrid (--precopy-rounds pre-copy rounds, then post-copy); auto (pre-copy, switching to post-copy when it does not converge)', 'precopy')
@@ -197,6 +199,7 @@ async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
     to: opts.to!,
     maxBandwidthBps: parseRate(opts.maxBandwidth ?? '0', '--max-bandwidth'),
     minBandwidthBps: parseRate(opts.minBandwidth ?? '0', '--min-bandwidth'),
+    rateIncrementBps: parseRate(opts.rateIncrement ?? '0', '--rate-increment'),
     downtimeLimitMs: Math.max(1, Math.round(parseDuration(opts.downtimeLimit ?? '300ms', '--downtime-limit'))),
     maxRounds: parseCount(opts.maxRounds ?? '30', '--max-rounds'),
     verifyRam: opts.verify === true,

@@ -71,6 +71,8 @@ export interface HostInfo {
     /** RAM reserved for incoming migrations. */
     reservedBytes: number;
     freeBytes: number;
+    /** RAM of departed VMs kept warm for reuse (--ram-pool), outside the budget. */
+    pooledBytes: number;
   };
   migrations: { outgoing: number; incoming: number };
 }
@@ -94,6 +96,8 @@ export interface StartMigrationRequest {
   to: string;
   maxBandwidthBps?: number;
   minBandwidthBps?: number;
+  /** Dynamic rate limit increment; 0 or absent: max(50 Mbit/s, max/2), none when max is unlimited. */
+  rateIncrementBps?: number;
   downtimeLimitMs?: number;
   maxRounds?: number;
   verifyRam?: boolean;

@@ -92,6 +92,7 @@ export class Migrations {
       ...(req.prepaging !== undefined ? { prepaging: req.prepaging } : {}),
       maxBandwidthBps: req.maxBandwidthBps ?? MIGRATION_DEFAULTS.maxBandwidthBps,
       minBandwidthBps: req.minBandwidthBps ?? MIGRATION_DEFAULTS.minBandwidthBps,
+      ...(req.rateIncrementBps !== undefined && req.rateIncrementBps > 0 ? { rateIncrementBps: req.rateIncrementBps } : {}),
       downtimeLimitMs: req.downtimeLimitMs ?? MIGRATION_DEFAULTS.downtimeLimitMs,
       maxRounds: req.maxRounds ?? MIGRATION_DEFAULTS.maxRounds,
       verifyRam: req.verifyRam ?? MIGRATION_DEFAULTS.verifyRam,
@@ -284,6 +285,7 @@ export class Migrations {
   /** The engine's destination side activated a VM here. */
   /** A post-copy here changed state: the VM runs here while pages arrive, or waits for the source to resume. */
   incomingPostcopy(vm: IncomingVm, info: { migrationId: string; status: 'postcopy-active' | 'postcopy-paused'; missingPages: number }): void {
+    this.host.pagesArriving(vm.name, true);
     const existing = this.incoming.find((m) => m.id === info.migrationId && m.direction === 'incoming');
     if (existing !== undefined) {
       existing.status = info.status;
@@ -296,6 +298,7 @@ export class Migrations {
 
   incomingActivated(vm: IncomingVm, info: { downtimeMs: number; migrationId: string }, startedAt: Date | undefined): void {
     const now = new Date();
+    this.host.pagesArriving(vm.name, false);
     const postcopy = this.incoming.findIndex((m) => m.id === info.migrationId && m.direction === 'incoming');
     if (postcopy >= 0) this.incoming.splice(postcopy, 1);
     this.incoming.push({
@@ -367,7 +370,7 @@ export class Migrations {
 }
 
 function numericOpts(o: MigrateOptions): Record<string, number | boolean> {
-  return { maxBandwidthBps: o.maxBandwidthBps, minBandwidthBps: o.minBandwidthBps, downtimeLimitMs: o.downtimeLimitMs, maxRounds: o.maxRounds, verifyRam: o.verifyRam, timeoutMs: o.timeoutMs };
+  return { maxBandwidthBps: o.maxBandwidthBps, minBandwidthBps: o.minBandwidthBps, rateIncrementBps: o.rateIncrementBps ?? 0, downtimeLimitMs: o.downtimeLimitMs, maxRounds: o.maxRounds, verifyRam: o.verifyRam, timeoutMs: o.timeoutMs };
 }
 
 function syntheticFailure(rec: OutgoingRecord, source: string, e: unknown): MigrationReport {

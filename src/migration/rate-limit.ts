@@ -5,7 +5,19 @@
  */
 
 /** 50 Mbit/s in bytes per second: Clark's increment. */
-export const DEFAULT_RATE_INCREMENT_BPS = 50_000_000 / 8;
+export const CLARK_RATE_INCREMENT_BPS = 50_000_000 / 8;
+
+/**
+ * The increment when none is configured: Clark's 50 Mbit/s, or half the maximum when that is
+ * more, and no pacing at all under an unlimited maximum. Clark's figure was chosen for a
+ * 1 Gbit/s link shared with the VM's own traffic; at 1 Gbit/s it paces the second round of a
+ * VM dirtying 8 MB/s to 14 MB/s, so live rounds take several times the downtime budget and the
+ * guest dirties more meanwhile. Half the maximum keeps the other half of the cap for the host.
+ */
+export function defaultRateIncrement(maxBps: number): number {
+  if (!(maxBps > 0) || maxBps === Infinity) return Infinity;
+  return Math.max(CLARK_RATE_INCREMENT_BPS, maxBps / 2);
+}
 
 /** Chooses each round's bandwidth limit. Infinity means unlimited. Swappable. */
 export interface RateLimitPolicy {
@@ -18,11 +30,16 @@ export interface RateLimitPolicy {
 export class DynamicRateLimit implements RateLimitPolicy {
   private readonly min: number;
   private readonly max: number;
+  readonly incrementBps: number;
 
-  /** Bandwidths in bytes per second; max 0 = unlimited, min 0 = no floor. */
-  constructor(minBps: number, maxBps: number, private readonly incrementBps: number = DEFAULT_RATE_INCREMENT_BPS) {
+  /**
+   * Bandwidths in bytes per second; max 0 = unlimited, min 0 = no floor, increment 0 or absent =
+   * `defaultRateIncrement(max)`.
+   */
+  constructor(minBps: number, maxBps: number, incrementBps = 0) {
     this.max = maxBps > 0 ? maxBps : Infinity;
     this.min = Math.min(Math.max(0, minBps), this.max);
+    this.incrementBps = incrementBps > 0 ? incrementBps : defaultRateIncrement(this.max);
   }
 
   roundLimit(round: number, prevDirtyRateBps: number): number {

@@ -78,6 +78,8 @@ export interface MigrateOptions {
   readonly maxBandwidthBps: number;
   /** Floor of the dynamic rate limiter, bytes per second. */
   readonly minBandwidthBps: number;
+  /** Added to the last dirtying rate for each live round's limit; 0 or absent: `defaultRateIncrement`. */
+  readonly rateIncrementBps?: number;
   /** QEMU's downtime-limit (default 300). */
   readonly downtimeLimitMs: number;
   /** Live (iterative) rounds at most before stop-and-copy (default 30). */
@@ -310,7 +312,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (o.precopyRounds !== undefined && (!Number.isInteger(o.precopyRounds) || o.precopyRounds < 1)) bad(`precopyRounds = ${o.precopyRounds}`);
     if (o.prepaging !== undefined && o.prepaging !== 'linear' && o.prepaging !== 'bubbling') bad(`prepaging '${String(o.prepaging)}' (linear or bubbling)`);
     if (!Number.isInteger(o.destination.port) || o.destination.port <= 0 || o.destination.port > 65535) bad(`destination port ${o.destination.port}`);
-    for (const [k, v] of [['maxBandwidthBps', o.maxBandwidthBps], ['minBandwidthBps', o.minBandwidthBps], ['downtimeLimitMs', o.downtimeLimitMs], ['timeoutMs', o.timeoutMs]] as const) {
+    for (const [k, v] of [['maxBandwidthBps', o.maxBandwidthBps], ['minBandwidthBps', o.minBandwidthBps], ['rateIncrementBps', o.rateIncrementBps ?? 0], ['downtimeLimitMs', o.downtimeLimitMs], ['timeoutMs', o.timeoutMs]] as const) {
       if (!Number.isFinite(v) || v < 0) bad(`${k} = ${v}`);
     }
     if (!Number.isInteger(o.maxRounds) || o.maxRounds < 1) bad(`maxRounds = ${o.maxRounds}`);
@@ -449,7 +451,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.setupTimeMs = performance.now() - this.t0;
     this.emitProgress();
 
-    const limiter: RateLimitPolicy = new DynamicRateLimit(this.opts.minBandwidthBps, this.opts.maxBandwidthBps);
+    const limiter: RateLimitPolicy = new DynamicRateLimit(this.opts.minBandwidthBps, this.opts.maxBandwidthBps, this.opts.rateIncrementBps ?? 0);
     const maxRounds = this.opts.mode === 'hybrid' ? (this.opts.precopyRounds ?? 1) : this.opts.maxRounds;
     const policy: SwitchoverPolicy = new DowntimeLimitPolicy({ downtimeLimitMs: this.opts.downtimeLimitMs, maxRounds });
     const sender = this.sender!;
