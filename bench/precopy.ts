@@ -10,6 +10,8 @@ import { OutgoingMigration } from '../src/migration/source.js';
 import type { DestinationHost, IncomingVm, MigratableVm, PreparedVm, Reservation } from '../src/migration/vm-port.js';
 
 const MiB = 1024 * 1024;
+/** COLD=1: fresh, untouched destination RAM per run, as a real reservation gets. */
+const cold = process.env['COLD'] === '1';
 
 /**
  * Destination: writes every page into real GuestRam; load/resume do nothing. The RAM is reused
@@ -19,9 +21,9 @@ const MiB = 1024 * 1024;
 class BenchHost implements DestinationHost {
   private ram: GuestRam | undefined;
   reserve(vm: IncomingVm): Reservation {
-    if (this.ram?.bytes !== vm.ramBytes) {
+    if (this.ram?.bytes !== vm.ramBytes || cold) {
       this.ram = GuestRam.allocate(vm.ramBytes);
-      for (let i = 0; i < this.ram.u8.length; i += 4096) this.ram.u8[i] = 1;
+      if (!cold) for (let i = 0; i < this.ram.u8.length; i += 4096) this.ram.u8[i] = 1;
     }
     return { ram: this.ram };
   }

@@ -14,6 +14,7 @@ interface ServeOpts {
   migrationListen?: string;
   maxMem: string;
   maxIncoming: string;
+  ramPool: string;
   json?: boolean;
 }
 
@@ -38,6 +39,7 @@ export function registerHost(program: Command): void {
     .option('--migration-listen <addr>', 'where to accept migration data, host:port (default: API host, API port + 1000)')
     .option('--max-mem <size>', 'budget for the RAM of all VMs on this host: 8G, 512M', '8G')
     .option('--max-incoming <n>', 'incoming migrations accepted at the same time', '4')
+    .option('--ram-pool <size>', 'RAM of VMs that left, kept warm for the next VM of the same size (0: none); fresh RAM costs a kernel page fault per page on first write', '512M')
     .option('--json', 'print the start line as JSON: {"name","api","migration","pid"}')
     .addHelpText('after', `
 Prints one line with its addresses once it serves, then logs JSON lines to stderr (level from
@@ -51,10 +53,11 @@ ${examples([
       const listen = parseHostPort(opts.listen, '--listen', { allowZero: true });
       const migrationListen = opts.migrationListen !== undefined ? parseHostPort(opts.migrationListen, '--migration-listen', { allowZero: true, defaultHost: listen.host }) : undefined;
       const maxMemBytes = parseSize(opts.maxMem, '--max-mem', true);
+      const ramPoolBytes = parseSize(opts.ramPool, '--ram-pool', false);
       const maxIncoming = Number(opts.maxIncoming);
       if (!Number.isSafeInteger(maxIncoming) || maxIncoming < 1) throw new CliError(`--max-incoming: '${opts.maxIncoming}' is not a positive whole number`, 2);
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(opts.name)) throw new CliError(`--name: '${opts.name}' is not a valid host name (letters, digits, '.', '_', '-')`, 2);
-      const daemon = new Daemon({ name: opts.name, listen, maxMemBytes, maxIncoming, ...(migrationListen !== undefined ? { migrationListen } : {}) });
+      const daemon = new Daemon({ name: opts.name, listen, maxMemBytes, ramPoolBytes, maxIncoming, ...(migrationListen !== undefined ? { migrationListen } : {}) });
       let addrs;
       try {
         addrs = await daemon.start();
@@ -113,7 +116,7 @@ ${examples([
         ['pid', String(info.pid)],
         ['started', info.startedAt],
         ['VMs', String(info.vms)],
-        ['memory', `${formatBytes(info.memory.usedBytes)} used, ${formatBytes(info.memory.reservedBytes)} reserved for incoming, ${formatBytes(info.memory.freeBytes)} free of ${formatBytes(info.memory.maxBytes)}`],
+        ['memory', `${formatBytes(info.memory.usedBytes)} used, ${formatBytes(info.memory.reservedBytes)} reserved for incoming, ${formatBytes(info.memory.freeBytes)} free of ${formatBytes(info.memory.maxBytes)}, ${formatBytes(info.memory.pooledBytes)} kept warm for reuse`],
         ['migrations', `${info.migrations.outgoing} outgoing, ${info.migrations.incoming} incoming in progress`],
       ]));
     });

@@ -8,6 +8,7 @@ import type { HostInfo, VmInfo } from './api-types.js';
 import { ApiFailure } from './errors.js';
 import { EventHub } from './events.js';
 import { HostedVm, formatUuid, newUuid, sha256Digest, type HostedVmConfig } from './hosted-vm.js';
+import { RamPool } from './ram-pool.js';
 import { TERN_VERSION, API_VERSION } from './version.js';
 import { attachNetwork, type NewVmNetwork } from './vm-net-setup.js';
 
@@ -15,8 +16,12 @@ export interface HostOptions {
   readonly name: string;
   /** Budget for the RAM of all VMs held or reserved here. */
   readonly maxMemBytes: number;
+  /** RAM of departed VMs kept warm for the next VM of the same size (0: none). Default 512 MiB. */
+  readonly ramPoolBytes?: number;
   readonly log: Logger;
 }
+
+export const DEFAULT_RAM_POOL_BYTES = 512 * 1024 * 1024;
 
 /** The devices every VM created here gets (vsock first: slot 7; balloon: slot 6). */
 export function newVmDevices(): VirtioDeviceSpec[] {
@@ -59,7 +64,11 @@ export class Host {
   readonly events = new EventHub();
   readonly log: Logger;
   readonly startedAt = new Date();
+  /** Warm RAM of VMs that left, reused by incoming migrations and new VMs. */
+  readonly ramPool: RamPool;
   private readonly vms = new Map<string, HostedVm>();
+  /** VMs running here whose pages still arrive by post-copy: their RAM may still be written. */
+  private readonly filling = new Set<string>();
   /** Names being created by POST /v1/vms (the image is booting). */
   private readonly starting = new Map<string, number>();
   private readonly claims = new Set<MemoryClaim>();
@@ -68,6 +77,7 @@ export class Host {
   constructor(opts: HostOptions) {
     this.name = opts.name;
     this.maxMemBytes = opts.maxMemBytes;
+    this.ramPool = new RamPool(opts.ramPoolBytes ?? DEFAULT_RAM_POOL_BYTES);
     this.log = opts.log;
   }
 
@@ -125,6 +135,11 @@ export class Host {
     return undefined;
   }
 
+  /** Guest RAM of `bytes`, all zero: warm from the pool when it holds a buffer that size. */
+  allocateRam(bytes: number): GuestRam {
+    return GuestRam.allocate(bytes, this.ramPool.take(bytes));
+  }
+
   claim(c: MemoryClaim): void {
     this.claims.add(c);
   }
@@ -142,7 +157,7 @@ export class Host {
     try {
       let ram: GuestRam;
       try {
-        ram = GuestRam.allocate(spec.memBytes);
+        ram = this.allocateRam(spec.memBytes);
       } catch (e) {
         if (e instanceof RamSizeError) throw ApiFailure.badRequest(`memBytes: ${e.message}`);
         throw new ApiFailure(507, 'no-memory', `cannot allocate ${spec.memBytes} bytes of guest RAM: ${(e as Error).message}`);
@@ -226,15 +241,24 @@ export class Host {
     const info = await vm.info(this.name);
     this.vms.delete(name);
     await vm.stop({ why: 'deleted' });
+    // A post-copy receiver may still write this RAM: it must never back another VM.
+    if (!this.filling.has(name)) this.ramPool.put(vm.ram.buffer);
     this.log.info({ vm: name }, 'vm stopped and freed');
     this.events.publish({ type: 'vm.deleted', vm: name });
     return info;
+  }
+
+  /** Pages of VM `name` arrive by post-copy (true) or have all arrived or stopped for good (false). */
+  pagesArriving(name: string, arriving: boolean): void {
+    if (arriving) this.filling.add(name);
+    else this.filling.delete(name);
   }
 
   /** The VM now runs elsewhere: end its vCPU here and forget it. */
   async handedOver(vm: HostedVm, migration: string, destination: string, to: string): Promise<void> {
     if (this.vms.get(vm.name) === vm) this.vms.delete(vm.name);
     await vm.stop({ why: 'migrated', migration, destination, to });
+    this.ramPool.put(vm.ram.buffer);
     this.events.publish({ type: 'vm.departed', vm: vm.name, migration, destination });
   }
 
@@ -250,7 +274,7 @@ export class Host {
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),
       vms: this.vms.size,
-      memory: { maxBytes: this.maxMemBytes, usedBytes: used, reservedBytes: reserved, freeBytes: Math.max(0, this.maxMemBytes - used - reserved) },
+      memory: { maxBytes: this.maxMemBytes, usedBytes: used, reservedBytes: reserved, freeBytes: Math.max(0, this.maxMemBytes - used - reserved), pooledBytes: this.ramPool.bytes },
       migrations,
     };
   }

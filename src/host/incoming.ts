@@ -1,4 +1,4 @@
-import { GuestRam } from '../machine/memory/ram.js';
+import type { GuestRam } from '../machine/memory/ram.js';
 import { Vcpu } from '../machine/vcpu/vcpu.js';
 import { DeviceConfigError, parseDeviceSpecs, type VirtioDeviceSpec } from '../machine/devices/virtio/device-spec.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type PreparedVm, type Reservation } from '../migration/vm-port.js';
@@ -43,7 +43,7 @@ export class IncomingVms implements DestinationHost {
     if (problem !== undefined) throw new RefusedError(problem.kind === 'exists' ? 'exists' : 'too-big', problem.message);
     let ram: GuestRam;
     try {
-      ram = GuestRam.allocate(vm.ramBytes);
+      ram = this.host.allocateRam(vm.ramBytes);
     } catch (e) {
       throw new RefusedError('too-big', `host ${this.host.name} cannot allocate ${vm.ramBytes} bytes of guest RAM: ${(e as Error).message}`);
     }
@@ -51,7 +51,7 @@ export class IncomingVms implements DestinationHost {
     const claim: MemoryClaim = { name: vm.name, uuid, bytes: vm.ramBytes };
     const standby = Vcpu.start({ ram, name: vm.name, devices, start: { kind: 'standby' } });
     standby.catch(() => {}); // a failure surfaces in load()
-    const r: HostReservation = { ram, claim, standby, ready: standby.then(() => undefined) };
+    const r: HostReservation = { ram, claim, standby, zeroed: true, ready: standby.then(() => undefined) };
     this.host.claim(claim);
     this.held.add(r);
     this.reservedAt.set(uuid, new Date());
@@ -100,6 +100,7 @@ export class IncomingVms implements DestinationHost {
         done = true;
         this.drop(r);
         await vcpu.stop();
+        this.host.ramPool.put(r.ram.buffer);
       },
     };
   }
@@ -116,7 +117,11 @@ export class IncomingVms implements DestinationHost {
   release(_vm: IncomingVm, reservation: Reservation): void {
     // Idempotent: a discarded load has already given the memory back.
     const r = reservation as HostReservation;
-    if (this.held.has(r)) void r.standby.then((v) => v.stop(), () => {});
+    if (this.held.has(r)) {
+      void r.standby
+        .then((v) => v.stop(), () => {})
+        .then(() => this.host.ramPool.put(r.ram.buffer));
+    }
     this.drop(r);
   }
 

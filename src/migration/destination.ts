@@ -674,7 +674,9 @@ class IncomingSession {
           b.copyData(i, ram, at);
           break;
         case PageEncoding.Zero:
-          ram.fill(0, at, at + PAGE_SIZE);
+          // Fresh reserved RAM is zero: writing zeros there would only fault the page in (on a
+          // VM host that costs more than copying a page), so round 1 leaves it untouched.
+          if (this.round !== 1 || (this.owner ?? this).reservation?.zeroed !== true) ram.fill(0, at, at + PAGE_SIZE);
           break;
         case PageEncoding.Delta:
           // XBZRLE against the version this RAM holds (the source caches exactly what it sent).

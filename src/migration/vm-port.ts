@@ -40,6 +40,8 @@ export interface Reservation {
   readonly ram: GuestRam;
   /** Resolves once the host can load a state at once (e.g. its standby vCPU thread has started). */
   readonly ready?: Promise<void>;
+  /** Every byte of `ram` is zero (fresh or cleared): round 1 need not write zero pages. */
+  readonly zeroed?: boolean;
 }
 
 export class RefusedError extends Error {

@@ -2,7 +2,7 @@
 // Skipped when this build has no migration engine (src/migration/source.ts, destination.ts).
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { MigrationInfo, VmInfo } from '../../src/host/api-types.js';
+import type { HostInfo, MigrationInfo, VmInfo } from '../../src/host/api-types.js';
 import type { MigrationReport } from '../../src/migration/report.js';
 import { imagePath } from '../helpers/images.js';
 import { HAS_ENGINE, count, http, killAll, sleep, startDaemon, tern, ternBackground, ternJson, waitFor, type Daemon } from './helpers.js';
@@ -45,7 +45,9 @@ describe('live migration between two daemons', { skip, timeout: 600_000 }, () =>
     let to = b;
     for (let i = 0; i < 20; i++) {
       const before = await consoleOf(from, 'v1');
-      const r = await ternJson<MigrationReport>(['migrate', 'v1', '--from', from.api, '--to', to.api, '--downtime-limit', '50ms'], 120_000);
+      // --verify: a SHA-256 of all RAM on both sides; from the second move on, the destination
+      // receives into RAM it kept warm from the VM's previous stay (the RAM pool).
+      const r = await ternJson<MigrationReport>(['migrate', 'v1', '--from', from.api, '--to', to.api, '--downtime-limit', '50ms', '--verify'], 120_000);
       assert.equal(r.code, 0, `migration ${i + 1} ${from.name} -> ${to.name}: ${r.stderr} ${JSON.stringify(r.value.error)}`);
       const rep = r.value;
       assert.equal(rep.status, 'completed');
@@ -64,6 +66,12 @@ describe('live migration between two daemons', { skip, timeout: 600_000 }, () =>
       assert.ok(arrived.startsWith(before), `console history whole after migration ${i + 1}`);
       assert.match(arrived, /^AB+$/, `no X after migration ${i + 1}`);
       await bRises(to, 'v1', count(arrived, 'B'));
+      if (i < 2) {
+        // The source keeps the departed VM's RAM warm; the destination took its pooled buffer.
+        const pooled = async (d: Daemon): Promise<number> => (await http(d.api, 'GET', '/v1/host')).json<HostInfo>().memory.pooledBytes;
+        assert.equal(await pooled(from), 64 * 1024 * 1024, `migration ${i + 1}: the source pooled the RAM`);
+        assert.equal(await pooled(to), 0, `migration ${i + 1}: the destination took pooled RAM or had none`);
+      }
       [from, to] = [to, from];
     }
     const list = await ternJson<MigrationInfo[]>(['migrate', 'list', '--host', a.api]);

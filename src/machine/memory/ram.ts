@@ -59,16 +59,22 @@ export class GuestRam {
     this.freeHints = new PageMarks(d.freeHints, this.pageCount);
   }
 
-  static allocate(bytes: number): GuestRam {
+  /**
+   * New guest RAM, all zero. `reuse` supplies the data buffer (already zeroed, exactly `bytes`
+   * long) from RAM whose VM is gone: its pages are already backed, so writing them costs no
+   * page faults.
+   */
+  static allocate(bytes: number, reuse?: SharedArrayBuffer): GuestRam {
     if (!Number.isInteger(bytes) || bytes < MIN_RAM_BYTES || bytes > MAX_RAM_BYTES || bytes % PAGE_SIZE !== 0) {
       throw new RamSizeError(bytes);
     }
+    if (reuse !== undefined && reuse.byteLength !== bytes) throw new RangeError(`reused RAM is ${reuse.byteLength} bytes, not ${bytes}`);
     const pages = bytes / PAGE_SIZE;
     const presence = new SharedArrayBuffer(pages);
     new Uint8Array(presence).fill(1);
     return new GuestRam({
       bytes,
-      data: new SharedArrayBuffer(bytes),
+      data: reuse ?? new SharedArrayBuffer(bytes),
       dirty: new SharedArrayBuffer(DirtyLog.bytesFor(pages)),
       presence,
       signals: allocateSignals().buffer as SharedArrayBuffer,

@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { RamPool } from '../../src/host/ram-pool.js';
+import { GuestRam } from '../../src/machine/memory/ram.js';
+
+const MiB = 1024 * 1024;
+
+test('a pooled buffer comes back zeroed, only for the same size, once', () => {
+  const pool = new RamPool(64 * MiB);
+  const ram = GuestRam.allocate(16 * MiB);
+  ram.u8.fill(0xa5, 0, 3 * 4096);
+  pool.put(ram.buffer);
+  pool.put(ram.buffer); // twice is once
+  assert.equal(pool.bytes, 16 * MiB);
+  assert.equal(pool.take(32 * MiB), undefined);
+  const b = pool.take(16 * MiB);
+  assert.equal(b, ram.buffer);
+  assert.ok(new Uint8Array(b!).every((x) => x === 0));
+  assert.equal(pool.bytes, 0);
+  assert.equal(pool.take(16 * MiB), undefined);
+  const again = GuestRam.allocate(16 * MiB, b);
+  assert.equal(again.buffer, b);
+});
+
+test('the pool keeps the newest buffers within its cap; 0 keeps none', () => {
+  const pool = new RamPool(40 * MiB);
+  const a = new SharedArrayBuffer(16 * MiB);
+  const b = new SharedArrayBuffer(16 * MiB);
+  const c = new SharedArrayBuffer(16 * MiB);
+  pool.put(a);
+  pool.put(b);
+  pool.put(c);
+  assert.equal(pool.bytes, 32 * MiB);
+  assert.equal(pool.take(16 * MiB), b);
+  assert.equal(pool.take(16 * MiB), c);
+  assert.equal(pool.take(16 * MiB), undefined);
+  const none = new RamPool(0);
+  none.put(a);
+  assert.equal(none.bytes, 0);
+});
+
+test('reused RAM of the wrong size is refused', () => {
+  assert.throws(() => GuestRam.allocate(16 * MiB, new SharedArrayBuffer(8 * MiB)), RangeError);
+});
