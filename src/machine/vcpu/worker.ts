@@ -77,9 +77,12 @@ function applyControls(): void {
   hart.presenceOn = Atomics.load(sig, Sig.PresenceOn) === 1;
 }
 
-/** Blocks the thread until the doorbell rings or `ms` pass. */
-function sleep(ms: number): void {
-  const bell = Atomics.load(sig, Sig.Doorbell);
+/**
+ * Blocks the thread until the doorbell rings or `ms` pass. `bell` is the doorbell value when the
+ * caller last looked at the devices: a ring after that (say, a packet queued while the slice
+ * ran, just before the guest entered wfi) returns at once instead of sleeping through it.
+ */
+function sleep(ms: number, bell: number = Atomics.load(sig, Sig.Doorbell)): void {
   if (Atomics.load(sig, Sig.Command) !== VcpuCommand.Run) return;
   Atomics.wait(sig, Sig.Doorbell, bell, Math.min(ms, MAX_SLEEP_MS));
 }
@@ -160,6 +163,8 @@ function loop(): void {
         return;
       }
       applyControls();
+      // Read before runSlice polls the devices: any ring from here on is work the slice may have missed.
+      const bell = Atomics.load(sig, Sig.Doorbell);
       const reason = machine.runSlice(SLICE);
       if (reason === StopReason.Exit) {
         finish(machine.bus.exitCode);
@@ -169,7 +174,7 @@ function loop(): void {
       if (outLen > 0 && now - lastFlush >= FLUSH_MS) flush();
       if (reason === StopReason.Wfi) {
         flush();
-        sleep(machine.clock.msUntil(machine.clint.deadline()));
+        sleep(machine.clock.msUntil(machine.clint.deadline()), bell);
         // Input or commands may have arrived: let the event loop deliver them.
         setImmediate(loop);
         return;
