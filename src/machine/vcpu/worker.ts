@@ -150,6 +150,20 @@ function crash(e: unknown): void {
   post({ type: 'crash', message: err.message, stack: err.stack ?? '' });
 }
 
+/**
+ * Runs the state code before it counts. A new thread compiles each function on its first call:
+ * the first save or load of a machine state took 2–5 ms (for 2 KiB of state), and a migration
+ * pays for them inside its downtime (the source saves after the pause, the destination's standby
+ * thread loads before the resume). A standby machine holds nothing yet, so loading its own state
+ * changes nothing; a running one only saves.
+ */
+function warmStateCode(): void {
+  for (let i = 0; i < 3; i++) {
+    const saved = machine.saveState();
+    if (standby) machine.restoreState(saved);
+  }
+}
+
 /** Runs slices until it is time to yield, pause or stop. */
 function loop(): void {
   if (exited) return;
@@ -280,6 +294,7 @@ port.on('message', (m: ToVcpu) => {
 try {
   if (data.start.kind === 'boot') machine.boot(data.start.boot);
   else if (data.start.kind === 'restore') machine.restoreState(data.start.state);
+  warmStateCode();
   const history = machine.console.contents();
   // Publish the state before 'ready' so the host never sees a started vCPU as 'starting'.
   if (!data.running) {
