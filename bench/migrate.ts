@@ -75,7 +75,7 @@ const scenarios: Scenario[] = [
 const throughputScenario: Scenario = {
   name: 'unlimited, rss 128M',
   about: 'munch wws=4M rate=8M rss=128M, max-bandwidth unlimited: page-data throughput',
-  options: munch('wws=4M rate=8M rss=128M', 0, 2000),
+  options: { ...munch('wws=4M rate=8M rss=128M', 0, 2000), ternBack: true },
 };
 
 type Outcome<T> = { ok: true; result: T } | { ok: false; error: string };
@@ -216,13 +216,20 @@ if (!postcopyOnly) {
   const qemuBps = qemu.ok && qemu.result.mbps !== null ? (qemu.result.mbps * 1e6) / 8 : null;
   printSide('tern', tern.ok ? { ok: true, result: toRow(tern.result) } : tern);
   printSide('QEMU', qemu.ok ? { ok: true, result: toRow(qemu.result) } : qemu);
-  if (tern.ok) log(`  tern page data: round 1 ${gbs(tern.result.round1BytesPerSec)}, whole migration ${gbs(ternOverall)}`);
+  if (tern.ok) log(`  tern page data: round 1 ${gbs(tern.result.round1BytesPerSec)}, whole migration ${gbs(ternOverall)} (into fresh RAM)`);
+  const back = tern.ok ? tern.result.backReport : undefined;
+  const backR1 = back?.perRound?.[0];
+  const backRound1 = backR1 !== undefined && backR1.durationMs > 0 ? backR1.bytes / (backR1.durationMs / 1000) : null;
+  const backOverall = back !== undefined && back.totalTimeMs > 0 ? back.bytesTransferred / (back.totalTimeMs / 1000) : null;
+  if (back !== undefined) log(`  tern page data, moving back into the RAM the first host kept warm: round 1 ${gbs(backRound1)}, whole migration ${gbs(backOverall)}, downtime ${ms(back.downtimeMs)}`);
   if (qemu.ok) log(`  QEMU ram.mbps:  ${gbs(qemuBps)}`);
   result.throughput = {
     name: s.name,
     append: s.options.append,
     ternRound1BytesPerSec: tern.ok ? tern.result.round1BytesPerSec : null,
     ternOverallBytesPerSec: ternOverall,
+    ternBackRound1BytesPerSec: backRound1,
+    ternBackOverallBytesPerSec: backOverall,
     qemuBytesPerSec: qemuBps,
     tern: tern.ok ? tern.result : { error: tern.error },
     qemu: qemu.ok ? qemu.result : { error: qemu.error },

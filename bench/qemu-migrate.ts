@@ -36,6 +36,11 @@ export interface MigrationOptions {
   tailMs?: number;
   /** tern only: extra `tern migrate` arguments (--mode, --prepaging, --precopy-rounds). */
   ternArgs?: string[];
+  /**
+   * tern only: after the measured migration, migrate the VM back to the first host, which kept
+   * the RAM it left in its RAM pool (`--ram-pool`): the figures of a move into warm memory.
+   */
+  ternBack?: boolean;
 }
 
 /** The guest-visible pause, seen from outside through the console. */

@@ -25,6 +25,8 @@ export interface TernMigrationResult {
   notes: string[];
   /** `tern migrate --json` output, as it was. */
   report: MigrationReport | undefined;
+  /** With `ternBack`: the report of the move back into the first host's pooled RAM. */
+  backReport?: MigrationReport;
   consoleTail: { source: string; destination: string };
 }
 
@@ -161,8 +163,19 @@ export async function migrateOnTern(o: MigrationOptions): Promise<TernMigrationR
     const gap = timeline.gap(startedAt);
     if (report.status === 'completed' && gap.destinationTicks === 0) notes.push('the guest never ticked on the destination');
     if (report.switchoverReason !== undefined && report.switchoverReason !== 'downtime-limit') notes.push(`switchover: ${report.switchoverReason}`);
+    let backReport: MigrationReport | undefined;
+    if (o.ternBack === true && report.status === 'completed') {
+      const back = args.map((v) => (v === a.api ? b.api : v === b.api ? a.api : v));
+      const ran = await cli(children, back, timeoutMs + 30_000);
+      try {
+        backReport = JSON.parse(ran.stdout) as MigrationReport;
+      } catch {
+        notes.push(`the migration back printed no report (exit ${ran.code}): ${ran.stderr.trim().slice(0, 200)}`);
+      }
+    }
     const r1 = report.perRound?.[0];
     return {
+      ...(backReport !== undefined ? { backReport } : {}),
       status,
       totalTimeMs: report.totalTimeMs ?? null,
       downtimeMs: report.downtimeMs ?? null,
