@@ -74,6 +74,8 @@ export interface HostInfo {
     /** RAM of departed VMs kept warm for reuse (--ram-pool), outside the budget. */
     pooledBytes: number;
   };
+  /** vCPU threads of departed VMs kept for the next VM of the same image (--warm-threads). */
+  warmThreads: number;
   migrations: { outgoing: number; incoming: number };
 }
 

@@ -18,6 +18,8 @@ export interface DaemonOptions {
   readonly maxMemBytes: number;
   /** RAM of departed VMs kept for reuse (default 512 MiB; 0: none). */
   readonly ramPoolBytes?: number;
+  /** vCPU threads of departed VMs kept for the next VM of the same image (default 2; 0: none). */
+  readonly warmThreads?: number;
   /** Concurrent incoming migrations accepted. */
   readonly maxIncoming?: number;
   readonly log?: Logger;
@@ -53,7 +55,7 @@ export class Daemon {
   constructor(private readonly opts: DaemonOptions) {
     // 'hostName', not 'host': the engine logs peer addresses as host/port.
     this.log = opts.log ?? createLogger({ hostName: opts.name });
-    this.host = new Host({ name: opts.name, maxMemBytes: opts.maxMemBytes, ...(opts.ramPoolBytes !== undefined ? { ramPoolBytes: opts.ramPoolBytes } : {}), log: this.log });
+    this.host = new Host({ name: opts.name, maxMemBytes: opts.maxMemBytes, ...(opts.ramPoolBytes !== undefined ? { ramPoolBytes: opts.ramPoolBytes } : {}), ...(opts.warmThreads !== undefined ? { warmThreads: opts.warmThreads } : {}), log: this.log });
     this.migrations = new Migrations(this.host);
     this.incoming = new IncomingVms(this.host);
     this.api = new ManagementApi({

@@ -9,6 +9,7 @@ import { ApiFailure } from './errors.js';
 import { EventHub } from './events.js';
 import { HostedVm, formatUuid, newUuid, sha256Digest, type HostedVmConfig } from './hosted-vm.js';
 import { RamPool } from './ram-pool.js';
+import { ThreadPool } from './thread-pool.js';
 import { TERN_VERSION, API_VERSION } from './version.js';
 import { attachNetwork, type NewVmNetwork } from './vm-net-setup.js';
 
@@ -18,10 +19,13 @@ export interface HostOptions {
   readonly maxMemBytes: number;
   /** RAM of departed VMs kept warm for the next VM of the same size (0: none). Default 512 MiB. */
   readonly ramPoolBytes?: number;
+  /** vCPU threads of departed VMs kept for the next VM of the same image (0: none). Default 2. */
+  readonly warmThreads?: number;
   readonly log: Logger;
 }
 
 export const DEFAULT_RAM_POOL_BYTES = 512 * 1024 * 1024;
+export const DEFAULT_WARM_THREADS = 2;
 
 /** The devices every VM created here gets (vsock first: slot 7; balloon: slot 6). */
 export function newVmDevices(): VirtioDeviceSpec[] {
@@ -66,6 +70,8 @@ export class Host {
   readonly startedAt = new Date();
   /** Warm RAM of VMs that left, reused by incoming migrations and new VMs. */
   readonly ramPool: RamPool;
+  /** vCPU threads of VMs that left, by image, for the next VM of that image (its code is compiled). */
+  readonly threads: ThreadPool;
   private readonly vms = new Map<string, HostedVm>();
   /** VMs running here whose pages still arrive by post-copy: their RAM may still be written. */
   private readonly filling = new Set<string>();
@@ -78,6 +84,7 @@ export class Host {
     this.name = opts.name;
     this.maxMemBytes = opts.maxMemBytes;
     this.ramPool = new RamPool(opts.ramPoolBytes ?? DEFAULT_RAM_POOL_BYTES);
+    this.threads = new ThreadPool(opts.warmThreads ?? DEFAULT_WARM_THREADS);
     this.log = opts.log;
   }
 
@@ -164,8 +171,11 @@ export class Host {
       }
       let vcpu: Vcpu;
       const devices = newVmDevices();
+      const imageDigest = sha256Digest(spec.image);
+      const thread = this.threads.take(imageDigest);
       try {
         vcpu = await Vcpu.start({
+          ...(thread !== undefined ? { thread } : {}),
           ram,
           name: spec.name,
           running: true,
@@ -179,7 +189,7 @@ export class Host {
         throw e;
       }
       const config: HostedVmConfig = {
-        imageDigest: sha256Digest(spec.image),
+        imageDigest,
         bootArgs: spec.bootArgs,
         devices: devices.map(deviceConfig),
         memBytes: spec.memBytes,
@@ -240,9 +250,11 @@ export class Host {
     }
     const info = await vm.info(this.name);
     this.vms.delete(name);
-    await vm.stop({ why: 'deleted' });
-    // A post-copy receiver may still write this RAM: it must never back another VM.
-    if (!this.filling.has(name)) this.ramPool.put(vm.ram.buffer);
+    // A post-copy receiver may still write this RAM: it must never back another VM (and its
+    // vCPU may be waiting for a page: end the thread rather than wait for it to retire).
+    const filling = this.filling.has(name);
+    await vm.stop({ why: 'deleted' }, filling ? undefined : this.threads);
+    if (!filling) this.ramPool.put(vm.ram.buffer);
     this.log.info({ vm: name }, 'vm stopped and freed');
     this.events.publish({ type: 'vm.deleted', vm: name });
     return info;
@@ -257,7 +269,7 @@ export class Host {
   /** The VM now runs elsewhere: end its vCPU here and forget it. */
   async handedOver(vm: HostedVm, migration: string, destination: string, to: string): Promise<void> {
     if (this.vms.get(vm.name) === vm) this.vms.delete(vm.name);
-    await vm.stop({ why: 'migrated', migration, destination, to });
+    await vm.stop({ why: 'migrated', migration, destination, to }, this.threads);
     this.ramPool.put(vm.ram.buffer);
     this.events.publish({ type: 'vm.departed', vm: vm.name, migration, destination });
   }
@@ -275,6 +287,7 @@ export class Host {
       startedAt: this.startedAt.toISOString(),
       vms: this.vms.size,
       memory: { maxBytes: this.maxMemBytes, usedBytes: used, reservedBytes: reserved, freeBytes: Math.max(0, this.maxMemBytes - used - reserved), pooledBytes: this.ramPool.bytes },
+      warmThreads: this.threads.size,
       migrations,
     };
   }
@@ -290,5 +303,6 @@ export class Host {
     const all = [...this.vms.values()];
     this.vms.clear();
     await Promise.allSettled(all.map((vm) => vm.stop({ why: 'shutdown' })));
+    await this.threads.close();
   }
 }

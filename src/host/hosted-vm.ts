@@ -1,3 +1,4 @@
+import type { ThreadPool } from './thread-pool.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { CONSOLE_HISTORY_BYTES } from '../machine/console-log.js';
@@ -148,15 +149,19 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     return all.length > CONSOLE_HISTORY_BYTES ? all.subarray(all.length - CONSOLE_HISTORY_BYTES) : all;
   }
 
-  /** Ends the vCPU thread; the VM is gone from this host afterwards. */
-  async stop(departure: Departure): Promise<void> {
+  /**
+   * Ends the VM's vCPU; the VM is gone from this host afterwards. With `threads`, its thread is
+   * kept there for the next VM of the same image (ThreadPool); else it ends.
+   */
+  async stop(departure: Departure, threads?: ThreadPool): Promise<void> {
     if (this.left !== undefined) return;
     this.left = departure;
     // Deleted: the gateway stops exposing it; migrated: the destination announces it; shutdown: the link closes.
     if (departure.why === 'deleted') this.network?.withdraw();
     else this.network?.dispose();
     try {
-      await this.vcpu.stop();
+      const thread = threads !== undefined ? await this.vcpu.retire() : (await this.vcpu.stop(), undefined);
+      if (thread !== undefined) threads!.put(this.config.imageDigest, thread);
     } finally {
       this.emit('gone', departure);
     }

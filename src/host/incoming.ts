@@ -49,7 +49,9 @@ export class IncomingVms implements DestinationHost {
     }
     preconnect(this.host, vm.config['gateway']);
     const claim: MemoryClaim = { name: vm.name, uuid, bytes: vm.ramBytes };
-    const standby = Vcpu.start({ ram, name: vm.name, devices, start: { kind: 'standby' } });
+    // A thread that ran this image before (the VM was here) runs it at full speed from the resume.
+    const thread = this.host.threads.take(vm.config.imageDigest);
+    const standby = Vcpu.start({ ram, name: vm.name, devices, start: { kind: 'standby' }, ...(thread !== undefined ? { thread } : {}) });
     standby.catch(() => {}); // a failure surfaces in load()
     const r: HostReservation = { ram, claim, standby, zeroed: true, ready: standby.then(() => undefined) };
     this.host.claim(claim);

@@ -68,9 +68,14 @@ describe('live migration between two daemons', { skip, timeout: 600_000 }, () =>
       await bRises(to, 'v1', count(arrived, 'B'));
       if (i < 2) {
         // The source keeps the departed VM's RAM warm; the destination took its pooled buffer.
-        const pooled = async (d: Daemon): Promise<number> => (await http(d.api, 'GET', '/v1/host')).json<HostInfo>().memory.pooledBytes;
-        assert.equal(await pooled(from), 64 * 1024 * 1024, `migration ${i + 1}: the source pooled the RAM`);
-        assert.equal(await pooled(to), 0, `migration ${i + 1}: the destination took pooled RAM or had none`);
+        const hostInfo = async (d: Daemon): Promise<HostInfo> => (await http(d.api, 'GET', '/v1/host')).json<HostInfo>();
+        const [src, dst] = [await hostInfo(from), await hostInfo(to)];
+        assert.equal(src.memory.pooledBytes, 64 * 1024 * 1024, `migration ${i + 1}: the source pooled the RAM`);
+        assert.equal(dst.memory.pooledBytes, 0, `migration ${i + 1}: the destination took pooled RAM or had none`);
+        // The source keeps the departed VM's vCPU thread; from the second move on the destination
+        // runs the VM on the thread it kept from the VM's previous stay.
+        assert.equal(src.warmThreads, 1, `migration ${i + 1}: the source kept the vCPU thread`);
+        assert.equal(dst.warmThreads, 0, `migration ${i + 1}: the destination used its kept thread or had none`);
       }
       [from, to] = [to, from];
     }

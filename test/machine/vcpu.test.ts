@@ -203,3 +203,48 @@ test('an idle guest sleeps in wfi instead of burning a host core', async () => {
   const passes = (text(v.consoleHistory()).match(/B/g) ?? []).length;
   assert.ok(passes >= 2, 'the timer still wakes it');
 });
+
+test('a retired vCPU thread runs the next machine exactly like a new thread would', async () => {
+  const mem = 32 * MiB;
+  const ref = await boot('verify', 'region=4M', mem, false);
+  await ref.step(3_000_000);
+  const refState = await ref.saveState();
+
+  const a = await boot('verify', 'region=4M', mem, false);
+  await a.step(2_000_000);
+  const state = await a.saveState();
+  const copy = GuestRam.allocate(mem);
+  copy.u8.set(a.ram.u8);
+  const thread = await a.retire();
+  assert.ok(thread !== undefined && thread.usable, 'a paused, healthy vCPU retires its thread');
+  await assert.rejects(a.saveState(), /retired/);
+  assert.equal(await a.retire(), undefined, 'retiring twice gives nothing');
+
+  // The thread loads a migrated state as a standby, and continues exactly as the reference did.
+  const b = await Vcpu.start({ ram: copy, name: 'reused', start: { kind: 'standby' }, thread });
+  live.push(b);
+  assert.equal(b.reusedThread, true);
+  assert.equal(thread.usable, false, 'a thread serves one machine');
+  await b.restore(state);
+  assert.equal(await b.step(1_000_000), 1_000_000);
+  assert.deepEqual(await b.saveState(), refState);
+
+  // Retired again, it boots another image from scratch: hello runs to its power-off.
+  const again = await b.retire();
+  assert.ok(again !== undefined);
+  const ram = GuestRam.allocate(16 * MiB);
+  const h = await Vcpu.start({ ram, name: 'hello', thread: again, start: { kind: 'boot', boot: { image: imageBytes('hello'), imageName: 'hello.elf', bootargs: 'beta=2' } } });
+  live.push(h);
+  assert.equal(h.reusedThread, true);
+  await until(() => h.exited !== undefined, 20_000);
+  assert.equal(h.exited, 0);
+  assert.match(text(h.consoleHistory()), /beta=2/);
+
+  // An ended thread is not used: the next machine gets a new one.
+  const ended = await (await boot('verify', 'region=1M', 16 * MiB, false)).retire();
+  await ended!.terminate();
+  assert.equal(ended!.usable, false);
+  const fresh = await Vcpu.start({ ram: GuestRam.allocate(16 * MiB), name: 'fresh', start: { kind: 'standby' }, thread: ended! });
+  live.push(fresh);
+  assert.equal(fresh.reusedThread, false);
+});

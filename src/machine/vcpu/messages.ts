@@ -33,7 +33,11 @@ export type ToVcpu =
   | { readonly type: 'stats'; readonly id: number }
   | { readonly type: 'restore'; readonly id: number; readonly state: Uint8Array }
   /** Post an event on the vsock event queue (VsockHostPort.postEvent). */
-  | { readonly type: 'vsock-event'; readonly id: number };
+  | { readonly type: 'vsock-event'; readonly id: number }
+  /** Drop the machine (paused or stopped) and keep the thread for another one ('retired'). */
+  | { readonly type: 'retire' }
+  /** A retired thread: build and start this machine, as a new thread would ('ready' / 'start-failed'). */
+  | { readonly type: 'init'; readonly data: VcpuWorkerData };
 
 export interface VcpuStats {
   readonly instret: number;
@@ -53,4 +57,5 @@ export type FromVcpu =
   | { readonly type: 'stats'; readonly id: number; readonly stats: VcpuStats }
   | { readonly type: 'failed'; readonly id: number; readonly message: string }
   | { readonly type: 'crash'; readonly message: string; readonly stack: string }
-  | { readonly type: 'start-failed'; readonly name: string; readonly message: string };
+  | { readonly type: 'start-failed'; readonly name: string; readonly message: string }
+  | { readonly type: 'retired' };

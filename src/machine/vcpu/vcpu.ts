@@ -25,6 +25,48 @@ export interface VcpuOptions {
   readonly name?: string;
   /** virtio devices (the VM's config; a restored state must have been saved with the same list). */
   readonly devices?: readonly VirtioDeviceSpec[];
+  /** A retired thread to run this machine on (see Vcpu.retire); a new thread if absent or gone. */
+  readonly thread?: VcpuThread;
+}
+
+/** How long a retiring vCPU thread may take to drop its machine before it is terminated instead. */
+const RETIRE_TIMEOUT_MS = 2_000;
+
+/**
+ * A vCPU thread whose machine is gone, kept to run another (Vcpu.retire). Its compiled code is
+ * what makes it worth keeping: a new thread runs the guest at a few percent of full speed for its
+ * first 100–200 ms, while V8 compiles the CPU loop, and after a migration that is time the
+ * guest's clients wait. A thread that ran the same image is fast from its first instruction.
+ * Used at most once; terminate() it when it is not wanted.
+ */
+export class VcpuThread {
+  private taken = false;
+  private dead = false;
+
+  /** @internal use Vcpu.retire() */
+  constructor(readonly worker: Worker) {
+    worker.once('exit', () => (this.dead = true));
+    // Idle, it keeps no process alive.
+    worker.unref();
+  }
+
+  /** Still usable: not ended, not yet given to a Vcpu. */
+  get usable(): boolean {
+    return !this.dead && !this.taken;
+  }
+
+  /** The worker for a new Vcpu; undefined when it has ended or was taken before. */
+  take(): Worker | undefined {
+    if (!this.usable) return undefined;
+    this.taken = true;
+    this.worker.ref();
+    return this.worker;
+  }
+
+  async terminate(): Promise<void> {
+    this.taken = true;
+    if (!this.dead) await this.worker.terminate();
+  }
 }
 
 export interface VcpuEvents {
@@ -48,18 +90,24 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
   readonly balloon: BalloonHostPort | undefined;
   private readonly vsockHost: VsockHost | undefined;
   private readonly worker: Worker;
+  /** Whether the machine runs on a thread that ran another before (Vcpu.retire). */
+  readonly reusedThread: boolean;
+  private readonly onWorkerMessage = (m: FromVcpu): void => this.onMessage(m);
+  private readonly onWorkerExit = (): void => this.ended('vCPU thread ended');
   private readonly sig: Int32Array;
   private nextId = 1;
   private readonly pending = new Map<number, { resolve: (m: FromVcpu) => void; reject: (e: Error) => void }>();
   private exitCode: number | undefined;
   private crashed: VcpuError | undefined;
   private terminated = false;
+  private endedWhy = 'the vCPU thread has been stopped';
   private dirtyEpoch = 0;
   /** Console history as of start plus everything printed since (the host's mirror). */
   private consoleChunks: Uint8Array[] = [];
 
-  private constructor(opts: VcpuOptions, worker: Worker, rings: VsockRings | undefined) {
+  private constructor(opts: VcpuOptions, worker: Worker, rings: VsockRings | undefined, reused: boolean) {
     super();
+    this.reusedThread = reused;
     this.ram = opts.ram;
     this.name = opts.name ?? 'vm';
     this.worker = worker;
@@ -99,17 +147,22 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
       ...(rings !== undefined ? { vsockRings: rings } : {}),
       ...(opts.name !== undefined ? { name: opts.name } : {}),
     };
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData });
-    const vcpu = new Vcpu(opts, worker, rings);
+    const reused = opts.thread?.take();
+    const worker = reused ?? new Worker(new URL('./worker.js', import.meta.url), { workerData });
+    if (reused !== undefined) worker.postMessage({ type: 'init', data: workerData } satisfies ToVcpu);
+    const vcpu = new Vcpu(opts, worker, rings, reused !== undefined);
     return new Promise((resolve, reject) => {
+      const onError = (e: Error): void => reject(new VcpuError(`vCPU thread failed to start: ${e.message}`, opts.name));
       const onFirst = (m: FromVcpu): void => {
         if (m.type === 'ready') {
           vcpu.consoleChunks.push(m.console);
           worker.off('message', onFirst);
-          worker.on('message', (msg: FromVcpu) => vcpu.onMessage(msg));
+          worker.off('error', onError);
+          worker.on('message', vcpu.onWorkerMessage);
           resolve(vcpu);
         } else if (m.type === 'start-failed' || m.type === 'crash') {
           worker.off('message', onFirst);
+          worker.off('error', onError);
           void worker.terminate();
           const e = new VcpuError(m.message, opts.name);
           if (m.type === 'start-failed') e.name = m.name;
@@ -117,14 +170,18 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
         }
       };
       worker.on('message', onFirst);
-      worker.once('error', (e) => reject(new VcpuError(`vCPU thread failed to start: ${e.message}`, opts.name)));
-      worker.on('exit', () => {
-        vcpu.terminated = true;
-        vcpu.vsockHost?.close();
-        for (const p of vcpu.pending.values()) p.reject(new VcpuError('vCPU thread ended', vcpu.name));
-        vcpu.pending.clear();
-      });
+      worker.once('error', onError);
+      worker.on('exit', vcpu.onWorkerExit);
     });
+  }
+
+  /** The thread is gone (ended, or retired to run another machine): every request fails from now on. */
+  private ended(why: string): void {
+    if (!this.terminated) this.endedWhy = why;
+    this.terminated = true;
+    this.vsockHost?.close();
+    for (const p of this.pending.values()) p.reject(new VcpuError(why, this.name));
+    this.pending.clear();
   }
 
   private onMessage(m: FromVcpu): void {
@@ -161,7 +218,7 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
   }
 
   private request(make: (id: number) => ToVcpu): Promise<FromVcpu> {
-    if (this.terminated) return Promise.reject(new VcpuError('the vCPU thread has been stopped', this.name));
+    if (this.terminated) return Promise.reject(new VcpuError(this.endedWhy, this.name));
     if (this.crashed !== undefined) return Promise.reject(this.crashed);
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
@@ -293,6 +350,45 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
     return { seq, page: Atomics.load(this.sig, Sig.FaultPage) };
   }
 
+  /**
+   * Stops the machine but keeps its thread for another (VcpuOptions.thread), or ends it and
+   * resolves undefined when it cannot (crashed, exited, stuck in a post-copy fault wait).
+   * The RAM stays valid for the host; the thread no longer touches it.
+   */
+  async retire(): Promise<VcpuThread | undefined> {
+    if (this.terminated) return undefined;
+    if (this.crashed !== undefined || this.exitCode !== undefined) {
+      await this.stop();
+      return undefined;
+    }
+    this.vsockHost?.close();
+    Atomics.store(this.sig, Sig.Command, VcpuCommand.Pause);
+    ring(this.sig);
+    const worker = this.worker;
+    const done = await new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => {
+        worker.off('message', onRetired);
+        resolve(false);
+      }, RETIRE_TIMEOUT_MS);
+      const onRetired = (m: FromVcpu): void => {
+        if (m.type !== 'retired') return;
+        clearTimeout(t);
+        worker.off('message', onRetired);
+        resolve(true);
+      };
+      worker.on('message', onRetired);
+      worker.postMessage({ type: 'retire' } satisfies ToVcpu);
+    });
+    if (!done || this.terminated) {
+      await this.stop();
+      return undefined;
+    }
+    worker.off('message', this.onWorkerMessage);
+    worker.off('exit', this.onWorkerExit);
+    this.ended('the vCPU thread was retired');
+    return new VcpuThread(worker);
+  }
+
   /** Ends the vCPU thread. The RAM stays valid for the host. */
   async stop(): Promise<void> {
     if (this.terminated) return;
@@ -300,6 +396,6 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
     Atomics.store(this.sig, Sig.Command, VcpuCommand.Stop);
     ring(this.sig);
     await this.worker.terminate();
-    this.terminated = true;
+    this.ended('the vCPU thread has been stopped');
   }
 }

@@ -20,21 +20,20 @@ const MAX_SLEEP_MS = 100;
 const THROTTLE_PERIOD_MS = 10;
 
 const port = parentPort!;
-const data = workerData as VcpuWorkerData;
-const ram = GuestRam.open(data.ram);
-const sig = ram.signals;
-const machine = new Machine(ram, undefined, { devices: data.devices ?? [], ...(data.vsockRings !== undefined ? { vsockRings: data.vsockRings } : {}) });
-const hart = machine.hart;
+// One machine at a time. A thread outlives its machine when the host retires it for reuse (a
+// warm thread: its compiled code serves the next VM of the same image at full speed at once),
+// so the machine and everything about it is set by init(), not at module level.
+let data = workerData as VcpuWorkerData;
+let ram!: GuestRam;
+let sig!: Int32Array;
+let machine!: Machine;
+let hart!: Machine['hart'];
+/** No machine: retired, waiting for 'init'. */
+let retired = false;
 // The logger (pino) loads on the first device log line: it would add ~40 ms to every thread start.
 let log: Logger | undefined;
-machine.onDeviceLog = (level, message, fields) => {
-  void import('../../util/log.js').then(({ createLogger }) => {
-    log ??= createLogger({ vm: data.name ?? 'vm', thread: 'vcpu' });
-    log[level](fields, message);
-  });
-};
 
-let out = new Uint8Array(64 * 1024);
+const out = new Uint8Array(64 * 1024);
 let outLen = 0;
 let lastFlush = performance.now();
 let dirtyEpoch = 0;
@@ -42,6 +41,62 @@ let throttleRan = 0;
 let exited = false;
 /** True until a standby thread has loaded a machine state. */
 let standby = data.start.kind === 'standby';
+
+/** Builds the machine of `d` and starts it (boot, restore or standby); posts 'ready' or 'start-failed'. */
+function init(d: VcpuWorkerData): void {
+  data = d;
+  outLen = 0;
+  lastFlush = performance.now();
+  dirtyEpoch = 0;
+  throttleRan = 0;
+  exited = false;
+  retired = false;
+  standby = d.start.kind === 'standby';
+  try {
+    ram = GuestRam.open(d.ram);
+    sig = ram.signals;
+    machine = new Machine(ram, undefined, { devices: d.devices ?? [], ...(d.vsockRings !== undefined ? { vsockRings: d.vsockRings } : {}) });
+    hart = machine.hart;
+    machine.onDeviceLog = (level, message, fields) => {
+      const name = d.name ?? 'vm';
+      void import('../../util/log.js').then(({ createLogger }) => {
+        log ??= createLogger({ thread: 'vcpu' });
+        log[level]({ vm: name, ...fields }, message);
+      });
+    };
+    machine.onOutput = onOutput;
+    hart.onAbsentPage = onAbsentPage;
+    if (d.start.kind === 'boot') machine.boot(d.start.boot);
+    else if (d.start.kind === 'restore') machine.restoreState(d.start.state);
+    warmStateCode();
+    const history = machine.console.contents();
+    // Publish the state before 'ready' so the host never sees a started vCPU as 'starting'.
+    if (!d.running) {
+      Atomics.store(sig, Sig.Command, VcpuCommand.Pause);
+      setState(VcpuState.Paused);
+    }
+    post({ type: 'ready', console: history, consoleTotal: machine.console.total });
+    if (d.running) resume();
+  } catch (e) {
+    const err = e instanceof Error ? e : new Error(String(e));
+    exited = true;
+    if ((sig as Int32Array | undefined) !== undefined) setState(VcpuState.Crashed);
+    post({ type: 'start-failed', name: err.name, message: err.message });
+  }
+}
+
+/** Drops the machine (the host has paused or stopped it) and waits for the next 'init'. */
+function retire(): void {
+  flush();
+  exited = true;
+  retired = true;
+  // Let the RAM and the machine go: the host may free or reuse them.
+  machine = undefined as unknown as Machine;
+  hart = undefined as unknown as Machine['hart'];
+  ram = undefined as unknown as GuestRam;
+  sig = undefined as unknown as Int32Array;
+  post({ type: 'retired' });
+}
 
 function post(m: FromVcpu, transfer?: ArrayBuffer[]): void {
   port.postMessage(m, transfer);
@@ -55,10 +110,10 @@ function flush(): void {
   post({ type: 'console', data: chunk }, [chunk.buffer]);
 }
 
-machine.onOutput = (byte) => {
+function onOutput(byte: number): void {
   if (outLen === out.length) flush();
   out[outLen++] = byte;
-};
+}
 
 function setState(s: VcpuState): void {
   Atomics.store(sig, Sig.State, s);
@@ -88,7 +143,7 @@ function sleep(ms: number, bell: number = Atomics.load(sig, Sig.Doorbell)): void
 }
 
 // Post-copy: an access to an absent page publishes the page and sleeps until it is installed.
-hart.onAbsentPage = (page: number): void => {
+function onAbsentPage(page: number): void {
   const present = ram.presence.bits;
   Atomics.store(sig, Sig.FaultPage, page);
   Atomics.add(sig, Sig.FaultSeq, 1);
@@ -121,7 +176,7 @@ hart.onAbsentPage = (page: number): void => {
     machine.clock.start();
     setState(VcpuState.Running);
   }
-};
+}
 
 function enterPaused(): void {
   machine.clock.stop();
@@ -226,8 +281,17 @@ function resume(): void {
 }
 
 port.on('message', (m: ToVcpu) => {
+  if (m.type === 'init') {
+    if (!retired) post({ type: 'start-failed', name: 'VcpuError', message: 'this vCPU thread still holds a machine' });
+    else init(m.data);
+    return;
+  }
+  if (retired) return;
   try {
     switch (m.type) {
+      case 'retire':
+        retire();
+        break;
       case 'resume':
         resume();
         break;
@@ -291,20 +355,4 @@ port.on('message', (m: ToVcpu) => {
   }
 });
 
-try {
-  if (data.start.kind === 'boot') machine.boot(data.start.boot);
-  else if (data.start.kind === 'restore') machine.restoreState(data.start.state);
-  warmStateCode();
-  const history = machine.console.contents();
-  // Publish the state before 'ready' so the host never sees a started vCPU as 'starting'.
-  if (!data.running) {
-    Atomics.store(sig, Sig.Command, VcpuCommand.Pause);
-    setState(VcpuState.Paused);
-  }
-  post({ type: 'ready', console: history, consoleTotal: machine.console.total });
-  if (data.running) resume();
-} catch (e) {
-  const err = e instanceof Error ? e : new Error(String(e));
-  setState(VcpuState.Crashed);
-  post({ type: 'start-failed', name: err.name, message: err.message });
-}
+init(data);
