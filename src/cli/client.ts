@@ -71,6 +71,10 @@ export class TernClient {
     return this.call('POST', `/v1/vms/${encodeURIComponent(name)}/resume`);
   }
 
+  setBalloon(name: string, targetBytes: number): Promise<VmInfo> {
+    return this.call('POST', `/v1/vms/${encodeURIComponent(name)}/balloon`, { targetBytes });
+  }
+
   deleteVm(name: string): Promise<VmInfo> {
     return this.call('DELETE', `/v1/vms/${encodeURIComponent(name)}`);
   }

@@ -27,6 +27,7 @@ interface MigrateOpts {
   xbzrleCache?: string;
   compress?: string;
   streams?: string;
+  freePageHint?: boolean;
 }
 
 const MODES = ['precopy', 'postcopy', 'hybrid', 'auto'] as const;
@@ -57,6 +58,7 @@ export function registerMigrate(program: Command): void {
     .option('--xbzrle-cache <size>', 'XBZRLE page cache size: 64M, 1G (default 64M; needs --xbzrle)')
     .option('--compress <algorithm>', 'compress the page stream: lz4 or zstd')
     .option('--streams <n>', 'parallel TCP streams for page data, 1..16 (pre-copy only)', '1')
+    .option('--no-free-page-hint', "do not ask the guest's balloon driver for its free pages at migration start (by default round 1 skips them when the driver offers free page hinting)")
     .option('--verify', 'compare SHA-256 digests of all RAM at switchover (slower; for testing)')
     .option('--timeout <duration>', 'give up (the VM stays on the source) after this long; 0 = never', '10min')
     .option('--detach', 'print the migration id and return at once; watch it with `tern migrate status ID`')
@@ -73,6 +75,10 @@ postcopy-paused) until \`tern migrate --resume VM --from A --to B\`; if the sour
 for good, the report says the VM is lost (status lost). The report adds the network faults, the
 fault service latency, pages requested vs pushed, and faults as a share of the pages the guest
 wrote meanwhile. With --verify, post-copy compares each page as it was at the switch.
+
+Pages in the VM's balloon (tern vm balloon) are never sent. When the guest's balloon driver
+offers free page hinting, round 1 also skips the pages it reports free at the start (QEMU's
+free-page-hint; --no-free-page-hint turns it off). The report's 'not sent' line counts both.
 
 Exit codes: 0 completed, 1 failed, cancelled or lost (or the host could not be reached), 2 bad usage.
 ${examples([
@@ -204,6 +210,7 @@ async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
     maxRounds: parseCount(opts.maxRounds ?? '30', '--max-rounds'),
     verifyRam: opts.verify === true,
     timeoutMs: Math.round(parseDuration(opts.timeout ?? '10min', '--timeout')),
+    ...(opts.freePageHint === false ? { freePageHint: false } : {}),
     ...encodingRequest(opts),
   };
   if (req.timeoutMs! !== 0 && req.timeoutMs! < 1000) throw new UsageError(`--timeout: at least 1s (or 0 for none), not ${opts.timeout}`);
@@ -401,6 +408,8 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
     ['transferred', `${formatBytes(r.bytesTransferred)} in ${r.pagesTransferred} pages (${r.zeroPages} zero), state ${formatBytes(r.stateBytes)}`],
     ['bandwidth cap', r.maxBandwidthBps > 0 ? formatRate(r.maxBandwidthBps) : 'unlimited'],
   ];
+  const sk = r.skippedPages;
+  if (sk !== undefined && sk.balloon + sk.freeHint > 0) pairs.push(['not sent', `${sk.balloon} ballooned page entries, ${sk.freeHint} free-hinted pages (${formatBytes((sk.balloon + sk.freeHint) * 4096)})`]);
   if (r.ramDigestMatch !== undefined) pairs.push(['RAM digest', r.ramDigestMatch ? 'match' : 'MISMATCH']);
   const xb = r.xbzrle;
   if (xb !== undefined) pairs.push(['xbzrle', `${xb.hits} deltas (${formatBytes(xb.deltaBytes)}), ${xb.misses} misses, ${xb.overflows} overflows, ${xb.unchanged} unchanged; cache ${formatBytes(xb.cacheBytes)}, ${xb.evictions} evictions`]);

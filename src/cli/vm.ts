@@ -6,7 +6,7 @@ import { CONSOLE_HISTORY_BYTES } from '../machine/console-log.js';
 import { DEFAULT_RAM_BYTES } from '../machine/memory/layout.js';
 import { ApiError, CliError, DEFAULT_HOST, TernClient } from './client.js';
 import { age, examples, keyValues, printJson, table } from './output.js';
-import { UsageError, formatBytes, formatDuration, parseSize } from './units.js';
+import { UsageError, formatBytes, formatDuration, parseDuration, parseSize } from './units.js';
 import { NetConfigError, checkExposures, parseExposure } from '../net/vm-network.js';
 import { normalizeGateway } from '../host/vm-net-setup.js';
 
@@ -28,11 +28,12 @@ const START_CHECK_MS = 300;
 export function registerVm(program: Command): void {
   const vm = program
     .command('vm')
-    .description('manage the VMs of a tern host (start, list, inspect, pause, resume, stop, console)')
+    .description('manage the VMs of a tern host (start, list, inspect, pause, resume, balloon, stop, console)')
     .addHelpText('after', examples([
       'tern vm start guests/images/verify.elf --name v1 --mem 256M --append "region=64M"',
       'tern vm list',
       'tern vm console v1 --follow',
+      'tern vm balloon v1 128M',
       'tern vm stop v1',
     ]) + `\nEvery vm command talks to the host at --host (default ${DEFAULT_HOST}; set TERN_HOST to change it).\n`);
 
@@ -134,6 +135,7 @@ export function registerVm(program: Command): void {
         const n = info.network;
         pairs.push(['network', `gateway ${n.gateway ?? '-'} (${n.attached ? 'announced' : 'not announced'}${n.error !== undefined ? `: ${n.error}` : ''}), epoch ${n.epoch}, ${n.connections} connection${n.connections === 1 ? '' : 's'}${n.expose.length > 0 ? `, exposes ${n.expose.join(', ')}` : ''}`]);
       }
+      if (info.balloon !== undefined) pairs.push(['balloon', describeBalloon(info)]);
       if (info.exitCode !== undefined) pairs.push(['exit code', String(info.exitCode)]);
       if (info.migration !== undefined) pairs.push(['migration', `${info.migration} (tern migrate status ${info.migration})`]);
       if (info.error !== undefined) pairs.push(['error', info.error]);
@@ -155,6 +157,35 @@ export function registerVm(program: Command): void {
   simple('pause', 'suspend', 'pause a running VM: its vCPU stops and guest time stands still (virsh suspend)', 'paused', (c, n) => c.pauseVm(n), 'tern vm pause v1');
   simple('resume', undefined, 'resume a paused VM (virsh resume)', 'resumed', (c, n) => c.resumeVm(n), 'tern vm resume v1');
   simple('stop', 'destroy', 'stop a VM at once and free its memory on the host (virsh destroy)', 'stopped and freed', (c, n) => c.deleteVm(n), 'tern vm stop v1');
+
+  withHostOptions(vm.command('balloon').alias('setmem'))
+    .description("set how much memory the guest keeps: the balloon driver in the guest gives the rest back to the host (QEMU balloon, virsh setmem)")
+    .argument('<name>', 'VM name')
+    .argument('<size>', 'memory the guest should keep: 48M, 1G, or bytes; a multiple of 4K, at most its RAM (its RAM: deflate the balloon entirely)')
+    .option('-w, --wait [duration]', 'wait until the guest has followed (its actual size reaches the target), at most this long (default 10s)')
+    .addHelpText('after', `
+The guest must run a balloon driver (munch balloon=on does); without one the host answers 409.
+Ballooned pages are zeroed by the device and never sent by a migration. 'tern vm inspect' shows
+the target and what the guest actually keeps.
+${examples([
+  'tern vm balloon m1 16M                 # inflate: the guest keeps 16 MiB of its RAM',
+  'tern vm balloon m1 16M --wait          # ... and wait until it has given the rest back',
+  'tern vm balloon m1 64M --host 127.0.0.1:7002 --json   # deflate a 64 MiB VM entirely',
+])}`)
+    .action(async (name: string, size: string, opts: HostOpts & { wait?: boolean | string }) => {
+      const targetBytes = parseSize(size, '<size>');
+      const waitMs = opts.wait === undefined || opts.wait === false ? 0 : opts.wait === true ? DEFAULT_BALLOON_WAIT_MS : parseDuration(opts.wait, '--wait');
+      const client = new TernClient(opts.host);
+      let info = await client.setBalloon(name, targetBytes);
+      const end = Date.now() + waitMs;
+      while (waitMs > 0 && info.balloon !== undefined && info.balloon.actualBytes !== info.balloon.targetBytes && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 100));
+        info = await client.getVm(name);
+      }
+      if (opts.json === true) printJson(info);
+      else process.stdout.write(`VM ${info.name} on host ${info.host}: ${info.balloon !== undefined ? describeBalloon(info) : 'no balloon'}\n`);
+      if (waitMs > 0 && info.balloon?.actualBytes !== info.balloon?.targetBytes) throw new CliError(`VM ${name}: the guest did not reach the balloon target within ${formatDuration(waitMs)}`);
+    });
 
   withHostOptions(vm.command('console'))
     .description("print a VM's console history (all of it: the history travels with the VM), optionally following new output")
@@ -247,6 +278,16 @@ async function followConsole(first: TernClient, name: string, json: boolean): Pr
   }
 }
 
+
+/** How long `vm balloon --wait` waits for the guest by default. */
+const DEFAULT_BALLOON_WAIT_MS = 10_000;
+
+function describeBalloon(info: VmInfo): string {
+  const b = info.balloon!;
+  if (!b.driver) return `no balloon driver in the guest (keeps all ${formatBytes(info.memBytes)})`;
+  const follows = b.actualBytes === b.targetBytes ? '' : ` (target ${formatBytes(b.targetBytes)})`;
+  return `guest keeps ${formatBytes(b.actualBytes)} of ${formatBytes(info.memBytes)}${follows}, ${formatBytes(b.balloonedBytes)} in the balloon${b.freePageHint ? ', free page hinting' : ''}`;
+}
 
 /** --expose/--gateway checked here, so a typo is a usage error before anything is uploaded. */
 function cliNetwork(expose: readonly string[], gateway: string | undefined): { expose?: string[]; gateway?: string } {

@@ -35,6 +35,26 @@ export interface VmInfo {
   consoleBytes: number;
   /** Set when the VM has a gateway (docs/networking.md). */
   network?: VmNetworkInfo;
+  /** Its virtio-balloon device (QEMU's query-balloon); POST /v1/vms/{name}/balloon sets the target. */
+  balloon?: VmBalloonInfo;
+}
+
+export interface VmBalloonInfo {
+  /** The memory the guest is asked to keep: RAM minus the balloon's target size. */
+  targetBytes: number;
+  /** The memory the guest keeps as its driver last reported: RAM minus the balloon's size. */
+  actualBytes: number;
+  /** RAM the device holds zeroed in the balloon (never sent by a migration). */
+  balloonedBytes: number;
+  /** A guest balloon driver runs (it set DRIVER_OK); without one a target has no effect. */
+  driver: boolean;
+  /** The driver negotiated free page hinting (used at migration start). */
+  freePageHint: boolean;
+}
+
+export interface SetBalloonRequest {
+  /** Memory the guest should keep, bytes: a multiple of 4 KiB, more than 0, at most the VM's RAM. */
+  targetBytes: number;
 }
 
 export interface VmNetworkInfo {
@@ -122,6 +142,8 @@ export interface StartMigrationRequest {
   compression?: 'lz4' | 'zstd';
   /** Parallel TCP streams for page data (pre-copy; default 1). */
   streams?: number;
+  /** Free page hinting at migration start when the guest's balloon driver offers it (default true). */
+  freePageHint?: boolean;
 }
 
 export interface MigrationInfo {

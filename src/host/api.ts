@@ -4,7 +4,7 @@
  * the daemon down.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { CreateVmRequest, HostEvent, StartMigrationRequest, VmInfo } from './api-types.js';
+import type { CreateVmRequest, HostEvent, SetBalloonRequest, StartMigrationRequest, VmInfo } from './api-types.js';
 import { ApiFailure } from './errors.js';
 import type { NumberedEvent } from './events.js';
 import type { Host } from './host.js';
@@ -56,6 +56,11 @@ export const START_MIGRATION: Schema = {
   xbzrleCacheBytes: { type: 'integer', min: 4096, max: 4 * 1024 * 1024 * 1024 },
   compression: { type: 'string', maxLength: 4, pattern: /^(lz4|zstd)$/, patternHint: 'lz4 or zstd' },
   streams: { type: 'integer', min: 1, max: 16 },
+  freePageHint: { type: 'boolean' },
+};
+
+export const SET_BALLOON: Schema = {
+  targetBytes: { type: 'integer', required: true, min: PAGE_SIZE, max: MAX_RAM_BYTES, multipleOf: PAGE_SIZE },
 };
 
 /** Bodies of POST .../pause, /resume, /cancel: nothing, or an empty object. */
@@ -73,6 +78,7 @@ export const API_ROUTES = {
   '/v1/vms/{name}/pause': ['POST'],
   '/v1/vms/{name}/resume': ['POST'],
   '/v1/vms/{name}/console': ['GET'],
+  '/v1/vms/{name}/balloon': ['POST'],
   '/v1/migrations': ['GET', 'POST'],
   '/v1/migrations/{id}': ['GET'],
   '/v1/migrations/{id}/cancel': ['POST'],
@@ -104,6 +110,7 @@ export class ManagementApi {
       'POST /v1/vms/{name}/pause': (q, r, p) => this.pauseVm(q, r, p[0]!),
       'POST /v1/vms/{name}/resume': (q, r, p) => this.resumeVm(q, r, p[0]!),
       'GET /v1/vms/{name}/console': (q, r, p, qs) => this.console(q, r, p[0]!, qs),
+      'POST /v1/vms/{name}/balloon': (q, r, p) => this.setBalloon(q, r, p[0]!),
       'GET /v1/migrations': (_q, r) => this.listMigrations(r),
       'POST /v1/migrations': (q, r) => this.startMigration(q, r),
       'GET /v1/migrations/{id}': (_q, r, p) => this.getMigration(r, p[0]!),
@@ -219,6 +226,12 @@ export class ManagementApi {
   private async resumeVm(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
     await this.emptyBody(req, `POST /v1/vms/${name}/resume`);
     const vm = this.host.resume(name);
+    sendJson(res, 200, await vm.info(this.host.name));
+  }
+
+  private async setBalloon(req: IncomingMessage, res: ServerResponse, name: string): Promise<void> {
+    const body = validate<SetBalloonRequest>(await readJsonBody(req, SMALL_BODY_LIMIT), SET_BALLOON, `POST /v1/vms/${name}/balloon`);
+    const vm = this.host.setBalloon(name, body.targetBytes);
     sendJson(res, 200, await vm.info(this.host.name));
   }
 

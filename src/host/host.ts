@@ -1,3 +1,4 @@
+import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { GuestRam, RamSizeError } from '../machine/memory/ram.js';
 import { Vcpu } from '../machine/vcpu/vcpu.js';
 import type { VirtioDeviceKind, VirtioDeviceSpec } from '../machine/devices/virtio/device-spec.js';
@@ -239,6 +240,25 @@ export class Host {
     vm.userResume();
     this.log.info({ vm: name }, 'vm resumed');
     this.events.publish({ type: 'vm.resumed', vm: name });
+    return vm;
+  }
+
+  /**
+   * Sets how much memory the guest should keep (POST /v1/vms/{name}/balloon, QEMU's `balloon`):
+   * the balloon's target is the rest of its RAM. The guest's driver follows in its own time.
+   */
+  setBalloon(name: string, targetBytes: number): HostedVm {
+    const vm = this.get(name);
+    const s = vm.status;
+    if (s === 'migrating') throw ApiFailure.conflict(`VM '${name}' is migrating (migration ${vm.migrationId ?? '?'}); set its balloon once it has arrived`);
+    if (s === 'exited' || s === 'crashed') throw ApiFailure.conflict(`VM '${name}' is ${s}; its balloon cannot change`);
+    const b = vm.balloon;
+    if (b === undefined) throw ApiFailure.conflict(`VM '${name}' has no virtio-balloon device`);
+    if (vm.ram.presence.absent > 0) throw ApiFailure.conflict(`VM '${name}' is still receiving ${vm.ram.presence.absent} pages by post-copy; set its balloon once that is complete`);
+    if (targetBytes > vm.memBytes) throw ApiFailure.badRequest(`targetBytes ${targetBytes} is more than the VM's ${vm.memBytes} bytes of RAM`);
+    if (!b.driver().live) throw ApiFailure.conflict(`VM '${name}' has no balloon driver running (the guest did not start one, e.g. munch balloon=on); its balloon cannot change`);
+    b.setTarget((vm.memBytes - targetBytes) / PAGE_SIZE);
+    this.log.info({ vm: name, targetBytes }, 'balloon target set');
     return vm;
   }
 

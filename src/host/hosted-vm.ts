@@ -2,7 +2,8 @@ import type { ThreadPool } from './thread-pool.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { CONSOLE_HISTORY_BYTES } from '../machine/console-log.js';
-import { TIMEBASE_HZ } from '../machine/memory/layout.js';
+import { PAGE_SIZE, TIMEBASE_HZ } from '../machine/memory/layout.js';
+import type { BalloonHostPort } from '../machine/devices/virtio/balloon-host-port.js';
 import type { GuestRam } from '../machine/memory/ram.js';
 import { VcpuState } from '../machine/vcpu/control.js';
 import type { Vcpu, VcpuError } from '../machine/vcpu/vcpu.js';
@@ -10,7 +11,7 @@ import type { MigratableVm } from '../migration/vm-port.js';
 import type { MachineConfig } from '../migration/wire/messages.js';
 import type { VmNetwork } from '../net/vm-network.js';
 import { encodeEnvelope } from './vm-envelope.js';
-import type { VmInfo, VmStatus } from './api-types.js';
+import type { VmBalloonInfo, VmInfo, VmStatus } from './api-types.js';
 
 /** The machine config a hosted VM carries across hosts: the wire's fields plus RAM size and image name. */
 export interface HostedVmConfig extends MachineConfig {
@@ -94,6 +95,11 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     return this.vcpu.ram.bytes;
   }
 
+  /** Its virtio-balloon device (every VM a host creates has one). */
+  get balloon(): BalloonHostPort | undefined {
+    return this.vcpu.balloon;
+  }
+
   get status(): VmStatus {
     const s = this.vcpu.stateCode;
     if (this.crashError !== undefined || s === VcpuState.Crashed) return 'crashed';
@@ -172,6 +178,21 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     return this.left;
   }
 
+  /** The balloon as QEMU's query-balloon shows it: sizes are what the guest keeps. */
+  async balloonInfo(): Promise<VmBalloonInfo | undefined> {
+    const b = this.balloon;
+    if (b === undefined || this.left !== undefined) return undefined;
+    const d = b.driver();
+    const ram = this.ram;
+    return {
+      targetBytes: ram.bytes - b.target() * PAGE_SIZE,
+      actualBytes: ram.bytes - (await b.actual()) * PAGE_SIZE,
+      balloonedBytes: ram.discarded.count() * PAGE_SIZE,
+      driver: d.live,
+      freePageHint: d.freePageHint,
+    };
+  }
+
   async info(hostName: string): Promise<VmInfo> {
     const info: VmInfo = {
       name: this.name,
@@ -190,6 +211,8 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     if (this.crashError !== undefined) info.error = this.crashError.message;
     if (this.migrationId !== undefined) info.migration = this.migrationId;
     if (this.network !== undefined) info.network = this.network.describe();
+    const balloon = await this.balloonInfo();
+    if (balloon !== undefined) info.balloon = balloon;
     if (this.left === undefined && this.crashError === undefined) {
       let timer: NodeJS.Timeout | undefined;
       const stats = await Promise.race([

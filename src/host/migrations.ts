@@ -22,6 +22,8 @@ export const MIGRATION_DEFAULTS = {
   verifyRam: false,
   /** 0 = none. */
   timeoutMs: 600_000,
+  /** Free page hinting when the guest's balloon driver offers it (QEMU's free-page-hint). */
+  freePageHint: true,
 } as const;
 
 /** Finished migrations kept for GET /v1/migrations, per direction. */
@@ -101,6 +103,7 @@ export class Migrations {
       ...(req.xbzrle === true ? { xbzrleCacheBytes: req.xbzrleCacheBytes ?? DEFAULT_XBZRLE_CACHE_BYTES } : {}),
       ...(req.compression !== undefined ? { compression: req.compression } : {}),
       ...(req.streams !== undefined ? { streams: req.streams } : {}),
+      freePageHint: req.freePageHint ?? MIGRATION_DEFAULTS.freePageHint,
       // The engine adds the migration id, VM and peer to its log lines itself.
       log: host.log,
     };
@@ -370,7 +373,7 @@ export class Migrations {
 }
 
 function numericOpts(o: MigrateOptions): Record<string, number | boolean> {
-  return { maxBandwidthBps: o.maxBandwidthBps, minBandwidthBps: o.minBandwidthBps, rateIncrementBps: o.rateIncrementBps ?? 0, downtimeLimitMs: o.downtimeLimitMs, maxRounds: o.maxRounds, verifyRam: o.verifyRam, timeoutMs: o.timeoutMs };
+  return { maxBandwidthBps: o.maxBandwidthBps, minBandwidthBps: o.minBandwidthBps, rateIncrementBps: o.rateIncrementBps ?? 0, downtimeLimitMs: o.downtimeLimitMs, maxRounds: o.maxRounds, verifyRam: o.verifyRam, timeoutMs: o.timeoutMs, freePageHint: o.freePageHint !== false };
 }
 
 function syntheticFailure(rec: OutgoingRecord, source: string, e: unknown): MigrationReport {

@@ -524,7 +524,7 @@ class IncomingSession {
     if (this.server.takeFault('reservation')) return this.fault('reservation');
     this.phase = 'transfer';
     this.sessionId = sessionId;
-    this.granted = (h.capabilities & (h.mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery)) | grantedEncodings(h.capabilities);
+    this.granted = (h.capabilities & (h.mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages)) | grantedEncodings(h.capabilities);
     if (h.streamCount > 1) {
       this.granted |= Capability.MultiStream;
       this.streamCount = h.streamCount;

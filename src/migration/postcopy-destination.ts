@@ -18,6 +18,7 @@ import { PageDigests } from './postcopy-digest.js';
 import { latencySummary } from './postcopy-source.js';
 import type { DestinationHost, IncomingVm, PreparedVm, Reservation } from './vm-port.js';
 import {
+  Capability,
   FrameType,
   PROTOCOL_VERSION,
   PageBatchReader,
@@ -190,6 +191,7 @@ export class PostcopyReceiver {
     let prepared: PreparedVm;
     try {
       prepared = await o.host.load(o.vm, o.reservation, this.stateBlob!, { postcopy: true });
+      if ((o.capabilities & Capability.BalloonPages) !== 0) this.installBallooned();
       this.loadMs = performance.now() - this.stateAt;
       await prepared.setDirtyLogging?.(true);
     } catch (e) {
@@ -211,6 +213,25 @@ export class PostcopyReceiver {
     o.onState(this, this.state);
     void this.faultLoop();
     this.maybeComplete();
+  }
+
+  /**
+   * Pages the loaded balloon state marks discarded hold zero (the device zeroed them): install
+   * the absent ones as zero pages, before the VM runs. The source does not send them.
+   */
+  private installBallooned(): void {
+    const ram = this.ram;
+    const discarded = ram.discarded.bits;
+    const presence = ram.presence;
+    let n = 0;
+    for (let p = 0; p < ram.pageCount; p++) {
+      if (discarded[p] === 0 || presence.isPresent(p)) continue;
+      ram.u8.fill(0, p * PAGE_SIZE, (p + 1) * PAGE_SIZE);
+      this.digests?.take(ram.u8, p);
+      presence.installInPlace(p);
+      n++;
+    }
+    if (n > 0) this.log.info({ pages: n }, 'post-copy: ballooned pages installed as zero pages');
   }
 
   onPages(f: FramePieces, link: PostcopyLink): void {

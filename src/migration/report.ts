@@ -101,6 +101,16 @@ export interface MigrationReport {
   compression?: CompressionReport;
   /** Auto-converge, when it was on: the highest vCPU throttle applied (per round: perRound[].throttlePercent). */
   autoConverge?: { maxThrottlePercent: number };
+  /** Page entries never sent, by reason (docs/precopy.md, "Pages never sent"). */
+  skippedPages?: SkippedPageCounts;
+}
+
+/** Page entries left out of the migration because the destination's zero page is right for them. */
+export interface SkippedPageCounts {
+  /** Pages in the balloon (every round; post-copy: neither pushed nor fetched). */
+  balloon: number;
+  /** Pages the guest hinted free at migration start, skipped in round 1 (free page hinting). */
+  freeHint: number;
 }
 
 /** QEMU's xbzrle counters (query-migrate's xbzrle-cache). */

@@ -20,6 +20,8 @@ import type { MigrationProgress, MigrationReport, MigrationStage, MigrationStatu
 import { DowntimeLimitPolicy, expectedDowntimeMs, type SwitchoverPolicy } from './switchover.js';
 import type { MigratableVm } from './vm-port.js';
 import { PageDigests, VERIFY_KEY } from './postcopy-digest.js';
+import { FreePageHintRun } from './free-page-hint.js';
+import { PageSkips } from './page-skip.js';
 import { LinkDownError, PostcopyPusher, latencySummary, newPushTally, type PushTally } from './postcopy-source.js';
 import { pushOrder, type PushOrderName } from './prepaging.js';
 import {
@@ -96,6 +98,8 @@ export interface MigrateOptions {
   readonly compression?: CompressionAlgorithm;
   /** Parallel TCP streams for page data, 1..16 (pre-copy only; default 1). */
   readonly streams?: number;
+  /** Free page hinting at migration start when the guest's balloon driver offers it (default true). */
+  readonly freePageHint?: boolean;
   readonly log?: Logger;
 }
 
@@ -132,6 +136,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private destination: { readonly host: string; readonly port: number };
   private sessionId: Uint8Array = new Uint8Array(16);
   private zeroGranted = false;
+  /** Post-copy: the destination installs ballooned pages itself (Capability.BalloonPages). */
+  private balloonPagesGranted = false;
   /** What ran: auto becomes precopy or hybrid. */
   private ranMode: 'precopy' | 'postcopy' | 'hybrid' = 'precopy';
   // ---- post-copy (see docs/postcopy.md) ----
@@ -169,6 +175,9 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   /** Stream 0's own share of the round just sent (its ROUND_END counts only its pages). */
   private ownTally: RoundTally | undefined;
   private readonly autoConverge: AutoConverge | undefined;
+  /** Ballooned and free-hinted pages never sent (page-skip.ts). */
+  private readonly skips: PageSkips;
+  private hintRun: FreePageHintRun | undefined;
   private throttlePercent = 0;
   private maxThrottlePercent = 0;
   private remainingBytes = 0;
@@ -212,6 +221,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.vm = vm;
     this.opts = opts;
     this.autoConverge = opts.autoConverge === true ? new AutoConverge() : undefined;
+    this.skips = new PageSkips(vm.ram);
     this.peer = opts.destinationName;
     this.destination = opts.destination;
     this.log = (opts.log ?? silentLogger).child({ migration: opts.id, vm: vm.name, peer: opts.destinationName });
@@ -334,6 +344,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       throw new MigrationError('reservation', errorText(e), { peer: this.peer, abort: 'cancelled' });
     }
     this.sender = new PageSender(this.vm.ram, this.sink, this.zeroGranted, this.encodings.encodings);
+    this.balloonPagesGranted = (m.capabilities & Capability.BalloonPages) !== 0;
     this.log.info({ session: formatId(m.sessionId), zeroPages: this.zeroGranted }, 'migration: destination accepted, RAM reserved there');
     const n = this.opts.mode === 'precopy' ? (this.opts.streams ?? 1) : 1;
     if (n > 1) {
@@ -428,7 +439,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       // The migration id (and --verify for post-copy) travel as extra config keys; the destination removes them.
       config: { ...vm.config, migrationId: this.opts.id, ...(mode !== 'precopy' && this.opts.verifyRam ? { [VERIFY_KEY]: true } : {}) },
       mode,
-      capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery) | offeredCapabilities(this.opts) | (streamCount > 1 ? Capability.MultiStream : 0),
+      capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages) | offeredCapabilities(this.opts) | (streamCount > 1 ? Capability.MultiStream : 0),
       streamIndex: 0,
       streamCount,
       sessionId,
@@ -446,6 +457,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.dirtyLogging = vm.setDirtyLogging(true);
     this.dirtyLogging.catch(noop);
     await this.guard(this.dirtyLogging);
+    // Free page hinting starts once the dirty log catches every page reused after its hint.
+    if (this.opts.freePageHint !== false && vm.balloon !== undefined) {
+      this.hintRun = FreePageHintRun.start(vm.balloon, this.log);
+      if (this.hintRun !== undefined) await this.guard(this.hintRun.reported());
+    }
     this.stage = 'precopy';
     this.status = 'active';
     this.setupTimeMs = performance.now() - this.t0;
@@ -458,6 +474,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     // Round 1 sends every page; the dirty log (clear since logging started) collects what changes meanwhile.
     let list: Uint32Array = new Uint32Array(ram.pageCount);
     for (let p = 0; p < list.length; p++) list[p] = p;
+    list = this.skips.firstRound(list, this.hintRun !== undefined);
     const dirtyBuf = new Uint32Array(ram.pageCount);
     let prevDirtyRate = 0;
     // acks[k]: the PONG to the PING sent behind round k. The source runs at most one round
@@ -472,6 +489,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       sender.setRate(limit);
       const started = performance.now();
       const tally = await this.sendRoundAll(list, round, true, limit);
+      if (round === 1) this.hintRun?.stop(); // as QEMU: hints serve the bulk round only
       const durationMs = Math.max(performance.now() - started, 0.001);
       const dirtyPages = ram.dirty.count();
       const dirtyRate = (dirtyPages * PAGE_SIZE * 1000) / Math.max(performance.now() - dirtySince, 0.001);
@@ -497,7 +515,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         return;
       }
       // Clear-before-copy: take the marks now; pages written from here on are marked again.
-      list = ram.dirty.sync(dirtyBuf);
+      list = this.skips.laterRound(ram.dirty.sync(dirtyBuf));
       dirtySince = performance.now();
       prevDirtyRate = dirtyRate;
     }
@@ -530,13 +548,18 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     const round = ++this.round;
     this.postcopyRound = round;
     if (hybrid) {
-      const list = ram.dirty.sync();
+      const list = this.skips.laterRound(ram.dirty.sync());
       for (let i = 0; i < list.length; i++) needed[list[i]!] = 1;
       this.write(encodeDiscard({ runs: pageRunsFromList(list, n) }));
     } else {
       needed.fill(1);
     }
-    if (this.opts.verifyRam) this.ramDigest = new PageDigests(n).takeAll(ram.u8).digest();
+    // The destination installs ballooned pages as zero pages from the state it loads.
+    if (this.balloonPagesGranted) this.skips.postcopyNeeded(needed);
+    if (this.opts.verifyRam) {
+      this.skips.zeroUnsentFreePages();
+      this.ramDigest = new PageDigests(n).takeAll(ram.u8).digest();
+    }
     const state = await this.guard(saving);
     this.stateBytes = state.length;
     // The switch: once STATE is on its way the destination may run the VM.
@@ -695,7 +718,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     const sender = this.sender!;
     // The state is saved by the vCPU thread while this thread sends the last pages.
     const { saving } = await this.pauseAndSave();
-    const list = ram.dirty.sync();
+    const list = this.skips.laterRound(ram.dirty.sync());
     const round = ++this.round;
     const limit = this.opts.maxBandwidthBps > 0 ? this.opts.maxBandwidthBps : Infinity;
     sender.setRate(limit);
@@ -712,7 +735,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.write(head);
     this.write(blob);
     this.stateBytes = state.length;
-    if (this.opts.verifyRam) this.ramDigest = sha256(ram.u8);
+    if (this.opts.verifyRam) {
+      // Free-hinted pages never sent are zero there; here they hold stale free memory.
+      this.skips.zeroUnsentFreePages();
+      this.ramDigest = sha256(ram.u8);
+    }
     // A PING before COMPLETE: its PONG proves the destination has every page and the state.
     this.commitPing = this.sendPing();
     this.write(encodeComplete({ round, ramDigest: this.ramDigest }));
@@ -1193,6 +1220,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
 
   private finish(status: MigrationStatus, err: MigrationError | undefined): MigrationReport {
     this.finished = true;
+    this.hintRun?.finish();
     this.streams?.close();
     this.status = status;
     if (status === 'completed') this.stage = 'done';
@@ -1232,6 +1260,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     );
     if (compression !== undefined) report.compression = compression;
     if (this.autoConverge !== undefined) report.autoConverge = { maxThrottlePercent: this.maxThrottlePercent };
+    report.skippedPages = { ...this.skips.counts };
     if (this.switched || this.ranMode !== 'precopy') report.postcopy = this.postcopyReport();
     this.emitProgress();
     if (status === 'completed') {

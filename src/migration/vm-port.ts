@@ -3,6 +3,7 @@
  * interfaces: its RAM (pages, dirty log, presence map), pause/resume/throttle, dirty logging,
  * and its non-RAM state as an opaque blob. The host layer implements them.
  */
+import type { BalloonHostPort } from '../machine/devices/virtio/balloon-host-port.js';
 import type { GuestRam } from '../machine/memory/ram.js';
 import type { MachineConfig } from './wire/messages.js';
 
@@ -27,6 +28,8 @@ export interface MigratableVm extends VmIdentity {
   setDirtyLogging(on: boolean): Promise<void>;
   /** The machine state (CPU, devices, clock, console); only while paused. */
   saveState(): Promise<Uint8Array>;
+  /** Its virtio-balloon device, if it has one: free page hinting at migration start. */
+  readonly balloon?: BalloonHostPort;
 }
 
 /** What a destination host offers an incoming migration. */
@@ -37,6 +40,7 @@ export interface IncomingVm extends VmIdentity {
 
 /** RAM reserved at the destination for one incoming migration. */
 export interface Reservation {
+  /** All zero where no page arrives: the source never sends ballooned pages nor (round 1) free-hinted ones. */
   readonly ram: GuestRam;
   /** Resolves once the host can load a state at once (e.g. its standby vCPU thread has started). */
   readonly ready?: Promise<void>;

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
-import { API_ROUTES, CREATE_VM, START_MIGRATION } from '../../src/host/api.js';
+import { API_ROUTES, CREATE_VM, SET_BALLOON, START_MIGRATION } from '../../src/host/api.js';
 import { MIGRATION_DEFAULTS } from '../../src/host/migrations.js';
 import type { Schema } from '../../src/host/validate.js';
 
@@ -52,6 +52,7 @@ function checkSchema(name: string, code: Schema): void {
 test('request bodies in openapi.json match the validation schemas', () => {
   checkSchema('CreateVmRequest', CREATE_VM);
   checkSchema('StartMigrationRequest', START_MIGRATION);
+  checkSchema('SetBalloonRequest', SET_BALLOON);
   const m = spec.components.schemas['StartMigrationRequest']!.properties;
   for (const [k, v] of Object.entries(MIGRATION_DEFAULTS)) assert.equal(m[k]!.default, v, `default of ${k}`);
 });

@@ -35,7 +35,22 @@ export const enum Sig {
   HintCmdId = 14,
   /** virtio-balloon: host's free page hint command, (sequence << 2) | HintCommand. */
   HintCommand = 15,
-  Count = 16,
+  /** virtio-balloon: the driver as the device sees it, BalloonDriverBits (published by the device). */
+  BalloonDriver = 16,
+  Count = 17,
+}
+
+/** Bits of Sig.BalloonDriver. */
+export const enum BalloonDriverBits {
+  /** DRIVER_OK is set and the device works: the guest driver follows targets. */
+  Live = 1,
+  /** The driver accepted VIRTIO_BALLOON_F_FREE_PAGE_HINT. */
+  FreePageHint = 2,
+  /** Bits 2..3: the device's free page hint state (HintState in balloon.ts). */
+  HintStateShift = 2,
+  /** Bits 4..31: the sequence number (mod 2^28) of the last host hint command the device applied. */
+  AppliedShift = 4,
+  AppliedMask = 0x0fff_ffff,
 }
 
 export function allocateSignals(): Int32Array {

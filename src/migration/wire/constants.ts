@@ -73,6 +73,11 @@ export const enum Capability {
   Lz4 = 1 << 5,
   /** Since 1.1: PAGES_COMPRESSED may use zstd (algorithm 2). */
   Zstd = 1 << 6,
+  /**
+   * Post-copy: at the switch the destination installs the pages the loaded balloon state marks
+   * discarded as zero pages, so the source neither pushes them nor serves them (docs/postcopy.md).
+   */
+  BalloonPages = 1 << 7,
 }
 
 export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
@@ -83,10 +88,11 @@ export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
   [Capability.PostcopyRecovery, 'postcopy-recovery'],
   [Capability.Lz4, 'lz4'],
   [Capability.Zstd, 'zstd'],
+  [Capability.BalloonPages, 'balloon-pages'],
 ];
 
 /** Capability bits this version defines. */
-export const KNOWN_CAPABILITIES = 0x7f;
+export const KNOWN_CAPABILITIES = 0xff;
 
 export const FRAME_HEADER_BYTES = 8;
 /** The page size of protocol 1.x; a raw PAGES entry carries exactly this many bytes. */

@@ -1,10 +1,24 @@
-import { Sig, ring } from '../../memory/signals.js';
-import { BALLOON_CMD_ID_MIN, HintCommand } from './balloon.js';
+import { BalloonDriverBits, Sig, ring } from '../../memory/signals.js';
+import { BALLOON_CMD_ID_MIN, HintCommand, HintState } from './balloon.js';
+
+/** The guest's balloon driver as the device last saw it. */
+export interface BalloonDriverInfo {
+  /** A driver has set DRIVER_OK (and the device works): it follows targets. */
+  readonly live: boolean;
+  /** The driver negotiated free page hinting. */
+  readonly freePageHint: boolean;
+  /** The device's free page hint state. */
+  readonly hintState: HintState;
+}
 
 /** The host thread's side of a VM's virtio-balloon device. */
 export interface BalloonHostPort {
   /** Asks the guest to hold `pages` 4 KiB pages in the balloon (config num_pages). */
   setTarget(pages: number): void;
+  /** The target last set (config num_pages), in pages. */
+  target(): number;
+  /** Whether a driver runs and what it negotiated. */
+  driver(): BalloonDriverInfo;
   /** The guest's last reported balloon size in pages (config actual). */
   actual(): Promise<number>;
   /** Starts a free page hint run: clears ram.freeHints and returns the new command id. */
@@ -13,6 +27,11 @@ export interface BalloonHostPort {
   stopFreePageHint(): void;
   /** Tells the guest the run is over and it may reuse the pages it reported (QEMU's free_page_done). */
   finishFreePageHint(): void;
+  /**
+   * The run last started is over on the guest's side: the device took the start command and the
+   * guest has stopped reporting (it sent STOP), or the host stopped it.
+   */
+  freePageHintSettled(): boolean;
 }
 
 export class BalloonRangeError extends RangeError {
@@ -42,6 +61,19 @@ export class BalloonHost implements BalloonHostPort {
     ring(this.sig);
   }
 
+  target(): number {
+    return Atomics.load(this.sig, Sig.BalloonTarget) >>> 0;
+  }
+
+  driver(): BalloonDriverInfo {
+    const bits = Atomics.load(this.sig, Sig.BalloonDriver);
+    return {
+      live: (bits & BalloonDriverBits.Live) !== 0,
+      freePageHint: (bits & BalloonDriverBits.FreePageHint) !== 0,
+      hintState: ((bits >>> BalloonDriverBits.HintStateShift) & 3) as HintState,
+    };
+  }
+
   actual(): Promise<number> {
     return Promise.resolve(Atomics.load(this.sig, Sig.BalloonActual) >>> 0);
   }
@@ -54,6 +86,13 @@ export class BalloonHost implements BalloonHostPort {
     Atomics.store(this.sig, Sig.HintCmdId, id | 0);
     this.command(HintCommand.Start);
     return id;
+  }
+
+  freePageHintSettled(): boolean {
+    const bits = Atomics.load(this.sig, Sig.BalloonDriver);
+    const sent = (Atomics.load(this.sig, Sig.HintCommand) >>> 2) & BalloonDriverBits.AppliedMask;
+    const state = (bits >>> BalloonDriverBits.HintStateShift) & 3;
+    return bits >>> BalloonDriverBits.AppliedShift === sent && state !== HintState.Requested && state !== HintState.Start;
   }
 
   stopFreePageHint(): void {

@@ -1,6 +1,6 @@
 import type { AccessSize } from '../../bus.js';
 import { PAGE_SHIFT, PAGE_SIZE } from '../../memory/layout.js';
-import { Sig } from '../../memory/signals.js';
+import { BalloonDriverBits, Sig } from '../../memory/signals.js';
 import type { StateReader, StateWriter } from '../../state/codec.js';
 import { DeviceId } from './constants.js';
 import type { VirtioBackend, VirtioTransport } from './mmio-transport.js';
@@ -64,6 +64,8 @@ export class VirtioBalloon implements VirtioBackend {
   hintCmdId = BALLOON_CMD_ID_MIN;
   hintState = HintState.Stop;
   private hostSeq: number;
+  /** What Sig.BalloonDriver last said (-1: not yet published). */
+  private driverBits = -1;
   private readonly signals: Int32Array;
   private t!: VirtioTransport;
   private readonly chain = new DescriptorChain();
@@ -118,15 +120,38 @@ export class VirtioBalloon implements VirtioBackend {
   reset(): void {
     // QEMU's device reset stops a hint run.
     if (this.hintState !== HintState.Stop) this.hintState = HintState.Stop;
+    this.publishDriver(0);
+  }
+
+  /** Tells the host side whether a driver runs, whether it hints, and the hint state. */
+  private publishDriver(bits: number): void {
+    if (bits === this.driverBits) return;
+    this.driverBits = bits;
+    Atomics.store(this.signals, Sig.BalloonDriver, bits);
+  }
+
+  private driverState(): number {
+    const t = this.t;
+    if (!t.live) return 0;
+    return (
+      BalloonDriverBits.Live |
+      (t.driverHas(BALLOON_F_FREE_PAGE_HINT) ? BalloonDriverBits.FreePageHint : 0) |
+      (this.hintState << BalloonDriverBits.HintStateShift) |
+      ((this.hostSeq & BalloonDriverBits.AppliedMask) << BalloonDriverBits.AppliedShift)
+    );
   }
 
   notify(queue: number): void {
     if (queue === BALLOON_INFLATE || queue === BALLOON_DEFLATE) this.pages(queue);
-    else if (queue === BALLOON_FREE_PAGE) this.freePages();
+    else if (queue === BALLOON_FREE_PAGE) {
+      this.freePages();
+      this.publishDriver(this.driverState());
+    }
     // BALLOON_STATS: the buffer stays with the device; statistics are not collected.
   }
 
   poll(): void {
+    this.publishDriver(this.driverState());
     const target = Atomics.load(this.signals, Sig.BalloonTarget) >>> 0;
     if (target !== this.numPages) {
       this.numPages = target;
@@ -155,6 +180,7 @@ export class VirtioBalloon implements VirtioBackend {
       this.hintState = HintState.Done;
       this.t.configChanged();
     }
+    this.publishDriver(this.driverState());
   }
 
   /** inflateq / deflateq: arrays of le32 PFNs in the readable buffers. */
