@@ -120,6 +120,10 @@ export interface StartMigrationRequest {
   compression?: 'lz4' | 'zstd';
   /** Parallel TCP streams for page data (pre-copy; default 1). */
   streams?: number;
+  /** Stun guest tasks that dirty memory faster than stunBudgetBps in the final rounds (pre-copy; docs/assist.md). */
+  stun?: boolean;
+  /** Stunning budget, bytes/s (needs stun; default a quarter of the bandwidth stop-and-copy expects). */
+  stunBudgetBps?: number;
 }
 
 export interface MigrationInfo {
