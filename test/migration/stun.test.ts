@@ -7,6 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import type { MigrationReport } from '../../src/migration/report.js';
 import { imagePath } from '../helpers/images.js';
 import { HAS_ENGINE, http, killAll, startDaemon, tern, ternJson, waitFor, type Daemon } from '../host/helpers.js';
+import { killGateways, startGateway } from '../net/helpers.js';
 
 const CROWD = imagePath('crowd');
 const skip = HAS_ENGINE ? false : 'this build has no migration engine';
@@ -15,7 +16,10 @@ const CROWD_ARGS = 'report=250ms modest-rate=128K ui=1M ui-rate=2M';
 /** Under this cap the rogue task redirties its 16 MiB faster than a round can send it. */
 const CAP = ['--max-bandwidth', '8MB/s', '--max-rounds', '6'];
 
-after(() => killAll());
+after(() => {
+  killAll();
+  killGateways();
+});
 
 interface Status {
   t: number;
@@ -43,8 +47,8 @@ async function lastStatus(d: Daemon, vm: string): Promise<Status | undefined> {
   return statuses(await consoleOf(d, vm)).at(-1);
 }
 
-async function startCrowd(d: Daemon, name: string, extra = ''): Promise<void> {
-  const r = await tern(['vm', 'start', CROWD, '--host', d.api, '--name', name, '--mem', '64M', '--append', `${CROWD_ARGS} ${extra}`.trim()]);
+async function startCrowd(d: Daemon, name: string, extra = '', flags: string[] = []): Promise<void> {
+  const r = await tern(['vm', 'start', CROWD, '--host', d.api, '--name', name, '--mem', '64M', '--append', `${CROWD_ARGS} ${extra}`.trim(), ...flags]);
   assert.equal(r.code, 0, r.stderr);
   await waitFor(async () => (await lastStatus(d, name)) !== undefined, 20_000, 100);
 }
@@ -143,6 +147,18 @@ describe('stunning rogue tasks through the migration-assist channel', { skip, ti
     assert.ok(r.value.perRound.every((p) => p.stunned === undefined));
     await rogueRuns(b, 'c2');
     assert.doesNotMatch(await consoleOf(b, 'c2'), /^X /m);
+  });
+
+  test('a VM with a gateway: the channel shares its vsock endpoint; stunned, then resumed at the destination', async () => {
+    const gw = await startGateway();
+    await startCrowd(a, 'c4', '', ['--gateway', gw.listen]);
+    const r = await ternJson<MigrationReport>(['migrate', 'c4', '--from', a.api, '--to', b.api, ...CAP, '--stun', '--stun-budget', '512KB/s'], 120_000);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.value.stun?.outcome, 'stunned', JSON.stringify(r.value.stun));
+    assert.deepEqual(r.value.stun!.tasks.filter((x) => x.stunned).map((x) => x.name), ['rogue']);
+    await rogueRuns(b, 'c4');
+    const info = await http(b.api, 'GET', '/v1/vms/c4');
+    assert.equal(info.json<{ network?: { connections: number } }>().network?.connections, 0, 'the channel is not a gateway connection');
   });
 
   test('the destination dies after the stun: the migration fails and rogue resumes on the source', async () => {
