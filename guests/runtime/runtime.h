@@ -185,6 +185,51 @@ void service_close(struct service *s, int conn);
  * has events (vsock_take_events): serve must go as far as it can each time. */
 __attribute__((noreturn)) void service_run(struct service *s, void (*on_open)(int conn), void (*serve)(int conn));
 
+/* ---- cooperative tasks (tasks.c) and the migration-assist channel (assist.c) ----
+ * task_spawn adds a task; tasks_run round-robins their steps forever. A step does a bounded
+ * piece of work and returns the guest time (mtime) it wants to run again (now or earlier: at
+ * once). A task's memory comes from task_alloc, so the task table knows its pages. A stunned
+ * task's step is not called (Clark §5.5); TASK_EXEMPT (interactive) tasks are never stunned.
+ * See docs/assist.md. */
+#define TASK_EXEMPT     1u          /* interactive: the host may not stun it */
+#define TASK_MAX        16u
+#define TASK_RANGES     8u          /* task_alloc calls per task */
+#define TASK_NAME_BYTES 16u         /* including the NUL */
+#define ASSIST_PORT     1235u       /* the guest listens here for the host's assist channel */
+struct task;
+typedef uint64_t (*task_step_fn)(struct task *t, void *arg);
+struct task_range { uint32_t addr, pages; };
+struct task {
+    uint32_t id, flags;
+    uint32_t stunned;               /* nonzero: its step is not called (set by the channel) */
+    uint32_t stuns, resumes;        /* how often it was stunned / resumed */
+    char name[TASK_NAME_BYTES];
+    task_step_fn step;
+    void *arg;
+    uint64_t wake;
+    uint32_t nranges;
+    struct task_range ranges[TASK_RANGES];
+};
+struct task *task_spawn(const char *name, task_step_fn step, void *arg, uint32_t flags); /* NULL if full */
+void *task_alloc(struct task *t, size_t bytes);    /* zeroed whole pages (region_alloc); NULL if none */
+uint32_t task_count(void);
+struct task *task_get(uint32_t id);                 /* NULL if no such task */
+int task_stun(uint32_t id);                         /* ASSIST_* result */
+int task_resume(uint32_t id);
+/* Called by tasks_run every iteration (the app's periodic work: balloon, services). */
+void tasks_on_idle(void (*fn)(void));
+/* Runs the tasks forever. With the channel on (tasks_assist_start after vsock_init), idle time
+ * sleeps in vsock_poll so the host's packets wake it. */
+__attribute__((noreturn)) void tasks_run(void);
+/* assist.c: listens on ASSIST_PORT (vsock_init first); 0 ok. tasks_run then serves it. */
+int assist_start(void);
+void assist_poll(void);
+extern int assist_on;
+#define ASSIST_DONE      0          /* results per task in a DONE message */
+#define ASSIST_EXEMPT    1
+#define ASSIST_UNKNOWN   2
+#define ASSIST_ALREADY   3
+
 /* ---- small helpers ---- */
 static inline uint32_t xorshift32(uint32_t *s)
 {

@@ -28,6 +28,8 @@ interface MigrateOpts {
   compress?: string;
   streams?: string;
   freePageHint?: boolean;
+  stun?: boolean;
+  stunBudget?: string;
 }
 
 const MODES = ['precopy', 'postcopy', 'hybrid', 'auto'] as const;
@@ -59,6 +61,8 @@ export function registerMigrate(program: Command): void {
     .option('--compress <algorithm>', 'compress the page stream: lz4 or zstd')
     .option('--streams <n>', 'parallel TCP streams for page data, 1..16 (pre-copy only)', '1')
     .option('--no-free-page-hint', "do not ask the guest's balloon driver for its free pages at migration start (by default round 1 skips them when the driver offers free page hinting)")
+    .option('--stun', "stun rogue guest tasks in the final rounds: those writing faster than --stun-budget, through the guest's migration-assist channel (Clark's §5.5; pre-copy only; docs/assist.md)")
+    .option('--stun-budget <rate>', 'with --stun: a task dirtying memory faster than this is stunned: 2MB/s, 16Mbit (default: a quarter of the bandwidth stop-and-copy expects)')
     .option('--verify', 'compare SHA-256 digests of all RAM at switchover (slower; for testing)')
     .option('--timeout <duration>', 'give up (the VM stays on the source) after this long; 0 = never', '10min')
     .option('--detach', 'print the migration id and return at once; watch it with `tern migrate status ID`')
@@ -79,6 +83,13 @@ wrote meanwhile. With --verify, post-copy compares each page as it was at the sw
 Pages in the VM's balloon (tern vm balloon) are never sent. When the guest's balloon driver
 offers free page hinting, round 1 also skips the pages it reports free at the start (QEMU's
 free-page-hint; --no-free-page-hint turns it off). The report's 'not sent' line counts both.
+Stunning (--stun, docs/assist.md): the guest's runtime lists its tasks and their pages on vsock port
+1235. When pre-copy is not converging (from round 2, expected downtime over the limit and the dirty
+set not halving; or the rounds stall), the source asks it to stun the non-exempt tasks whose pages
+were dirtied faster than the budget, then runs at least one more round. The destination host
+resumes them after activation; a failed or cancelled migration resumes them on the source. A guest
+without the channel migrates as usual; the report notes it. The report names the stunned tasks,
+the round and their write rates; the per-round table adds the stunned tasks.
 
 Exit codes: 0 completed, 1 failed, cancelled or lost (or the host could not be reached), 2 bad usage.
 ${examples([
@@ -89,6 +100,7 @@ ${examples([
   'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --mode hybrid --precopy-rounds 1',
   'tern migrate --resume v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002',
   'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --auto-converge --xbzrle --compress lz4 --streams 4',
+  'tern migrate v1 --from 127.0.0.1:7001 --to 127.0.0.1:7002 --max-bandwidth 64Mbit --stun --stun-budget 512KB/s',
   'tern migrate list',
   'tern migrate status 3f9a1c2e',
   'tern migrate cancel 3f9a1c2e',
@@ -166,15 +178,20 @@ ${examples([
     });
 }
 
-/** --auto-converge, --xbzrle [--xbzrle-cache SIZE], --compress ALGORITHM, --streams N as request fields. */
-function encodingRequest(opts: MigrateOpts): Pick<StartMigrationRequest, 'autoConverge' | 'xbzrle' | 'xbzrleCacheBytes' | 'compression' | 'streams'> {
-  const out: Pick<StartMigrationRequest, 'autoConverge' | 'xbzrle' | 'xbzrleCacheBytes' | 'compression' | 'streams'> = {};
+/** --auto-converge, --xbzrle [--xbzrle-cache SIZE], --compress ALGORITHM, --streams N, --stun [--stun-budget RATE] as request fields. */
+function encodingRequest(opts: MigrateOpts): Pick<StartMigrationRequest, 'autoConverge' | 'xbzrle' | 'xbzrleCacheBytes' | 'compression' | 'streams' | 'stun' | 'stunBudgetBps'> {
+  const out: Pick<StartMigrationRequest, 'autoConverge' | 'xbzrle' | 'xbzrleCacheBytes' | 'compression' | 'streams' | 'stun' | 'stunBudgetBps'> = {};
   if (opts.streams !== undefined && opts.streams !== '1') {
     const n = Number(opts.streams);
     if (!Number.isInteger(n) || n < 1 || n > 16) throw new UsageError(`--streams: '${opts.streams}' is not a whole number from 1 to 16`);
     out.streams = n;
   }
   if (opts.autoConverge === true) out.autoConverge = true;
+  if (opts.stunBudget !== undefined && opts.stun !== true) throw new UsageError('--stun-budget needs --stun');
+  if (opts.stun === true) {
+    out.stun = true;
+    if (opts.stunBudget !== undefined) out.stunBudgetBps = parseRate(opts.stunBudget, '--stun-budget');
+  }
   if (opts.xbzrleCache !== undefined && opts.xbzrle !== true) throw new UsageError('--xbzrle-cache needs --xbzrle');
   if (opts.xbzrle === true) {
     out.xbzrle = true;
@@ -416,6 +433,7 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
   const z = r.compression;
   if (z !== undefined) pairs.push(['compression', `${z.algorithm}: ${formatBytes(z.inputBytes)} -> ${formatBytes(z.outputBytes)} (ratio ${z.ratio})${z.skippedBatches > 0 ? `, ${z.skippedBatches} batches sent plain after batches that did not shrink` : ''}`]);
   if (r.autoConverge !== undefined) pairs.push(['auto-converge', `throttle up to ${r.autoConverge.maxThrottlePercent}%`]);
+  if (r.stun !== undefined) pairs.push(['stun', describeStun(r.stun)]);
   const pc = r.postcopy;
   if (pc !== undefined) {
     pairs.push(
@@ -429,7 +447,7 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
   let out = `Migration ${r.id} of ${r.vm}: ${r.status}\n` + indent(keyValues(pairs));
   if (r.perRound.length > 0) {
     out += '\n' + indent(table(
-      ['ROUND', 'PAGES', 'BYTES', 'TIME', 'DIRTY PAGES', 'DIRTY RATE', 'BANDWIDTH', 'LIMIT', 'THROTTLE'],
+      ['ROUND', 'PAGES', 'BYTES', 'TIME', 'DIRTY PAGES', 'DIRTY RATE', 'BANDWIDTH', 'LIMIT', 'THROTTLE', ...(r.stun !== undefined ? ['STUNNED'] : [])],
       r.perRound.map((s) => [
         String(s.round),
         String(s.pages),
@@ -440,11 +458,19 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
         formatRate(s.bandwidthBps),
         s.rateLimitBps > 0 ? formatRate(s.rateLimitBps) : 'none',
         `${s.throttlePercent}%`,
+        ...(r.stun !== undefined ? [s.stunned?.join(',') ?? ''] : []),
       ]),
       [0, 1, 2, 3, 4, 5, 6, 7, 8],
     ));
   }
   return out;
+}
+
+function describeStun(s: NonNullable<MigrationReport['stun']>): string {
+  const rates = s.tasks.map((t) => `${t.name}${t.exempt ? '(exempt)' : ''} ${formatRate(t.writeRateBps)}${t.stunned ? ' STUNNED' : ''}`).join(', ');
+  const head = s.outcome === 'stunned' ? `stunned after round ${s.round}` : s.outcome;
+  const resumed = s.resumedOnSource !== undefined ? `; resumed on the source: ${s.resumedOnSource.join(', ') || 'none'}` : '';
+  return `${head}, budget ${formatRate(s.budgetBps)}${rates !== '' ? `: ${rates}` : ''}${s.note !== undefined ? ` (${s.note})` : ''}${resumed}`;
 }
 
 function indent(text: string): string {

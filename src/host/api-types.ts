@@ -144,6 +144,10 @@ export interface StartMigrationRequest {
   streams?: number;
   /** Free page hinting at migration start when the guest's balloon driver offers it (default true). */
   freePageHint?: boolean;
+  /** Stun guest tasks that dirty memory faster than stunBudgetBps in the final rounds (pre-copy; docs/assist.md). */
+  stun?: boolean;
+  /** Stunning budget, bytes/s (needs stun; default a quarter of the bandwidth stop-and-copy expects). */
+  stunBudgetBps?: number;
 }
 
 export interface MigrationInfo {

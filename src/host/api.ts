@@ -56,6 +56,8 @@ export const START_MIGRATION: Schema = {
   xbzrleCacheBytes: { type: 'integer', min: 4096, max: 4 * 1024 * 1024 * 1024 },
   compression: { type: 'string', maxLength: 4, pattern: /^(lz4|zstd)$/, patternHint: 'lz4 or zstd' },
   streams: { type: 'integer', min: 1, max: 16 },
+  stun: { type: 'boolean' },
+  stunBudgetBps: { type: 'integer', min: 0, max: 1e15 },
   freePageHint: { type: 'boolean' },
 };
 

@@ -213,6 +213,7 @@ export class Host {
   adopt(vm: HostedVm): void {
     if (this.vms.has(vm.name)) throw new Error(`host ${this.name} already has a VM named '${vm.name}'`);
     this.vms.set(vm.name, vm);
+    vm.log = this.log;
     vm.on('exit', (code) => {
       this.log.info({ vm: vm.name, exitCode: code }, 'guest powered off');
       this.events.publish({ type: 'vm.exited', vm: vm.name, exitCode: code });

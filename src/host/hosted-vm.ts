@@ -7,9 +7,12 @@ import type { BalloonHostPort } from '../machine/devices/virtio/balloon-host-por
 import type { GuestRam } from '../machine/memory/ram.js';
 import { VcpuState } from '../machine/vcpu/control.js';
 import type { Vcpu, VcpuError } from '../machine/vcpu/vcpu.js';
-import type { MigratableVm } from '../migration/vm-port.js';
+import type { GuestChannel, MigratableVm } from '../migration/vm-port.js';
 import type { MachineConfig } from '../migration/wire/messages.js';
 import type { VmNetwork } from '../net/vm-network.js';
+import { GuestStream } from '../net/guest-stream.js';
+import { VsockEndpoint } from '../net/vsock-endpoint.js';
+import { silentLogger, type Logger } from '../util/log.js';
 import { encodeEnvelope } from './vm-envelope.js';
 import type { VmBalloonInfo, VmInfo, VmStatus } from './api-types.js';
 
@@ -68,6 +71,10 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
   migrationId: string | undefined;
   /** Its gateway, exposed ports and vsock connections (undefined: no gateway configured). */
   network: VmNetwork | undefined;
+  /** The host's logger (set when the host adopts the VM). */
+  log: Logger = silentLogger;
+  /** Without a network: the endpoint of this host's own guest connections (made on first use). */
+  private ownEndpoint: VsockEndpoint | undefined;
   private userPaused = false;
   private crashError: VcpuError | undefined;
   private left: Departure | undefined;
@@ -115,10 +122,12 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     await this.vcpu.pause();
     // Stop relaying; what the guest sent and what it has not yet received go into the state.
     this.network?.freeze();
+    this.ownEndpoint?.freeze();
   }
 
   resume(): void {
     this.network?.thaw();
+    this.ownEndpoint?.thaw();
     // A VM the user paused stays paused whatever the engine does.
     if (!this.userPaused) this.vcpu.resume();
   }
@@ -135,6 +144,17 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
   async saveState(): Promise<Uint8Array> {
     const machine = await this.vcpu.saveState();
     return encodeEnvelope(machine, this.network?.saveState());
+  }
+
+  /** A connection of this host's own to a guest vsock port (the migration-assist channel). */
+  connectGuest(port: number): GuestChannel | undefined {
+    let ep = this.network?.endpoint;
+    if (ep === undefined) {
+      const vsock = this.vcpu.vsock;
+      if (vsock === undefined || this.left !== undefined) return undefined;
+      ep = this.ownEndpoint ??= new VsockEndpoint(vsock, this.log, this.name);
+    }
+    return new GuestStream(ep, port);
   }
 
   // ---- what users do ----
@@ -165,6 +185,7 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     // Deleted: the gateway stops exposing it; migrated: the destination announces it; shutdown: the link closes.
     if (departure.why === 'deleted') this.network?.withdraw();
     else this.network?.dispose();
+    this.ownEndpoint?.dispose();
     try {
       const thread = threads !== undefined ? await this.vcpu.retire() : (await this.vcpu.stop(), undefined);
       if (thread !== undefined) threads!.put(this.config.imageDigest, thread);

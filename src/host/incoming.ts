@@ -7,6 +7,7 @@ import { HOST_DEVICE_KINDS, type Host, type MemoryClaim } from './host.js';
 import { decodeEnvelope } from './vm-envelope.js';
 import { arrivedNetwork, attachNetwork, preconnect } from './vm-net-setup.js';
 import { HostedVm, formatUuid, type HostedVmConfig } from './hosted-vm.js';
+import { STUN_CONFIG_KEY, resumeStunnedTasks } from '../migration/stun.js';
 
 /** This host's reservation for one incoming VM: the RAM, and the claim on the memory budget. */
 interface HostReservation extends Reservation {
@@ -94,6 +95,8 @@ export class IncomingVms implements DestinationHost {
         }
         vcpu.resume();
         this.host.log.info({ vm: vm.name }, 'incoming migration: VM activated');
+        // The source may have stunned guest tasks (docs/assist.md): they resume here.
+        if (vm.config[STUN_CONFIG_KEY] === true) void resumeStunnedTasks(hosted, this.host.log);
       },
       // Post-copy: the destination counts the pages the guest writes while pages still arrive.
       ...(opts.postcopy ? { setDirtyLogging: (on: boolean): Promise<void> => vcpu.setDirtyLogging(on) } : {}),
@@ -156,7 +159,7 @@ export class IncomingVms implements DestinationHost {
 
 /** The config a VM arrives with; memBytes and imageName come along as extra keys (older peers may lack them). */
 function hostedConfig(vm: IncomingVm): HostedVmConfig {
-  const c = vm.config;
+  const { [STUN_CONFIG_KEY]: _stun, ...c } = vm.config;
   const imageName: JsonValue | undefined = c['imageName'];
   return { ...c, memBytes: vm.ramBytes, imageName: typeof imageName === 'string' ? imageName : '(unknown)' };
 }

@@ -77,6 +77,8 @@ export class Migrations {
     if (req.resume === true) return this.resume(req);
     if (req.xbzrleCacheBytes !== undefined && req.xbzrle !== true) throw ApiFailure.badRequest("start migration: 'xbzrleCacheBytes' needs 'xbzrle': true");
     if ((req.streams ?? 1) > 1 && (req.mode ?? 'precopy') !== 'precopy') throw ApiFailure.badRequest(`start migration: 'streams' > 1 is for pre-copy only, not ${req.mode ?? 'precopy'}`);
+    if (req.stun === true && (req.mode ?? 'precopy') !== 'precopy') throw ApiFailure.badRequest(`start migration: 'stun' is for pre-copy only, not ${req.mode ?? 'precopy'}`);
+    if (req.stunBudgetBps !== undefined && req.stun !== true) throw ApiFailure.badRequest("start migration: 'stunBudgetBps' needs 'stun': true");
     this.checkMigratable(host.get(req.vm));
     const { to, peer, dataAddr } = await this.destination(req.to, req.vm, true);
 
@@ -104,6 +106,7 @@ export class Migrations {
       ...(req.compression !== undefined ? { compression: req.compression } : {}),
       ...(req.streams !== undefined ? { streams: req.streams } : {}),
       freePageHint: req.freePageHint ?? MIGRATION_DEFAULTS.freePageHint,
+      ...(req.stun === true ? { stun: true, ...(req.stunBudgetBps !== undefined ? { stunBudgetBps: req.stunBudgetBps } : {}) } : {}),
       // The engine adds the migration id, VM and peer to its log lines itself.
       log: host.log,
     };

@@ -2,6 +2,7 @@
  * What a migration reports, live (progress) and at the end (report). Field names follow QEMU's
  * query-migrate where one exists, so users of `virsh migrate` find their way.
  */
+import type { StunReport, TaskRoundStats } from './stun.js';
 
 export type MigrationStatus =
   | 'setup'
@@ -40,6 +41,10 @@ export interface RoundStats {
   throttlePercent: number;
   /** Pages already dirty again when the round reached them, left for the next round (Xen's skip). */
   skippedPages?: number;
+  /** With stunning: each guest task's write rate in this round (stun.ts). */
+  tasks?: TaskRoundStats[];
+  /** With stunning: the tasks stunned at the end of this round. */
+  stunned?: string[];
 }
 
 export interface MigrationProgress {
@@ -101,6 +106,8 @@ export interface MigrationReport {
   compression?: CompressionReport;
   /** Auto-converge, when it was on: the highest vCPU throttle applied (per round: perRound[].throttlePercent). */
   autoConverge?: { maxThrottlePercent: number };
+  /** Stunning rogue tasks, when it was on (--stun; docs/assist.md). */
+  stun?: StunReport;
   /** Page entries never sent, by reason (docs/precopy.md, "Pages never sent"). */
   skippedPages?: SkippedPageCounts;
 }

@@ -22,6 +22,8 @@ import type { MigratableVm } from './vm-port.js';
 import { PageDigests, VERIFY_KEY } from './postcopy-digest.js';
 import { FreePageHintRun } from './free-page-hint.js';
 import { PageSkips } from './page-skip.js';
+import { ASSIST_PORT } from './assist.js';
+import { STUN_CONFIG_KEY, Stunner } from './stun.js';
 import { LinkDownError, PostcopyPusher, latencySummary, newPushTally, type PushTally } from './postcopy-source.js';
 import { pushOrder, type PushOrderName } from './prepaging.js';
 import {
@@ -100,6 +102,10 @@ export interface MigrateOptions {
   readonly streams?: number;
   /** Free page hinting at migration start when the guest's balloon driver offers it (default true). */
   readonly freePageHint?: boolean;
+  /** Stun rogue guest tasks in the final rounds through the migration-assist channel (pre-copy only; stun.ts). */
+  readonly stun?: boolean;
+  /** A task writing faster than this (bytes/s) is stunned; 0 or absent: a quarter of the bandwidth. */
+  readonly stunBudgetBps?: number;
   readonly log?: Logger;
 }
 
@@ -178,6 +184,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   /** Ballooned and free-hinted pages never sent (page-skip.ts). */
   private readonly skips: PageSkips;
   private hintRun: FreePageHintRun | undefined;
+  private readonly stunner: Stunner | undefined;
   private throttlePercent = 0;
   private maxThrottlePercent = 0;
   private remainingBytes = 0;
@@ -222,9 +229,12 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.opts = opts;
     this.autoConverge = opts.autoConverge === true ? new AutoConverge() : undefined;
     this.skips = new PageSkips(vm.ram);
+    this.log = (opts.log ?? silentLogger).child({ migration: opts.id, vm: vm.name, peer: opts.destinationName });
+    this.stunner = opts.stun === true
+      ? new Stunner({ connect: () => vm.connectGuest?.(ASSIST_PORT), ramPages: vm.ram.pageCount, budgetBps: opts.stunBudgetBps, log: this.log })
+      : undefined;
     this.peer = opts.destinationName;
     this.destination = opts.destination;
-    this.log = (opts.log ?? silentLogger).child({ migration: opts.id, vm: vm.name, peer: opts.destinationName });
   }
 
   /** True once the destination confirmed it holds the VM; the source must never resume it again. */
@@ -330,6 +340,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (o.compression !== undefined && o.compression !== 'lz4' && o.compression !== 'zstd') bad(`compression '${String(o.compression)}' (lz4 or zstd)`);
     if (o.streams !== undefined && (!Number.isInteger(o.streams) || o.streams < 1 || o.streams > MAX_STREAMS)) bad(`streams = ${o.streams} (1..${MAX_STREAMS})`);
     if ((o.streams ?? 1) > 1 && o.mode !== 'precopy') bad(`parallel streams are for pre-copy only, not ${o.mode}`);
+    if (o.stun === true && o.mode !== 'precopy') bad(`stunning is for pre-copy only, not ${o.mode}`);
+    if (o.stunBudgetBps !== undefined && (!Number.isFinite(o.stunBudgetBps) || o.stunBudgetBps < 0)) bad(`stunBudgetBps = ${o.stunBudgetBps}`);
   }
 
   /** Stage 1: connect, HELLO, and the destination's ACCEPT or REFUSE; then a first RTT sample. */
@@ -437,7 +449,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       ramBytes: vm.ram.bytes,
       pageSize: PAGE_SIZE,
       // The migration id (and --verify for post-copy) travel as extra config keys; the destination removes them.
-      config: { ...vm.config, migrationId: this.opts.id, ...(mode !== 'precopy' && this.opts.verifyRam ? { [VERIFY_KEY]: true } : {}) },
+      config: { ...vm.config, migrationId: this.opts.id, ...(mode !== 'precopy' && this.opts.verifyRam ? { [VERIFY_KEY]: true } : {}), ...(this.stunner !== undefined ? { [STUN_CONFIG_KEY]: true } : {}) },
       mode,
       capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages) | offeredCapabilities(this.opts) | (streamCount > 1 ? Capability.MultiStream : 0),
       streamIndex: 0,
@@ -466,6 +478,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.status = 'active';
     this.setupTimeMs = performance.now() - this.t0;
     this.emitProgress();
+    this.stunner?.start();
 
     const limiter: RateLimitPolicy = new DynamicRateLimit(this.opts.minBandwidthBps, this.opts.maxBandwidthBps, this.opts.rateIncrementBps ?? 0);
     const maxRounds = this.opts.mode === 'hybrid' ? (this.opts.precopyRounds ?? 1) : this.opts.maxRounds;
@@ -493,7 +506,9 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       const durationMs = Math.max(performance.now() - started, 0.001);
       const dirtyPages = ram.dirty.count();
       const dirtyRate = (dirtyPages * PAGE_SIZE * 1000) / Math.max(performance.now() - dirtySince, 0.001);
+      const tasks = this.stunner?.measure(ram.dirty, performance.now() - dirtySince);
       this.recordRound(round, tally, durationMs, dirtyPages, dirtyRate, limit);
+      if (tasks !== undefined) this.perRound[this.perRound.length - 1]!.tasks = tasks;
       if (this.autoConverge !== undefined) this.applyThrottle(this.autoConverge.afterPeriod(dirtyPages * PAGE_SIZE, tally.bytes));
       acks[round] = this.streams !== undefined ? Promise.all([this.pingAndWait(), this.streams.ping()]).then(noop) : this.pingAndWait();
       this.remainingBytes = dirtyPages * PAGE_SIZE;
@@ -508,7 +523,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       this.expectedMs = decision.expectedDowntimeMs;
       this.log.debug({ round, pages: tally.pages, zero: tally.zeroPages, skipped: tally.skipped, bytes: tally.bytes, durationMs, dirtyPages, rateLimitBps: limit, expectedDowntimeMs: decision.expectedDowntimeMs }, 'pre-copy round done');
       this.emitProgress();
-      if (decision.reason !== undefined) {
+      // Stunning (docs/precopy.md): the round that stuns is followed by at least one more live round.
+      const stun = this.stunner;
+      if (stun !== undefined && stun.wants(round, decision.reason, this.remainingBytes, decision.expectedDowntimeMs, this.opts.downtimeLimitMs) && (await this.guard(stun.stun(round, this.stopAndCopyBandwidth())))) {
+        this.perRound[this.perRound.length - 1]!.stunned = stun.stunnedNames();
+      } else if (decision.reason !== undefined) {
         this.switchoverReason = decision.reason;
         this.log.info({ round, reason: decision.reason, remainingBytes: this.remainingBytes, expectedDowntimeMs: decision.expectedDowntimeMs }, 'migration: switching over');
         await this.guard(acks[round]!);
@@ -901,6 +920,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         this.log.error({ err: errorText(e) }, 'could not resume the VM on the source');
       }
     }
+    await this.stunner?.resumeOnSource();
     if (this.dirtyLogging !== undefined) {
       try {
         await this.dirtyLogging;
@@ -1261,6 +1281,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (compression !== undefined) report.compression = compression;
     if (this.autoConverge !== undefined) report.autoConverge = { maxThrottlePercent: this.maxThrottlePercent };
     report.skippedPages = { ...this.skips.counts };
+    if (this.stunner !== undefined) report.stun = this.stunner.report();
     if (this.switched || this.ranMode !== 'precopy') report.postcopy = this.postcopyReport();
     this.emitProgress();
     if (status === 'completed') {

@@ -30,6 +30,21 @@ export interface MigratableVm extends VmIdentity {
   saveState(): Promise<Uint8Array>;
   /** Its virtio-balloon device, if it has one: free page hinting at migration start. */
   readonly balloon?: BalloonHostPort;
+  /** A stream to a guest vsock port (the migration-assist channel); undefined without a vsock device. */
+  connectGuest?(port: number): GuestChannel | undefined;
+}
+
+/** A byte stream the host opened to a guest port; see docs/assist.md. */
+export interface GuestChannel {
+  /** Resolves once the guest accepted; rejects if it refused or the connection broke. */
+  readonly opened: Promise<void>;
+  send(bytes: Uint8Array): void;
+  /** The next bytes from the guest; undefined at the end of its stream; rejects if it broke. */
+  read(): Promise<Uint8Array | undefined>;
+  /** Sends no more; resolves once the connection is gone on both sides. */
+  close(): Promise<void>;
+  /** Resets the connection now. */
+  destroy(): void;
 }
 
 /** What a destination host offers an incoming migration. */

@@ -82,6 +82,8 @@ export interface VsockConn {
   openedSent: boolean;
   finSent: boolean;
   creditRequestedAt: number;
+  /** A connection this host opened for itself (openLocal): its own upstream; never migrated. */
+  local?: StreamUpstream;
 }
 
 export class VsockEndpoint {
@@ -89,6 +91,8 @@ export class VsockEndpoint {
   /** By host-side vsock port, for packets from the guest. */
   private readonly byHostPort = new Map<number, VsockConn>();
   private nextHostPort = FIRST_HOST_PORT;
+  /** Ids of local connections count down from -1, apart from the gateway's (u32) ids. */
+  private nextLocalId = -1;
   /** Control packets that found the ring full, sent first when space frees. */
   private backlog: Uint8Array[] = [];
   private readonly scratch = new Uint8Array(HDR_BYTES + MAX_PACKET_PAYLOAD);
@@ -103,7 +107,8 @@ export class VsockEndpoint {
   /** pumpUp's connection, for sendUp (made once: no closure per packet). */
   private upConn: VsockConn | undefined;
   private readonly sendUp = (bytes: Uint8Array, seq: number): boolean => {
-    this.upstream!.data(this.upConn!.connId, seq, bytes);
+    const c = this.upConn!;
+    (c.local ?? this.upstream)!.data(c.connId, seq, bytes);
     return true;
   };
 
@@ -120,12 +125,15 @@ export class VsockEndpoint {
     this.upstream = u;
   }
 
+  /** The gateway's connections (local ones are this host's own business). */
   get connectionCount(): number {
-    return this.conns.size;
+    let n = 0;
+    for (const c of this.conns.values()) if (c.local === undefined) n++;
+    return n;
   }
 
-  connections(): IterableIterator<VsockConn> {
-    return this.conns.values();
+  *connections(): IterableIterator<VsockConn> {
+    for (const c of this.conns.values()) if (c.local === undefined) yield c;
   }
 
   has(connId: number): boolean {
@@ -134,8 +142,20 @@ export class VsockEndpoint {
 
   // ---- from the gateway side ----
 
+  /**
+   * A connection of this host's own to a guest port (the migration-assist channel): `upstream`
+   * hears its events (ack the data it is given, as the gateway does). Returns its id for
+   * data/fin/ack/reset; undefined once disposed. It never travels: freeze resets it.
+   */
+  openLocal(guestPort: number, upstream: StreamUpstream): number | undefined {
+    if (this.disposed || this.frozen) return undefined;
+    const connId = this.nextLocalId--;
+    this.open(connId, guestPort, upstream);
+    return connId;
+  }
+
   /** A client connected to an exposed port: ask the guest (REQUEST). */
-  open(connId: number, guestPort: number): void {
+  open(connId: number, guestPort: number, local?: StreamUpstream): void {
     if (this.disposed) return;
     if (this.conns.has(connId)) {
       this.log.warn({ vm: this.vmName, connId }, 'vsock: OPEN for a connection id already in use; resetting it');
@@ -151,6 +171,7 @@ export class VsockEndpoint {
       outQ: new ByteQueue(0), outFin: -1, outFinAcked: false, guestRcvShut: false, guestReset: false,
       peerBufAlloc: 0, peerFwdCnt: 0, fwdAdvertised: 0,
       outSent: 0, ackSent: 0, openedSent: false, finSent: false, creditRequestedAt: -Infinity,
+      ...(local !== undefined ? { local } : {}),
     };
     this.add(c);
     this.sendCtrl(c, Op.Request, 0);
@@ -266,9 +287,9 @@ export class VsockEndpoint {
     if (c !== undefined) this.resetConn(c, ResetReason.Unknown, false);
   }
 
-  /** Resets every connection (the gateway link is gone for good, the VM is deleted). */
+  /** Resets every gateway connection (the gateway link is gone for good, the VM is deleted). */
   resetAll(): void {
-    for (const c of [...this.conns.values()]) this.resetConn(c, ResetReason.VmGone, false);
+    for (const c of [...this.connections()]) this.resetConn(c, ResetReason.VmGone, false);
   }
 
   // ---- migration ----
@@ -278,6 +299,8 @@ export class VsockEndpoint {
    * yet received, and stop telling the gateway anything.
    */
   freeze(): void {
+    // Local connections end here: their RST reaches the guest (or travels in the backlog).
+    for (const c of [...this.conns.values()]) if (c.local !== undefined) this.resetConn(c, ResetReason.VmGone, true);
     this.frozen = true;
     this.port.flushFromGuest();
     const undelivered = this.port.takeUndelivered();
@@ -307,7 +330,12 @@ export class VsockEndpoint {
     this.frozen = true;
     clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
+    const locals = [...this.conns.values()].filter((c) => c.local !== undefined);
     this.conns.clear();
+    for (const c of locals) {
+      c.local!.reset(c.connId, ResetReason.VmGone);
+      c.local!.closed(c.connId);
+    }
     this.byHostPort.clear();
     this.backlog = [];
     this.upstream = undefined;
@@ -316,7 +344,7 @@ export class VsockEndpoint {
   /** The state that travels with the VM (only while frozen). */
   saveState(): Uint8Array {
     if (!this.frozen) throw new Error('vsock endpoint state is saved only while frozen');
-    return encodeEndpointState({ nextHostPort: this.nextHostPort, conns: [...this.conns.values()], packets: this.backlog });
+    return encodeEndpointState({ nextHostPort: this.nextHostPort, conns: [...this.connections()], packets: this.backlog });
   }
 
   /** Restores a saved state into this (fresh) endpoint, frozen; `start()` sends the held packets. */
@@ -549,7 +577,7 @@ export class VsockEndpoint {
 
   /** Tells upstream whatever it has not yet heard: opened, new bytes, the FIN, the ack. */
   private pumpUp(c: VsockConn): void {
-    const u = this.upstream;
+    const u = c.local ?? this.upstream;
     if (this.frozen || u === undefined) return;
     if (c.state === ConnState.Open && !c.openedSent) {
       c.openedSent = true;
@@ -583,6 +611,11 @@ export class VsockEndpoint {
     this.stats.resets++;
     if (!c.guestReset) this.sendCtrl(c, Op.Rst, 0);
     this.remove(c);
+    if (c.local !== undefined) {
+      if (tellUpstream || reason === ResetReason.Refused || reason === ResetReason.VmGone) c.local.reset(c.connId, reason);
+      c.local.closed(c.connId);
+      return;
+    }
     if (tellUpstream || reason === ResetReason.Refused || reason === ResetReason.VmGone) this.upstreamReset(c.connId, reason);
     if (this.frozen) return;
     this.upstream?.closed(c.connId);
@@ -595,7 +628,8 @@ export class VsockEndpoint {
     if (!inDone || !outDone) return;
     if (!c.guestReset) this.sendCtrl(c, Op.Rst, 0);
     this.remove(c);
-    if (!this.frozen) this.upstream?.closed(c.connId);
+    if (c.local !== undefined) c.local.closed(c.connId);
+    else if (!this.frozen) this.upstream?.closed(c.connId);
   }
 
   private add(c: VsockConn): void {

@@ -293,3 +293,32 @@ test('endpoint state refuses a damaged blob with a clear error', async () => {
   assert.throws(() => decodeEndpointState(v2), /version 9/);
   assert.throws(() => decodeEndpointState(Uint8Array.from([...s, 0])), /trailing/);
 });
+
+test('a local connection (openLocal) has its own upstream, is not the gateway\'s, and a freeze resets it', () => {
+  const { port, ep, up, hostPort } = setup();
+  const mine = new Recorder();
+  const id = ep.openLocal(1235, mine)!;
+  assert.ok(id < 0, 'local ids are apart from the gateway\'s');
+  const [req] = port.take();
+  assert.equal(req!.op, VsockOp.Request);
+  assert.equal(req!.dstPort, 1235);
+  assert.notEqual(req!.srcPort, hostPort);
+  port.guest(fromGuest(VsockOp.Response, req!.srcPort, '', { guestPort: 1235 }));
+  port.guest(fromGuest(VsockOp.Rw, req!.srcPort, 'table', { guestPort: 1235 }));
+  assert.deepEqual(mine.take(), [`opened ${id}`, `data ${id} 0 5`]);
+  assert.deepEqual(up.take(), [], 'the gateway hears nothing of it');
+  assert.equal(ep.connectionCount, 1, 'only the gateway connection counts');
+  assert.deepEqual([...ep.connections()].map((c) => c.connId), [7]);
+  ep.resetAll(); // the gateway link is gone: its connections only
+  assert.deepEqual(mine.take(), []);
+  assert.deepEqual(up.take(), [`reset 7 ${ResetReason.VmGone}`, 'closed 7']);
+  port.take();
+  ep.freeze();
+  assert.deepEqual(mine.take(), [`reset ${id} ${ResetReason.VmGone}`, `closed ${id}`]);
+  const rst = port.take().filter((p) => p.dstPort === 1235);
+  assert.equal(rst.length, 0, 'taken back into the backlog: it travels with the VM');
+  const state = ep.saveState();
+  const ep2 = new VsockEndpoint(new HandPort(), silentLogger, 'vm2');
+  ep2.restoreState(state);
+  assert.equal([...ep2.connections()].length, 0, 'a local connection never migrates');
+});

@@ -74,6 +74,15 @@ export class DirtyLog {
     return buf.subarray(0, n);
   }
 
+  /** How many of the pages [first, first + n) are marked now (does not clear). */
+  countIn(first: number, n: number): number {
+    const bits = this.bits;
+    const end = Math.min(this.pageCount, first + n);
+    let c = 0;
+    for (let p = Math.max(0, first); p < end; p++) c += bits[p]!;
+    return c;
+  }
+
   /** How many pages are marked now (does not clear). */
   count(): number {
     const words = this.words;
