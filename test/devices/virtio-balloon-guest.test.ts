@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { test } from 'node:test';
 import { GuestRam } from '../../src/machine/memory/ram.js';
 import { Vcpu } from '../../src/machine/vcpu/vcpu.js';
-import { imagePath } from '../helpers/images.js';
+import { imagePath, munchLines } from '../helpers/images.js';
 
 const MiB = 1024 * 1024;
 
@@ -29,7 +29,7 @@ test('munch balloon=on follows the target, and reports its free pages to a hint 
   });
   let out = '';
   vcpu.on('console', (d) => (out += Buffer.from(d).toString('latin1')));
-  const lines = (): string[] => out.split('\n').filter((l) => l.startsWith('munch: t='));
+  const lines = (): string[] => munchLines(out);
   try {
     const balloon = vcpu.balloon!;
     await until('the heap to shrink to 8 MiB', () => lines().some((l) => / heap=8388608 /.test(l)));
@@ -77,7 +77,7 @@ test('mid-traffic state round trip through a standby vCPU: the guest\'s balloon 
   });
   let out = '';
   src.on('console', (d) => (out += Buffer.from(d).toString('latin1')));
-  const lines = (): string[] => out.split('\n').filter((l) => l.startsWith('munch: t='));
+  const lines = (): string[] => munchLines(out);
   let dst: Vcpu | undefined;
   try {
     await until('the heap to shrink', () => lines().some((l) => / heap=8388608 /.test(l)));

@@ -3,13 +3,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { tern } from '../helpers/cli.js';
-import { imagePath } from '../helpers/images.js';
+import { imagePath, munchLines } from '../helpers/images.js';
 
 test('tern run --device balloon: munch balloon=self gives pages to the balloon', { timeout: 60_000 }, async () => {
   const r = await tern(['run', imagePath('munch'), '-m', '64M', '--device', 'vsock', '--device', 'balloon', '--timeout', '3s',
     '--append', 'wws=1M rate=1M rss=1M report=500ms balloon=self balloon-period=300ms heap=8M:1s']);
   assert.equal(r.code, 124, r.stderr);
-  const lines = r.stdout.split('\n').filter((l) => l.startsWith('munch: t='));
+  const lines = munchLines(r.stdout);
   assert.ok(lines.some((l) => / balloon=[1-9]\d*p /.test(l)), r.stdout);
   for (const l of lines) assert.match(l, / rss=ok$/);
 });

@@ -3,7 +3,7 @@
 // allocation pressure, and free page hinting during a real QEMU migration.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { imagePath, sleep } from '../helpers/images.js';
+import { imagePath, sleep, munchLines } from '../helpers/images.js';
 import { eventually, QemuGuest } from './qemu-guest.js';
 
 const MiB = 1024 * 1024;
@@ -14,7 +14,7 @@ async function actual(g: QemuGuest): Promise<number> {
 }
 
 function statusLines(out: string): string[] {
-  return out.split('\n').filter((l) => l.startsWith('munch: t='));
+  return munchLines(out);
 }
 
 test('balloon=on follows the QMP balloon target down and up, memory intact', { timeout: 120_000 }, async () => {

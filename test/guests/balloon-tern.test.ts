@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BalloonHost } from '../../src/machine/devices/virtio/balloon-host-port.js';
 import { VsockGuest } from './vsock-harness.js';
+import { munchLines } from '../helpers/images.js';
 
 const MEM_MIB = 64;
 const PAGES = (MEM_MIB * 1024 * 1024) / 4096;
@@ -17,7 +18,7 @@ function boot(args: string): { g: VsockGuest; host: BalloonHost } {
 }
 
 function lastStatus(g: VsockGuest): string {
-  const lines = g.console.split('\n').filter((l) => l.startsWith('munch: t='));
+  const lines = munchLines(g.console);
   return lines[lines.length - 1] ?? '';
 }
 

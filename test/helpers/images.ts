@@ -29,3 +29,13 @@ export async function until(cond: () => boolean, timeoutMs: number): Promise<boo
   }
   return cond();
 }
+
+/**
+ * munch's status lines in a console snapshot, complete ones only: a guest prints a line in
+ * several pieces, and a snapshot can end between them (a post-copy guest may even wait on a
+ * page between two pieces), so the text after the last newline is not a line yet.
+ */
+export function munchLines(console: string): string[] {
+  const end = console.lastIndexOf('\n');
+  return console.slice(0, end + 1).split('\n').filter((l) => l.startsWith('munch: t='));
+}

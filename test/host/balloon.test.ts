@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import type { VmInfo } from '../../src/host/api-types.js';
 import type { MigrationReport } from '../../src/migration/report.js';
-import { imagePath } from '../helpers/images.js';
+import { imagePath, munchLines } from '../helpers/images.js';
 import { HAS_ENGINE, http, killAll, tern, ternJson, waitFor, type Daemon, startDaemon } from './helpers.js';
 
 const MUNCH = imagePath('munch');
@@ -29,22 +29,18 @@ async function consoleOf(d: Daemon, vm: string): Promise<string> {
   return r.stdout;
 }
 
-function statusLines(text: string): string[] {
-  return text.split('\n').filter((l) => l.startsWith('munch: t='));
-}
-
 /** Until munch on `d` has printed `more` status lines beyond `than`; returns the console. */
 async function moreStatus(d: Daemon, vm: string, than: number, more = 2): Promise<string> {
   let c = '';
-  await waitFor(async () => statusLines((c = await consoleOf(d, vm))).length >= than + more, 30_000, 100);
-  assert.ok(statusLines(c).length >= than + more, `munch on ${d.name} keeps reporting: ${c.slice(-400)}`);
+  await waitFor(async () => munchLines((c = await consoleOf(d, vm))).length >= than + more, 30_000, 100);
+  assert.ok(munchLines(c).length >= than + more, `munch on ${d.name} keeps reporting: ${c.slice(-400)}`);
   return c;
 }
 
 /** munch checks its rss and heap: no BAD, no failed allocation, last line rss=ok. */
 function assertHealthy(c: string, where: string): void {
   assert.doesNotMatch(c, /BAD|failed/, `${where}: ${c.slice(-600)}`);
-  const lines = statusLines(c);
+  const lines = munchLines(c);
   assert.match(lines[lines.length - 1]!, / rss=ok$/, where);
 }
 
@@ -91,12 +87,12 @@ describe('balloon through the host', { skip, timeout: 600_000 }, () => {
     assert.equal((await info(a, 'nodriver')).balloon?.targetBytes, 16 * MiB);
     assert.equal((await tern(['vm', 'stop', 'nodriver', '--host', a.api])).code, 0);
 
-    const before = statusLines(await consoleOf(a, 'm0')).length;
+    const before = munchLines(await consoleOf(a, 'm0')).length;
     const inflated = await ternJson<VmInfo>(['vm', 'balloon', 'm0', '16M', '--wait', '--host', a.api]);
     assert.equal(inflated.code, 0, inflated.stderr);
     assert.deepEqual(inflated.value.balloon, { targetBytes: 16 * MiB, actualBytes: 16 * MiB, balloonedBytes: 48 * MiB, driver: true, freePageHint: true });
     let c = await moreStatus(a, 'm0', before);
-    assert.match(statusLines(c).pop()!, / balloon=12288p target=12288p /);
+    assert.match(munchLines(c).pop()!, / balloon=12288p target=12288p /);
     assertHealthy(c, 'inflated');
 
     const human = await tern(['vm', 'balloon', 'm0', '64M', '--wait', '--host', a.api]);
@@ -105,8 +101,8 @@ describe('balloon through the host', { skip, timeout: 600_000 }, () => {
     const deflated = await info(a, 'm0');
     assert.equal(deflated.balloon?.actualBytes, 64 * MiB);
     assert.equal(deflated.balloon?.balloonedBytes, 0);
-    c = await moreStatus(a, 'm0', statusLines(c).length);
-    assert.match(statusLines(c).pop()!, / balloon=0p target=0p /);
+    c = await moreStatus(a, 'm0', munchLines(c).length);
+    assert.match(munchLines(c).pop()!, / balloon=0p target=0p /);
     assertHealthy(c, 'deflated');
     assert.equal(deflated.status, 'running');
 
@@ -137,13 +133,13 @@ describe('balloon through the host', { skip, timeout: 600_000 }, () => {
       assert.ok(rep.skippedPages!.balloon >= (48 * MiB) / PAGE, `move ${i + 1}: ${JSON.stringify(rep.skippedPages)}`);
       const there = await info(to, 'm1');
       assert.deepEqual(there.balloon, { targetBytes: 16 * MiB, actualBytes: 16 * MiB, balloonedBytes: 48 * MiB, driver: true, freePageHint: true }, 'the destination holds the same balloon');
-      assertHealthy(await moreStatus(to, 'm1', statusLines(c0).length), `after move ${i + 1}`);
+      assertHealthy(await moreStatus(to, 'm1', munchLines(c0).length), `after move ${i + 1}`);
       [from, to] = [to, from];
     }
     // Deflated there, the guest gets its pages back and uses them.
     const d = await ternJson<VmInfo>(['vm', 'balloon', 'm1', '64M', '--wait', '--host', from.api]);
     assert.equal(d.value.balloon?.balloonedBytes, 0);
-    assertHealthy(await moreStatus(from, 'm1', statusLines(await consoleOf(from, 'm1')).length), 'deflated after the moves');
+    assertHealthy(await moreStatus(from, 'm1', munchLines(await consoleOf(from, 'm1')).length), 'deflated after the moves');
     assert.equal((await tern(['vm', 'stop', 'm1', '--host', from.api])).code, 0);
   });
 
@@ -159,31 +155,31 @@ describe('balloon through the host', { skip, timeout: 600_000 }, () => {
     assert.ok(rep.bytesTransferred <= 17 * MiB, `${rep.bytesTransferred} bytes`);
     assert.ok(rep.pagesTransferred <= (16 * MiB) / PAGE, `${rep.pagesTransferred} page entries`);
     assert.equal((await info(b, 'm2')).balloon?.balloonedBytes, 48 * MiB);
-    assertHealthy(await moreStatus(b, 'm2', statusLines(c0).length), 'after post-copy');
+    assertHealthy(await moreStatus(b, 'm2', munchLines(c0).length), 'after post-copy');
     // Hybrid back: round 1 skips them, the post-copy phase does not push them.
     const c1 = await consoleOf(b, 'm2');
     const back = await migrate(b, a, 'm2', ['--mode', 'hybrid']);
     assert.ok(back.bytesTransferred <= 17 * MiB, `hybrid: ${back.bytesTransferred} bytes`);
     assert.ok(back.skippedPages!.balloon >= ballooned);
     assert.ok(back.pagesTransferred <= (16 * MiB) / PAGE + 512, `hybrid: ${back.pagesTransferred} page entries`);
-    assertHealthy(await moreStatus(a, 'm2', statusLines(c1).length), 'after hybrid');
+    assertHealthy(await moreStatus(a, 'm2', munchLines(c1).length), 'after hybrid');
     assert.equal((await tern(['vm', 'stop', 'm2', '--host', a.api])).code, 0);
   });
 
   test('free page hinting: free-but-dirty heap pages are skipped in round 1; --verify passes', async (t) => {
     // The heap grows to 40 MiB (written), then shrinks to 2 MiB: 38 MiB free but dirty.
     await start(a, 'h1', '64M', 'wws=1M rate=1M rss=1M report=200ms balloon=on heap=40M:600ms,2M:1000s');
-    await waitFor(async () => / heap=2097152 /.test(statusLines(await consoleOf(a, 'h1')).pop() ?? ''), 30_000);
+    await waitFor(async () => / heap=2097152 /.test(munchLines(await consoleOf(a, 'h1')).pop() ?? ''), 30_000);
     const without = await migrate(a, b, 'h1', ['--no-free-page-hint']);
     assert.equal(without.skippedPages!.freeHint, 0);
     const c1 = await consoleOf(b, 'h1');
-    assertHealthy(await moreStatus(b, 'h1', statusLines(c1).length), 'after the move without hinting');
+    assertHealthy(await moreStatus(b, 'h1', munchLines(c1).length), 'after the move without hinting');
     const withHints = await migrate(b, a, 'h1');
     assert.ok(withHints.skippedPages!.freeHint >= (30 * MiB) / PAGE, `hinted pages skipped: ${JSON.stringify(withHints.skippedPages)}`);
     t.diagnostic(`bytes sent: ${without.bytesTransferred} without hinting, ${withHints.bytesTransferred} with (${JSON.stringify(withHints.skippedPages)})`);
     assert.ok(withHints.bytesTransferred * 2 < without.bytesTransferred, `with hinting ${withHints.bytesTransferred} bytes, without ${without.bytesTransferred}`);
     // The guest reuses the hinted pages (the heap grows again in its next cycle) with its checks passing.
-    assertHealthy(await moreStatus(a, 'h1', statusLines(await consoleOf(a, 'h1')).length), 'after the move with hinting');
+    assertHealthy(await moreStatus(a, 'h1', munchLines(await consoleOf(a, 'h1')).length), 'after the move with hinting');
     assert.equal((await tern(['vm', 'stop', 'h1', '--host', a.api])).code, 0);
   });
 
@@ -197,11 +193,11 @@ describe('balloon through the host', { skip, timeout: 600_000 }, () => {
       const c0 = await consoleOf(from, 's1');
       const rep = await migrate(from, to, 's1');
       skipped += rep.skippedPages!.balloon;
-      assertHealthy(await moreStatus(to, 's1', statusLines(c0).length, 3), `after move ${i + 1}`);
+      assertHealthy(await moreStatus(to, 's1', munchLines(c0).length, 3), `after move ${i + 1}`);
       [from, to] = [to, from];
     }
     assert.ok(skipped > 0, 'ballooned pages were skipped');
-    const last = statusLines(await consoleOf(from, 's1')).pop()!;
+    const last = munchLines(await consoleOf(from, 's1')).pop()!;
     assert.match(last, /reclaimed=[1-9]/, 'the heap took ballooned pages back');
     assert.equal((await tern(['vm', 'stop', 's1', '--host', from.api])).code, 0);
   });

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import type { MigrationInfo } from '../../src/host/api-types.js';
 import type { MigrationReport } from '../../src/migration/report.js';
-import { imagePath } from '../helpers/images.js';
+import { imagePath, munchLines } from '../helpers/images.js';
 import { HAS_ENGINE, count, http, killAll, sleep, startDaemon, tern, ternBackground, ternJson, waitFor, type Daemon } from '../host/helpers.js';
 
 const VERIFY = imagePath('verify');
@@ -50,10 +50,6 @@ function ssKillWorks(): boolean {
   } catch {
     return false;
   }
-}
-
-function munchLines(text: string): string[] {
-  return text.split('\n').filter((l) => l.startsWith('munch: t='));
 }
 
 describe('post-copy and hybrid between two daemons', { skip, timeout: 900_000 }, () => {
