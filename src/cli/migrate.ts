@@ -83,6 +83,7 @@ wrote meanwhile. With --verify, post-copy compares each page as it was at the sw
 Pages in the VM's balloon (tern vm balloon) are never sent. When the guest's balloon driver
 offers free page hinting, round 1 also skips the pages it reports free at the start (QEMU's
 free-page-hint; --no-free-page-hint turns it off). The report's 'not sent' line counts both.
+
 Stunning (--stun, docs/assist.md): the guest's runtime lists its tasks and their pages on vsock port
 1235. When pre-copy is not converging (from round 2, expected downtime over the limit and the dirty
 set not halving; or the rounds stall), the source asks it to stun the non-exempt tasks whose pages
