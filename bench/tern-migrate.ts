@@ -83,11 +83,20 @@ class ConsoleFollower {
   readonly child: ChildProcess;
   readonly exited: Promise<number | null>;
   stderr = '';
+  /** Set once the CLI said it follows the VM to its new host. */
+  moved = false;
 
-  constructor(children: Children, host: string, vm: string, timeline: ConsoleTimeline, side: 'source' | 'destination', skip: number) {
+  /**
+   * `record`: where the chunks go instead of the timeline (a follower waiting on the destination
+   * records everything, its history included; the caller sorts it out once the source is done).
+   * `untilMove`: a source follower stops counting when the VM leaves (the destination's follower
+   * has its output, timed as it is printed there).
+   */
+  constructor(children: Children, host: string, vm: string, timeline: ConsoleTimeline, side: 'source' | 'destination', skip: number, opts: { waitMs?: number; record?: { data: string; t: number }[]; untilMove?: boolean } = {}) {
     let current = side;
     let toSkip = skip;
-    this.child = children.track(spawn(process.execPath, [CLI, 'vm', 'console', vm, '--host', host, '--follow', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const wait = opts.waitMs !== undefined ? ['--wait', `${opts.waitMs}ms`] : [];
+    this.child = children.track(spawn(process.execPath, [CLI, 'vm', 'console', vm, '--host', host, '--follow', '--json', ...wait], { stdio: ['ignore', 'pipe', 'pipe'] }));
     this.exited = new Promise((r) => this.child.once('exit', (code) => r(code)));
     let buf = '';
     this.child.stdout!.setEncoding('utf8');
@@ -99,6 +108,11 @@ class ConsoleFollower {
         buf = buf.slice(nl + 1);
         if (line.trim() === '') continue;
         let data = (JSON.parse(line) as { data: string }).data;
+        if (opts.record !== undefined) {
+          opts.record.push({ data, t });
+          continue;
+        }
+        if (opts.untilMove === true && this.moved) continue;
         if (toSkip > 0) {
           const n = Math.min(toSkip, data.length);
           toSkip -= n;
@@ -110,7 +124,10 @@ class ConsoleFollower {
     this.child.stderr!.setEncoding('utf8');
     this.child.stderr!.on('data', (d: string) => {
       this.stderr = (this.stderr + d).slice(-4000);
-      if (/following it there/.test(this.stderr)) current = 'destination';
+      if (/following it there/.test(this.stderr)) {
+        current = 'destination';
+        this.moved = true;
+      }
     });
   }
 }
@@ -128,9 +145,13 @@ export async function migrateOnTern(o: MigrationOptions): Promise<TernMigrationR
     const started = await cli(children, ['vm', 'start', o.image, '--host', a.api, '--name', vm, '--mem', o.mem, '--append', o.append], 30_000);
     if (started.code !== 0) throw new Error(`tern vm start failed (exit ${started.code}): ${started.stderr.trim()}`);
 
-    const follower = new ConsoleFollower(children, a.api, vm, timeline, 'source', 0);
+    const follower = new ConsoleFollower(children, a.api, vm, timeline, 'source', 0, { untilMove: true });
     await withTimeout(timeline.firstBytePromise, 10_000, () => `the guest printed nothing on the source within 10 s ${follower.stderr.trim()}`);
     await sleep(o.warmupMs);
+    // On the destination before the VM: its output there is timed as it is printed, as a client
+    // connected to QEMU's destination serial port sees it (not when the source's follower moves).
+    const atDestination: { data: string; t: number }[] = [];
+    new ConsoleFollower(children, b.api, vm, timeline, 'destination', 0, { waitMs: timeoutMs + 30_000, record: atDestination });
 
     const args = ['migrate', vm, '--from', a.api, '--to', b.api, '--max-bandwidth', String(o.maxBandwidthBps), '--downtime-limit', `${o.downtimeLimitMs}ms`, '--max-rounds', String(o.maxRounds ?? 30), '--timeout', `${Math.ceil(timeoutMs / 1000)}s`, '--json'];
     args.push(...(o.ternArgs ?? (o.mode === 'postcopy' ? ['--mode', 'postcopy'] : [])));
@@ -147,18 +168,19 @@ export async function migrateOnTern(o: MigrationOptions): Promise<TernMigrationR
 
     if (report.status === 'completed') {
       // The follower moves to the destination by itself; should it have stopped instead, follow there afresh.
+      // The source's output ends where the destination's history does: the destination's own
+      // output is what its follower got beyond the source's bytes.
       const waitUntil = performance.now() + Math.max(tailMs, 5000);
-      let second: ConsoleFollower | undefined;
-      for (;;) {
-        const firstDst = timeline.ticks.find((k) => k.side === 'destination');
-        if (firstDst !== undefined && performance.now() - firstDst.t >= tailMs) break;
-        if (performance.now() > waitUntil) break;
-        if (second === undefined && follower.child.exitCode !== null) {
-          notes.push(`the console follower stopped at the source (${follower.stderr.trim().split('\n').pop() ?? ''}); followed the destination afresh`);
-          second = new ConsoleFollower(children, b.api, vm, timeline, 'destination', timeline.bytes.source + timeline.bytes.destination);
-        }
-        await sleep(20);
+      while (!follower.moved && follower.child.exitCode === null && performance.now() < waitUntil) await sleep(20);
+      await sleep(tailMs);
+      let offset = 0;
+      const seen = timeline.bytes.source;
+      for (const c of atDestination) {
+        const from = Math.max(0, seen - offset);
+        offset += c.data.length;
+        if (from < c.data.length) timeline.add('destination', c.data.slice(from), c.t);
       }
+      if (atDestination.length === 0) notes.push('the follower waiting on the destination got nothing');
     }
     const gap = timeline.gap(startedAt);
     if (report.status === 'completed' && gap.destinationTicks === 0) notes.push('the guest never ticked on the destination');

@@ -96,10 +96,11 @@ export class TernClient {
   }
 
   /** A streaming GET (console follow, events): the response once its head is in, 200 only. */
-  async stream(path: string): Promise<IncomingMessage> {
+  /** A GET whose body is read as it comes; `timeoutMs` bounds the wait for the answer's head. */
+  async stream(path: string, timeoutMs: number = this.timeoutMs): Promise<IncomingMessage> {
     let res: IncomingMessage;
     try {
-      res = await openRequest(this.addr, 'GET', path, { timeoutMs: this.timeoutMs });
+      res = await openRequest(this.addr, 'GET', path, { timeoutMs });
     } catch (e) {
       if (e instanceof UnreachableError) throw new CliError(e.message);
       throw e;

@@ -191,14 +191,19 @@ ${examples([
     .description("print a VM's console history (all of it: the history travels with the VM), optionally following new output")
     .argument('<name>', 'VM name')
     .option('-f, --follow', 'keep printing new output until Ctrl-C, the guest powers off or the VM is stopped; follows the VM when it migrates')
+    .option('--wait <duration>', 'with --follow: if the VM is not on the host yet, wait this long for it to arrive (on a migration destination: from its first instruction there)')
     .addHelpText('after', examples([
       'tern vm console v1',
       'tern vm console v1 --follow',
+      'tern vm console v1 --follow --wait 5min --host 127.0.0.1:7002   # on the destination, before the migration',
       'tern vm console v1 --json        # {"vm":"v1","host":"a","bytes":N,"text":"..."}',
       'tern vm console v1 -f --json     # one {"data":"..."} line per chunk',
     ]))
-    .action(async (name: string, opts: HostOpts & { follow?: boolean }) => {
+    .action(async (name: string, opts: HostOpts & { follow?: boolean; wait?: string }) => {
       const client = new TernClient(opts.host);
+      if (opts.wait !== undefined && opts.follow !== true) throw new UsageError('--wait needs --follow');
+      const waitMs = opts.wait !== undefined ? Math.round(parseDuration(opts.wait, '--wait')) : 0;
+      if (waitMs > 3_600_000) throw new UsageError(`--wait: '${opts.wait}' is longer than an hour`);
       process.stdout.on('error', (e: NodeJS.ErrnoException) => process.exit(e.code === 'EPIPE' ? 0 : 74));
       if (opts.follow !== true) {
         const bytes = await client.console(name);
@@ -210,7 +215,7 @@ ${examples([
         }
         return;
       }
-      await followConsole(client, name, opts.json === true);
+      await followConsole(client, name, opts.json === true, waitMs);
     });
 }
 
@@ -220,11 +225,12 @@ ${examples([
  * skipped there). That is exact while the VM's whole output is within the history the machine
  * keeps (CONSOLE_HISTORY_BYTES); beyond that it stops with a note instead of guessing.
  */
-async function followConsole(first: TernClient, name: string, json: boolean): Promise<void> {
+async function followConsole(first: TernClient, name: string, json: boolean, waitMs = 0): Promise<void> {
   let client = first;
   let printed = 0;
-  for (;;) {
-    const res = await client.stream(`/v1/vms/${encodeURIComponent(name)}/console?follow=1`);
+  for (let n = 0; ; n++) {
+    const wait = n === 0 && waitMs > 0 ? `&wait=${waitMs}` : '';
+    const res = await client.stream(`/v1/vms/${encodeURIComponent(name)}/console?follow=1${wait}`, wait !== '' ? waitMs + 10_000 : undefined);
     const hostName = res.headers['x-tern-host'];
     let skip = printed;
     await new Promise<void>((resolve, reject) => {

@@ -238,8 +238,16 @@ export class ManagementApi {
   }
 
   private async console(req: IncomingMessage, res: ServerResponse, name: string, query: URLSearchParams): Promise<void> {
-    const vm = this.host.get(name);
     const follow = flag(query, 'follow');
+    const waitMs = waitParam(query);
+    let vm = this.host.find(name);
+    if (vm === undefined && waitMs > 0) {
+      // Not here yet: wait for it to arrive (an incoming migration), so a client can be on the
+      // destination's console before the VM resumes there and miss none of its first output.
+      vm = await this.host.whenHere(name, waitMs, (stop) => req.once('close', stop));
+      if (res.destroyed) return;
+    }
+    if (vm === undefined) throw ApiFailure.notFound(`no VM named '${name}' on host ${this.host.name}${waitMs > 0 ? ` (waited ${waitMs} ms)` : ''}`);
     const history = vm.consoleHistory();
     const headers = { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'x-tern-vm': vm.name, 'x-tern-host': this.host.name };
     if (!follow) {
@@ -367,6 +375,15 @@ export class ManagementApi {
     clearTimeout(timer);
     this.server.closeAllConnections();
   }
+}
+
+/** The console's `wait` parameter: milliseconds, 0 when absent; at most an hour. */
+function waitParam(q: URLSearchParams): number {
+  const v = q.get('wait');
+  if (v === null) return 0;
+  const n = Number(v);
+  if (!/^\d{1,7}$/.test(v) || n > 3_600_000) throw ApiFailure.badRequest(`wait: '${v}' is not a whole number of milliseconds from 0 to 3600000`);
+  return n;
 }
 
 function flag(q: URLSearchParams, name: string): boolean {

@@ -74,6 +74,8 @@ export class Host {
   /** vCPU threads of VMs that left, by image, for the next VM of that image (its code is compiled). */
   readonly threads: ThreadPool;
   private readonly vms = new Map<string, HostedVm>();
+  /** Callers waiting for a VM of that name to arrive here (whenHere). */
+  private readonly arrivals = new Map<string, Set<(vm: HostedVm) => void>>();
   /** VMs running here whose pages still arrive by post-copy: their RAM may still be written. */
   private readonly filling = new Set<string>();
   /** Names being created by POST /v1/vms (the image is booting). */
@@ -210,9 +212,35 @@ export class Host {
   }
 
   /** Makes a VM (new, or arrived by migration) part of this host. */
+  /**
+   * The VM named `name` once it is here: at once if it is, else when it arrives (created, or
+   * activated by an incoming migration, before its vCPU runs), or undefined after `timeoutMs` or
+   * when `cancel` fires first.
+   */
+  whenHere(name: string, timeoutMs: number, cancel?: (stop: () => void) => void): Promise<HostedVm | undefined> {
+    const vm = this.vms.get(name);
+    if (vm !== undefined) return Promise.resolve(vm);
+    return new Promise((resolve) => {
+      let waiters = this.arrivals.get(name);
+      if (waiters === undefined) this.arrivals.set(name, (waiters = new Set()));
+      const done = (v: HostedVm | undefined): void => {
+        clearTimeout(timer);
+        waiters.delete(onArrive);
+        if (waiters.size === 0 && this.arrivals.get(name) === waiters) this.arrivals.delete(name);
+        resolve(v);
+      };
+      const onArrive = (v: HostedVm): void => done(v);
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      waiters.add(onArrive);
+      cancel?.(() => done(undefined));
+    });
+  }
+
   adopt(vm: HostedVm): void {
     if (this.vms.has(vm.name)) throw new Error(`host ${this.name} already has a VM named '${vm.name}'`);
     this.vms.set(vm.name, vm);
+    const waiters = this.arrivals.get(vm.name);
+    if (waiters !== undefined) for (const w of [...waiters]) w(vm);
     vm.log = this.log;
     vm.on('exit', (code) => {
       this.log.info({ vm: vm.name, exitCode: code }, 'guest powered off');

@@ -214,6 +214,31 @@ describe('live migration between two daemons', { skip, timeout: 600_000 }, () =>
     assert.ok(count(r.stdout, 'B') > 100);
   });
 
+  test('console --follow --wait on the destination, started before the migration, gets the VM from its first output there', { timeout: 120_000 }, async () => {
+    // A bad wait and a VM that never comes are clear errors.
+    assert.equal((await http(b.api, 'GET', '/v1/vms/fw1/console?follow=1&wait=soon')).status, 400);
+    const t0 = Date.now();
+    const none = await http(b.api, 'GET', '/v1/vms/nobody/console?follow=1&wait=300');
+    assert.equal(none.status, 404);
+    assert.ok(Date.now() - t0 >= 250, 'it waited');
+    assert.match(none.text, /waited 300 ms/);
+    assert.equal((await tern(['vm', 'console', 'fw1', '--wait', '1s', '--host', b.api])).code, 2, '--wait needs --follow');
+
+    assert.equal((await tern(['vm', 'start', VERIFY, '--host', a.api, '--name', 'fw1', '--mem', '32M', '--append', 'region=4M pace=5ms'])).code, 0);
+    await bRises(a, 'fw1', 2);
+    const waiting = ternBackground(['vm', 'console', 'fw1', '--host', b.api, '--follow', '--wait', '60s'], 90_000);
+    await sleep(300);
+    assert.equal(waiting.stdout(), '', 'nothing before the VM is there');
+    assert.equal((await tern(['migrate', 'fw1', '--from', a.api, '--to', b.api], 60_000)).code, 0);
+    await bRises(b, 'fw1', count(await consoleOf(b, 'fw1'), 'B') + 2);
+    assert.equal((await tern(['vm', 'stop', 'fw1', '--host', b.api])).code, 0);
+    const r = await waiting.result;
+    assert.equal(r.code, 0, r.stderr);
+    // The whole history (it travels with the VM), then what the guest printed on b: nothing twice.
+    assert.match(r.stdout, /^AB+$/);
+    assert.match(r.stderr, /fw1 was stopped on host mig-b/);
+  });
+
   test('Ctrl-C on tern migrate cancels the migration; the VM stays on the source', { timeout: 120_000 }, async () => {
     assert.equal((await tern(['vm', 'start', VERIFY, '--host', a.api, '--name', 'ctl', '--mem', '256M', '--append', 'region=64M'])).code, 0);
     await bRises(a, 'ctl', 0);
