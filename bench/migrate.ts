@@ -192,6 +192,8 @@ for (const s of postcopyOnly ? [] : scenarios) {
   const dRatio = tr.ok && qr.ok ? ratio(tr.result.downtimeMs, qr.result.downtimeMs) : null;
   const bRatio = tr.ok && qr.ok ? ratio(tr.result.bytes, qr.result.bytes) : null;
   const gRatio = tr.ok && qr.ok ? ratio(tr.result.gapSwitchoverMs, qr.result.gapSwitchoverMs) : null;
+  const srcDown = tern.ok ? tern.result.report?.sourceDowntimeMs : undefined;
+  if (srcDown !== undefined) log(`  tern downtime as QEMU counts it (pause until the source has sent everything): ${ms(srcDown)}`);
   if (tr.ok && qr.ok) log(`  tern/QEMU  downtime ${x(dRatio, TARGET_DOWNTIME_RATIO, qr.result.downtimeMs)}, bytes ${x(bRatio, TARGET_BYTES_RATIO, qr.result.bytes)}, switchover gap ${gRatio === null ? '-' : gRatio.toFixed(2) + 'x'}`);
   rows.push({
     name: s.name,

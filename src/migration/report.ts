@@ -78,6 +78,12 @@ export interface MigrationReport {
   totalTimeMs: number;
   /** From the vCPU pause on the source to the vCPU resume on the destination. */
   downtimeMs: number;
+  /**
+   * QEMU's definition, for comparing with query-migrate's `downtime`: from the pause to the
+   * source having handed everything (last pages, state, COMPLETE) to the kernel; it leaves out
+   * the transfer's tail, the destination's load and resume. Absent when the VM was never paused.
+   */
+  sourceDowntimeMs?: number;
   /** From the request to the start of round 1 (connection, handshake, reservation). */
   setupTimeMs: number;
   rounds: number;

@@ -1254,6 +1254,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       destination: this.opts.destinationName,
       totalTimeMs: round3(performance.now() - this.t0),
       downtimeMs: round3(this.downtime()),
+      ...(this.pausedAt > 0 && this.completeSentAt >= this.pausedAt ? { sourceDowntimeMs: round3(this.completeSentAt - this.pausedAt) } : {}),
       setupTimeMs: round3(this.setupTimeMs),
       rounds: this.perRound.length,
       ramBytes: this.vm.ram.bytes,

@@ -57,6 +57,8 @@ describe('live migration between two daemons', { skip, timeout: 600_000 }, () =>
       assert.equal(rep.mode, 'precopy');
       assert.ok(rep.rounds >= 1 && rep.perRound.length >= 1);
       assert.ok(rep.bytesTransferred > 0 && rep.downtimeMs >= 0 && rep.totalTimeMs >= rep.downtimeMs);
+      // QEMU's downtime (until the source has sent everything) is part of ours.
+      assert.ok(rep.sourceDowntimeMs !== undefined && rep.sourceDowntimeMs > 0 && rep.sourceDowntimeMs <= rep.downtimeMs, `sourceDowntimeMs ${rep.sourceDowntimeMs} within downtimeMs ${rep.downtimeMs}`);
       assert.equal(rep.downtimeLimitMs, 50);
 
       // The VM left the source and runs at the destination, with its whole console history.
