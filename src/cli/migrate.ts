@@ -420,7 +420,7 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
     ['status', r.status + (r.error !== undefined ? ` at ${r.error.stage}: ${r.error.message}${r.error.peer !== undefined ? ` (peer ${r.error.peer})` : ''}` : '')],
     ['route', `${route}, ${r.mode}`],
     ['total time', `${formatDuration(r.totalTimeMs)} (setup ${formatDuration(r.setupTimeMs)})`],
-    ['downtime', r.status === 'completed' ? `${formatDuration(r.downtimeMs)} (limit ${formatDuration(r.downtimeLimitMs)}, expected ${formatDuration(r.expectedDowntimeMs)})` : '-'],
+    ['downtime', r.status === 'completed' ? `${formatDuration(r.downtimeMs)} (limit ${formatDuration(r.downtimeLimitMs)}, expected ${formatDuration(r.expectedDowntimeMs)}${r.sourceDowntimeMs !== undefined ? `; as QEMU counts it: ${formatDuration(r.sourceDowntimeMs)}` : ''})` : '-'],
     ['rounds', `${r.rounds}${r.switchoverReason !== '' ? ` (switchover: ${r.switchoverReason})` : ''}`],
     ['RAM', formatBytes(r.ramBytes)],
     ['transferred', `${formatBytes(r.bytesTransferred)} in ${r.pagesTransferred} pages (${r.zeroPages} zero), state ${formatBytes(r.stateBytes)}`],
