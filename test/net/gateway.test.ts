@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { killAll, sleep, startDaemon, tern, ternJson, waitFor, type Daemon } from '../host/helpers.js';
+import type { MigrationInfo } from '../../src/host/api-types.js';
+import { http, killAll, sleep, startDaemon, tern, ternJson, waitFor, type Daemon } from '../host/helpers.js';
 import { ExactStream, background, connectRetry, freePort, killGateways, resp, run, startGateway, type GatewayProc } from './helpers.js';
 
 const IMAGES = fileURLToPath(new URL('../../../guests/images/', import.meta.url));
@@ -86,7 +87,14 @@ test('destination killed mid-migration: connections stay up on the source', { ti
   await stream.progress(50_000);
   // Slow enough that the kill lands during pre-copy.
   const mig = ternJson<{ status: string }>(['migrate', 'kv2', '--from', a.api, '--to', c.api, '--max-bandwidth', '2Mbit'], 120_000);
-  await sleep(800);
+  // Kill it once pages flow (not before the migration has even reached it: a slow CLI start
+  // would turn this into an unreachable destination).
+  const running = await waitFor(async () => {
+    const list = (await http(a.api, 'GET', '/v1/migrations')).json<{ migrations: MigrationInfo[] }>().migrations;
+    return list.some((m) => m.vm === 'kv2' && m.direction === 'outgoing' && m.progress?.stage === 'precopy');
+  }, 30_000, 20);
+  assert.ok(running, 'the migration reached pre-copy');
+  await sleep(200);
   process.kill(c.pid, 'SIGKILL');
   const r = await mig;
   assert.notEqual(r.value.status, 'completed');
