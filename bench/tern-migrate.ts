@@ -75,29 +75,19 @@ async function startHost(children: Children, name: string): Promise<HostAddrs> {
 }
 
 /**
- * `tern vm console NAME --follow --json` on one host: one {"data": ...} line per chunk. The CLI
- * follows the VM to its new host and says so on stderr; from then on the bytes are the destination's.
- * Bytes up to `skip` are ones already seen (a follower started on the destination replays the history).
+ * `tern vm console NAME --follow --json` on one host: one {"data": ...} line per chunk, handed to
+ * `onChunk` with its arrival time, until the CLI says it follows the VM to a new host (the
+ * destination's output is timed by a follower waiting there, `waitMs`: `--wait`).
  */
 class ConsoleFollower {
   readonly child: ChildProcess;
-  readonly exited: Promise<number | null>;
   stderr = '';
   /** Set once the CLI said it follows the VM to its new host. */
   moved = false;
 
-  /**
-   * `record`: where the chunks go instead of the timeline (a follower waiting on the destination
-   * records everything, its history included; the caller sorts it out once the source is done).
-   * `untilMove`: a source follower stops counting when the VM leaves (the destination's follower
-   * has its output, timed as it is printed there).
-   */
-  constructor(children: Children, host: string, vm: string, timeline: ConsoleTimeline, side: 'source' | 'destination', skip: number, opts: { waitMs?: number; record?: { data: string; t: number }[]; untilMove?: boolean } = {}) {
-    let current = side;
-    let toSkip = skip;
-    const wait = opts.waitMs !== undefined ? ['--wait', `${opts.waitMs}ms`] : [];
+  constructor(children: Children, host: string, vm: string, onChunk: (data: string, t: number) => void, waitMs?: number) {
+    const wait = waitMs !== undefined ? ['--wait', `${waitMs}ms`] : [];
     this.child = children.track(spawn(process.execPath, [CLI, 'vm', 'console', vm, '--host', host, '--follow', '--json', ...wait], { stdio: ['ignore', 'pipe', 'pipe'] }));
-    this.exited = new Promise((r) => this.child.once('exit', (code) => r(code)));
     let buf = '';
     this.child.stdout!.setEncoding('utf8');
     this.child.stdout!.on('data', (d: string) => {
@@ -106,28 +96,14 @@ class ConsoleFollower {
       for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
         const line = buf.slice(0, nl);
         buf = buf.slice(nl + 1);
-        if (line.trim() === '') continue;
-        let data = (JSON.parse(line) as { data: string }).data;
-        if (opts.record !== undefined) {
-          opts.record.push({ data, t });
-          continue;
-        }
-        if (opts.untilMove === true && this.moved) continue;
-        if (toSkip > 0) {
-          const n = Math.min(toSkip, data.length);
-          toSkip -= n;
-          data = data.slice(n);
-        }
-        timeline.add(current, data, t);
+        if (line.trim() === '' || this.moved) continue;
+        onChunk((JSON.parse(line) as { data: string }).data, t);
       }
     });
     this.child.stderr!.setEncoding('utf8');
     this.child.stderr!.on('data', (d: string) => {
       this.stderr = (this.stderr + d).slice(-4000);
-      if (/following it there/.test(this.stderr)) {
-        current = 'destination';
-        this.moved = true;
-      }
+      if (/following it there/.test(this.stderr)) this.moved = true;
     });
   }
 }
@@ -145,13 +121,13 @@ export async function migrateOnTern(o: MigrationOptions): Promise<TernMigrationR
     const started = await cli(children, ['vm', 'start', o.image, '--host', a.api, '--name', vm, '--mem', o.mem, '--append', o.append], 30_000);
     if (started.code !== 0) throw new Error(`tern vm start failed (exit ${started.code}): ${started.stderr.trim()}`);
 
-    const follower = new ConsoleFollower(children, a.api, vm, timeline, 'source', 0, { untilMove: true });
+    const follower = new ConsoleFollower(children, a.api, vm, (data, t) => timeline.add('source', data, t));
     await withTimeout(timeline.firstBytePromise, 10_000, () => `the guest printed nothing on the source within 10 s ${follower.stderr.trim()}`);
     await sleep(o.warmupMs);
     // On the destination before the VM: its output there is timed as it is printed, as a client
     // connected to QEMU's destination serial port sees it (not when the source's follower moves).
     const atDestination: { data: string; t: number }[] = [];
-    new ConsoleFollower(children, b.api, vm, timeline, 'destination', 0, { waitMs: timeoutMs + 30_000, record: atDestination });
+    new ConsoleFollower(children, b.api, vm, (data, t) => atDestination.push({ data, t }), timeoutMs + 30_000);
 
     const args = ['migrate', vm, '--from', a.api, '--to', b.api, '--max-bandwidth', String(o.maxBandwidthBps), '--downtime-limit', `${o.downtimeLimitMs}ms`, '--max-rounds', String(o.maxRounds ?? 30), '--timeout', `${Math.ceil(timeoutMs / 1000)}s`, '--json'];
     args.push(...(o.ternArgs ?? (o.mode === 'postcopy' ? ['--mode', 'postcopy'] : [])));

@@ -211,7 +211,6 @@ export class Host {
     }
   }
 
-  /** Makes a VM (new, or arrived by migration) part of this host. */
   /**
    * The VM named `name` once it is here: at once if it is, else when it arrives (created, or
    * activated by an incoming migration, before its vCPU runs), or undefined after `timeoutMs` or
@@ -236,6 +235,7 @@ export class Host {
     });
   }
 
+  /** Makes a VM (new, or arrived by migration) part of this host. */
   adopt(vm: HostedVm): void {
     if (this.vms.has(vm.name)) throw new Error(`host ${this.name} already has a VM named '${vm.name}'`);
     this.vms.set(vm.name, vm);

@@ -1,4 +1,3 @@
-import type { ThreadPool } from './thread-pool.js';
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { CONSOLE_HISTORY_BYTES } from '../machine/console-log.js';
@@ -13,6 +12,7 @@ import type { VmNetwork } from '../net/vm-network.js';
 import { GuestStream } from '../net/guest-stream.js';
 import { VsockEndpoint } from '../net/vsock-endpoint.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import type { ThreadPool } from './thread-pool.js';
 import { encodeEnvelope } from './vm-envelope.js';
 import type { VmBalloonInfo, VmInfo, VmStatus } from './api-types.js';
 
@@ -187,8 +187,12 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     else this.network?.dispose();
     this.ownEndpoint?.dispose();
     try {
-      const thread = threads !== undefined ? await this.vcpu.retire() : (await this.vcpu.stop(), undefined);
-      if (thread !== undefined) threads!.put(this.config.imageDigest, thread);
+      if (threads === undefined) {
+        await this.vcpu.stop();
+      } else {
+        const thread = await this.vcpu.retire();
+        if (thread !== undefined) threads.put(this.config.imageDigest, thread);
+      }
     } finally {
       this.emit('gone', departure);
     }

@@ -525,7 +525,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       this.emitProgress();
       // Stunning (docs/precopy.md): the round that stuns is followed by at least one more live round.
       const stun = this.stunner;
-      if (stun !== undefined && stun.wants(round, decision.reason, this.remainingBytes, decision.expectedDowntimeMs, this.opts.downtimeLimitMs) && (await this.guard(stun.stun(round, this.stopAndCopyBandwidth())))) {
+      if (stun !== undefined && stun.wants(round, decision, this.opts.downtimeLimitMs) && (await this.guard(stun.stun(round, this.stopAndCopyBandwidth())))) {
         this.perRound[this.perRound.length - 1]!.stunned = stun.stunnedNames();
       } else if (decision.reason !== undefined) {
         this.switchoverReason = decision.reason;

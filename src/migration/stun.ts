@@ -10,7 +10,7 @@ import type { DirtyLog } from '../machine/memory/dirty-log.js';
 import type { Logger } from '../util/log.js';
 import { errorText } from './errors.js';
 import { ASSIST_PORT, AssistType, TASK_RESULT_NAMES, TaskResult, assistExchange, type TaskInfo } from './assist.js';
-import type { SwitchoverReason } from './switchover.js';
+import type { SwitchoverDecision } from './switchover.js';
 import type { GuestChannel } from './vm-port.js';
 
 /** HELLO config key: the source stunned (or may have stunned) tasks; the destination resumes them after activation. */
@@ -19,8 +19,6 @@ export const STUN_CONFIG_KEY = 'stunAssist';
 export const ASSIST_TIMEOUT_MS = 2000;
 /** Default budget: this fraction of the bandwidth stop-and-copy can expect. */
 export const DEFAULT_BUDGET_FRACTION = 0.25;
-/** A round that leaves more than this fraction of the previous round's dirty bytes is not converging fast. */
-const SHRINK_FRACTION = 0.5;
 
 /** One task in one round (perRound[].tasks). */
 export interface TaskRoundStats {
@@ -76,7 +74,6 @@ export class Stunner {
   private stunRound: number | undefined;
   private decidedRates = new Map<number, number>();
   private resumedHere: string[] | undefined;
-  private prevRemaining = Infinity;
   /** The STUN exchange in flight (a resume waits for it: the guest serves one connection at a time). */
   private stunning: Promise<boolean> | undefined;
 
@@ -120,12 +117,11 @@ export class Stunner {
    * policy gives up on convergence, or from round 2 on when the expected downtime is over the
    * limit and the round did not halve the dirty set.
    */
-  wants(round: number, reason: SwitchoverReason | undefined, remainingBytes: number, expectedMs: number, limitMs: number): boolean {
-    const prev = this.prevRemaining;
-    this.prevRemaining = remainingBytes;
+  wants(round: number, decision: SwitchoverDecision, limitMs: number): boolean {
     if (this.stunRound !== undefined || this.tasks === undefined) return false;
+    const { reason } = decision;
     if (reason === 'not-converging' || reason === 'max-rounds') return true;
-    return reason === undefined && round >= 2 && expectedMs > limitMs && remainingBytes > prev * SHRINK_FRACTION;
+    return reason === undefined && round >= 2 && decision.expectedDowntimeMs > limitMs && !decision.halved;
   }
 
   /**

@@ -25,7 +25,12 @@ export interface SwitchoverDecision {
   /** Undefined: keep iterating. */
   readonly reason: SwitchoverReason | undefined;
   readonly expectedDowntimeMs: number;
+  /** The round left at most HALVING of the previous round's dirty bytes (the first round always). */
+  readonly halved: boolean;
 }
+
+/** A round that leaves at most this fraction of the previous round's dirty bytes still converges fast. */
+export const HALVING = 0.5;
 
 export interface SwitchoverPolicy {
   decide(input: SwitchoverInput): SwitchoverDecision;
@@ -68,7 +73,7 @@ export class DowntimeLimitPolicy implements SwitchoverPolicy {
     this.maxRounds = Math.max(1, Math.floor(o.maxRounds));
     this.small = o.smallRemainderBytes ?? 256 * 1024;
     this.stall = o.stallRounds ?? 3;
-    this.shrink = o.shrinkToContinue ?? 0.5;
+    this.shrink = o.shrinkToContinue ?? HALVING;
   }
 
   decide(i: SwitchoverInput): SwitchoverDecision {
@@ -82,12 +87,13 @@ export class DowntimeLimitPolicy implements SwitchoverPolicy {
     // Still shrinking fast: one more live round costs little (the set fits the limit) and
     // takes most of what the pause would otherwise carry.
     const shrinking = i.remainingBytes <= this.previous * this.shrink;
+    const halved = i.remainingBytes <= this.previous * HALVING;
     this.previous = i.remainingBytes;
     let reason: SwitchoverReason | undefined;
     if (i.remainingBytes < this.small) reason = 'small-remainder';
     else if (expected <= this.limit && !shrinking) reason = 'downtime-limit';
     else if (this.stalled >= this.stall) reason = 'not-converging';
     else if (i.round >= this.maxRounds) reason = 'max-rounds';
-    return { reason, expectedDowntimeMs: expected };
+    return { reason, expectedDowntimeMs: expected, halved };
   }
 }

@@ -30,6 +30,8 @@ let machine!: Machine;
 let hart!: Machine['hart'];
 /** No machine: retired, waiting for 'init'. */
 let retired = false;
+/** The state code has run on this thread (a retired thread's next machine need not run it again). */
+let stateCodeWarm = false;
 // The logger (pino) loads on the first device log line: it would add ~40 ms to every thread start.
 let log: Logger | undefined;
 
@@ -68,7 +70,7 @@ function init(d: VcpuWorkerData): void {
     hart.onAbsentPage = onAbsentPage;
     if (d.start.kind === 'boot') machine.boot(d.start.boot);
     else if (d.start.kind === 'restore') machine.restoreState(d.start.state);
-    warmStateCode();
+    if (!stateCodeWarm) warmStateCode();
     const history = machine.console.contents();
     // Publish the state before 'ready' so the host never sees a started vCPU as 'starting'.
     if (!d.running) {
@@ -217,6 +219,8 @@ function warmStateCode(): void {
     const saved = machine.saveState();
     if (standby) machine.restoreState(saved);
   }
+  // Loading is compiled only where a standby ran it; a thread that only saved warms again as a standby.
+  stateCodeWarm = standby;
 }
 
 /** Runs slices until it is time to yield, pause or stop. */
