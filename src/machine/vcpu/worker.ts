@@ -90,6 +90,10 @@ function init(d: VcpuWorkerData): void {
 /** Drops the machine (the host has paused or stopped it) and waits for the next 'init'. */
 function retire(): void {
   flush();
+  // The machine is dropped next: load its own state into it a few times, so the next machine's
+  // first load (a standby's, inside a migration's downtime) runs compiled code trained on a real
+  // state rather than an empty one (2.2–3 ms cold against 0.3 ms).
+  trainStateCode(true);
   exited = true;
   retired = true;
   // Let the RAM and the machine go: the host may free or reuse them.
@@ -128,6 +132,8 @@ function applyControls(): void {
   if (req !== dirtyEpoch) {
     dirtyEpoch = req;
     hart.dirtyLogOn = (req & 1) === 1;
+    // Dirty logging on: a migration starts, and its stop-and-copy will save this machine's state.
+    if (hart.dirtyLogOn) trainStateCode(false);
     Atomics.store(sig, Sig.DirtyAck, req);
     Atomics.notify(sig, Sig.DirtyAck);
   }
@@ -221,6 +227,23 @@ function warmStateCode(): void {
   }
   // Loading is compiled only where a standby ran it; a thread that only saved warms again as a standby.
   stateCodeWarm = standby;
+}
+
+/**
+ * Saves this machine's real state a few times (and, `load`, loads it back into the same machine:
+ * only for a machine about to be dropped), so the state code is compiled for real contents
+ * (console history, device queues) and not only for warmStateCode's empty machine. The results
+ * are thrown away; a failure changes nothing that matters.
+ */
+function trainStateCode(load: boolean): void {
+  try {
+    for (let i = 0; i < 3; i++) {
+      const saved = machine.saveState();
+      if (load) machine.restoreState(saved);
+    }
+  } catch {
+    /* only training */
+  }
 }
 
 /** Runs slices until it is time to yield, pause or stop. */
