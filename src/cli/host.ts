@@ -5,7 +5,7 @@ import type { HostEvent } from '../host/api-types.js';
 import { Daemon, ListenError } from '../host/daemon.js';
 import { CliError, TernClient } from './client.js';
 import { examples, keyValues, printJson } from './output.js';
-import { formatBytes, parseSize } from './units.js';
+import { formatBytes, parseDuration, parseSize } from './units.js';
 import { withHostOptions } from './vm.js';
 
 interface ServeOpts {
@@ -16,6 +16,7 @@ interface ServeOpts {
   maxIncoming: string;
   ramPool: string;
   warmThreads: string;
+  warmUp: string;
   json?: boolean;
 }
 
@@ -42,6 +43,7 @@ export function registerHost(program: Command): void {
     .option('--max-incoming <n>', 'incoming migrations accepted at the same time', '4')
     .option('--ram-pool <size>', 'RAM of VMs that left, kept warm for the next VM of the same size (0: none); fresh RAM costs a kernel page fault per page on first write', '512M')
     .option('--warm-threads <n>', "vCPU threads of VMs that left, kept for the next VM of the same image (0: none); a new thread runs a guest slowly for its first 100-200 ms while its code compiles", '2')
+    .option('--warm-up <duration>', "how long an incoming VM's guest image runs on its standby vCPU thread during pre-copy, so the VM resumes on compiled code (0: never; only when no thread here ran that image)", '300ms')
     .option('--json', 'print the start line as JSON: {"name","api","migration","pid"}')
     .addHelpText('after', `
 Prints one line with its addresses once it serves, then logs JSON lines to stderr (level from
@@ -58,10 +60,11 @@ ${examples([
       const ramPoolBytes = parseSize(opts.ramPool, '--ram-pool', false);
       const warmThreads = Number(opts.warmThreads);
       if (!Number.isSafeInteger(warmThreads) || warmThreads < 0 || warmThreads > 64) throw new CliError(`--warm-threads: '${opts.warmThreads}' is not a whole number from 0 to 64`, 2);
+      const warmUpMs = parseDuration(opts.warmUp, '--warm-up');
       const maxIncoming = Number(opts.maxIncoming);
       if (!Number.isSafeInteger(maxIncoming) || maxIncoming < 1) throw new CliError(`--max-incoming: '${opts.maxIncoming}' is not a positive whole number`, 2);
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(opts.name)) throw new CliError(`--name: '${opts.name}' is not a valid host name (letters, digits, '.', '_', '-')`, 2);
-      const daemon = new Daemon({ name: opts.name, listen, maxMemBytes, ramPoolBytes, warmThreads, maxIncoming, ...(migrationListen !== undefined ? { migrationListen } : {}) });
+      const daemon = new Daemon({ name: opts.name, listen, maxMemBytes, ramPoolBytes, warmThreads, warmUpMs, maxIncoming, ...(migrationListen !== undefined ? { migrationListen } : {}) });
       let addrs;
       try {
         addrs = await daemon.start();
@@ -121,6 +124,7 @@ ${examples([
         ['started', info.startedAt],
         ['VMs', String(info.vms)],
         ['memory', `${formatBytes(info.memory.usedBytes)} used, ${formatBytes(info.memory.reservedBytes)} reserved for incoming, ${formatBytes(info.memory.freeBytes)} free of ${formatBytes(info.memory.maxBytes)}, ${formatBytes(info.memory.pooledBytes)} kept warm for reuse`],
+        ['vCPU threads', `${info.warmThreads} kept for the next VM of their image; ${info.warmUps} guest-image warm-ups run for incoming migrations`],
         ['migrations', `${info.migrations.outgoing} outgoing, ${info.migrations.incoming} incoming in progress`],
       ]));
     });

@@ -22,11 +22,17 @@ export interface HostOptions {
   readonly ramPoolBytes?: number;
   /** vCPU threads of departed VMs kept for the next VM of the same image (0: none). Default 2. */
   readonly warmThreads?: number;
+  /**
+   * How long an incoming VM's guest image runs on its standby vCPU thread during pre-copy (when
+   * the source sends the image and no thread that ran it is kept here), 0: never. Default 300 ms.
+   */
+  readonly warmUpMs?: number;
   readonly log: Logger;
 }
 
 export const DEFAULT_RAM_POOL_BYTES = 512 * 1024 * 1024;
 export const DEFAULT_WARM_THREADS = 2;
+export const DEFAULT_WARM_UP_MS = 300;
 
 /** The devices every VM created here gets (vsock first: slot 7; balloon: slot 6). */
 export function newVmDevices(): VirtioDeviceSpec[] {
@@ -73,6 +79,10 @@ export class Host {
   readonly ramPool: RamPool;
   /** vCPU threads of VMs that left, by image, for the next VM of that image (its code is compiled). */
   readonly threads: ThreadPool;
+  /** See HostOptions.warmUpMs. */
+  readonly warmUpMs: number;
+  /** Guest-image warm-ups run for incoming migrations (IncomingVms.warmUp). */
+  warmUps = 0;
   private readonly vms = new Map<string, HostedVm>();
   /** Callers waiting for a VM of that name to arrive here (whenHere). */
   private readonly arrivals = new Map<string, Set<(vm: HostedVm) => void>>();
@@ -88,6 +98,7 @@ export class Host {
     this.maxMemBytes = opts.maxMemBytes;
     this.ramPool = new RamPool(opts.ramPoolBytes ?? DEFAULT_RAM_POOL_BYTES);
     this.threads = new ThreadPool(opts.warmThreads ?? DEFAULT_WARM_THREADS);
+    this.warmUpMs = opts.warmUpMs ?? DEFAULT_WARM_UP_MS;
     this.log = opts.log;
   }
 
@@ -200,7 +211,7 @@ export class Host {
         // Travels in the migration's config so a destination can dial the gateway early.
         ...(spec.network !== undefined ? { gateway: spec.network.gateway } : {}),
       };
-      const vm = new HostedVm({ uuid: newUuid(), name: spec.name, config, vcpu, origin: 'boot' });
+      const vm = new HostedVm({ uuid: newUuid(), name: spec.name, config, vcpu, origin: 'boot', image: spec.image });
       this.adopt(vm);
       if (spec.network !== undefined) attachNetwork(this, vm, { gateway: spec.network.gateway, exposures: spec.network.exposures, epoch: 0 });
       this.log.info({ vm: vm.name, uuid: formatUuid(vm.uuid), memBytes: spec.memBytes, image: spec.imageName, bootArgs: spec.bootArgs }, 'vm started');
@@ -337,6 +348,7 @@ export class Host {
       vms: this.vms.size,
       memory: { maxBytes: this.maxMemBytes, usedBytes: used, reservedBytes: reserved, freeBytes: Math.max(0, this.maxMemBytes - used - reserved), pooledBytes: this.ramPool.bytes },
       warmThreads: this.threads.size,
+      warmUps: this.warmUps,
       migrations,
     };
   }

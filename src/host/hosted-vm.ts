@@ -79,8 +79,12 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
   private crashError: VcpuError | undefined;
   private left: Departure | undefined;
 
-  constructor(opts: { uuid: Uint8Array; name: string; config: HostedVmConfig; vcpu: Vcpu; origin: 'boot' | 'migration' }) {
+  /** The guest image it booted from (config.imageDigest), when this host has it: sent to a destination for its warm-up. */
+  readonly image: Uint8Array | undefined;
+
+  constructor(opts: { uuid: Uint8Array; name: string; config: HostedVmConfig; vcpu: Vcpu; origin: 'boot' | 'migration'; image?: Uint8Array }) {
     super();
+    this.image = opts.image;
     this.uuid = opts.uuid;
     this.name = opts.name;
     this.config = opts.config;

@@ -1,5 +1,5 @@
 import type { GuestRam } from '../machine/memory/ram.js';
-import { Vcpu } from '../machine/vcpu/vcpu.js';
+import { Vcpu, type VcpuThread } from '../machine/vcpu/vcpu.js';
 import { DeviceConfigError, parseDeviceSpecs, type VirtioDeviceSpec } from '../machine/devices/virtio/device-spec.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type PreparedVm, type Reservation } from '../migration/vm-port.js';
 import type { JsonValue } from '../migration/wire/messages.js';
@@ -8,12 +8,20 @@ import { decodeEnvelope } from './vm-envelope.js';
 import { arrivedNetwork, attachNetwork, preconnect } from './vm-net-setup.js';
 import { HostedVm, formatUuid, type HostedVmConfig } from './hosted-vm.js';
 import { STUN_CONFIG_KEY, resumeStunnedTasks } from '../migration/stun.js';
+import { warmUpThread } from './warm-up.js';
 
 /** This host's reservation for one incoming VM: the RAM, and the claim on the memory budget. */
 interface HostReservation extends Reservation {
   readonly claim: MemoryClaim;
   /** A vCPU thread started at reservation, so loading the state at switchover costs no thread start-up. */
-  readonly standby: Promise<Vcpu>;
+  standby: Promise<Vcpu>;
+  readonly devices: VirtioDeviceSpec[];
+  /** The standby thread already ran this image here (kept in the ThreadPool): no warm-up needed. */
+  readonly warm: boolean;
+  /** Ends a warm-up in progress (set while one runs). */
+  endWarmUp?: () => void;
+  /** The guest image, once the source sent it: kept with the VM for its next move. */
+  image?: Uint8Array;
 }
 
 /** Names a VM may carry (also the API's rule, so every VM is addressable as /v1/vms/{name}). */
@@ -54,7 +62,7 @@ export class IncomingVms implements DestinationHost {
     const thread = this.host.threads.take(vm.config.imageDigest);
     const standby = Vcpu.start({ ram, name: vm.name, devices, start: { kind: 'standby' }, ...(thread !== undefined ? { thread } : {}) });
     standby.catch(() => {}); // a failure surfaces in load()
-    const r: HostReservation = { ram, claim, standby, zeroed: true, ready: standby.then(() => undefined) };
+    const r: HostReservation = { ram, claim, standby, devices, warm: thread !== undefined, zeroed: true, ready: standby.then(() => undefined) };
     this.host.claim(claim);
     this.held.add(r);
     this.reservedAt.set(uuid, new Date());
@@ -62,8 +70,41 @@ export class IncomingVms implements DestinationHost {
     return r;
   }
 
+  /**
+   * The source sent the guest image: unless the standby thread already ran it, the image boots
+   * on that thread as a throwaway machine until the state arrives or warmUpMs pass, so the VM
+   * resumes on compiled code (warm-up.ts). Then the thread becomes the standby again.
+   */
+  warmUp(vm: IncomingVm, reservation: Reservation, image: Uint8Array): void {
+    if (!this.held.has(reservation as HostReservation)) return;
+    const r = reservation as HostReservation;
+    r.image = image;
+    const ms = this.host.warmUpMs;
+    if (r.warm || ms <= 0 || r.endWarmUp !== undefined) return;
+    let end!: () => void;
+    const until = new Promise<void>((resolve) => (end = resolve));
+    r.endWarmUp = end;
+    const log = this.host.log.child({ vm: vm.name });
+    const guest = { name: vm.name, image, imageName: hostedConfig(vm).imageName, bootArgs: vm.config.bootArgs, ramBytes: vm.ramBytes, devices: r.devices };
+    r.standby = r.standby.then(async (standby) => {
+      const thread = await standby.retire();
+      let warmed: VcpuThread | undefined;
+      try {
+        const w = await warmUpThread(thread, guest, ms, until);
+        warmed = w.thread;
+        this.host.warmUps++;
+        log.info({ ranMs: Math.round(w.ranMs), cut: w.cut, threadKept: warmed !== undefined }, 'incoming migration: guest image warm-up done');
+      } catch (e) {
+        log.warn({ err: (e as Error).message }, 'incoming migration: the guest image warm-up failed; the VM resumes on a cold thread');
+      }
+      return Vcpu.start({ ram: r.ram, name: vm.name, devices: r.devices, start: { kind: 'standby' }, ...(warmed !== undefined ? { thread: warmed } : {}) });
+    });
+    r.standby.catch(() => {}); // a failure surfaces in load()
+  }
+
   async load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts: { readonly postcopy: boolean }): Promise<PreparedVm> {
     const r = this.own(reservation);
+    r.endWarmUp?.();
     const vcpu = await r.standby;
     // The host-level envelope: machine state + the VM's network section (vm-envelope.ts).
     let net: ReturnType<typeof arrivedNetwork> | undefined;
@@ -82,7 +123,7 @@ export class IncomingVms implements DestinationHost {
         if (done) return;
         done = true;
         this.drop(r);
-        const hosted = new HostedVm({ uuid: vm.uuid, name: vm.name, config, vcpu, origin: 'migration' });
+        const hosted = new HostedVm({ uuid: vm.uuid, name: vm.name, config, vcpu, origin: 'migration', ...(r.image !== undefined ? { image: r.image } : {}) });
         this.host.adopt(hosted);
         // Before the guest runs: the packets it had not yet received go back into its ring; then
         // the new location is announced to the gateway (the role of Xen's unsolicited ARP).
@@ -122,6 +163,7 @@ export class IncomingVms implements DestinationHost {
   release(_vm: IncomingVm, reservation: Reservation): void {
     // Idempotent: a discarded load has already given the memory back.
     const r = reservation as HostReservation;
+    r.endWarmUp?.();
     if (this.held.has(r)) {
       void r.standby
         .then((v) => v.stop(), () => {})

@@ -42,6 +42,7 @@ import {
   encodeRefuse,
   formatId,
   frameTypeName,
+  decodeImage,
   isZeroId,
   randomId,
   sha256,
@@ -296,6 +297,7 @@ class IncomingSession {
   private readonly deltaScratch = new Uint8Array(PAGE_SIZE);
   private mode: MigrationMode = 'precopy';
   private verify = false;
+  private imageSeen = false;
   private granted = 0;
   private sessionId: Uint8Array | undefined;
   /** Past the post-copy switch: frames go to the receiver, a lost link pauses instead of failing. */
@@ -484,6 +486,9 @@ class IncomingSession {
       case FrameType.Complete:
         this.onComplete(f);
         return;
+      case FrameType.Image:
+        this.onImage(f);
+        return;
       default:
         throw violation(`${frameTypeName(f.type)} is not part of a pre-copy migration`, frameTypeName(f.type));
     }
@@ -525,6 +530,8 @@ class IncomingSession {
     this.phase = 'transfer';
     this.sessionId = sessionId;
     this.granted = (h.capabilities & (h.mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages)) | grantedEncodings(h.capabilities);
+    // The image for a warm-up, if this host does them and pre-copy comes first.
+    if (h.mode !== 'postcopy' && this.host.warmUp !== undefined) this.granted |= h.capabilities & Capability.WarmImage;
     if (h.streamCount > 1) {
       this.granted |= Capability.MultiStream;
       this.streamCount = h.streamCount;
@@ -538,6 +545,17 @@ class IncomingSession {
     // Post-copy switches right after ACCEPT: the host's standby vCPU starts first, so its start-up is not downtime.
     if (h.mode === 'postcopy' && r.ready !== undefined) void r.ready.then(accept, accept);
     else accept();
+  }
+
+  /** IMAGE: once, before any page, and only when granted; the host warms its standby thread with it. */
+  private onImage(f: Frame): void {
+    if ((this.granted & Capability.WarmImage) === 0 || this.owner !== undefined) throw violation('IMAGE without the warm-image capability, or on a data stream', 'IMAGE');
+    if (this.imageSeen || this.pagesReceived > 0 || this.round > 1) throw violation(this.imageSeen ? 'a second IMAGE' : 'IMAGE after pages', 'IMAGE');
+    this.imageSeen = true;
+    const m = decodeImage(f.payload);
+    const digest = 'sha256:' + Buffer.from(m.digest).toString('hex');
+    if (digest !== this.vm!.config.imageDigest) throw violation(`IMAGE is ${digest}, but the VM's config names ${this.vm!.config.imageDigest}`, 'IMAGE');
+    this.host.warmUp?.(this.vm!, this.reservation!, new Uint8Array(m.image)); // a copy: the host keeps it with the VM
   }
 
   // ---- parallel streams (migration-protocol.md §5.5) --------------------------------------------

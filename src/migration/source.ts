@@ -44,6 +44,9 @@ import {
   frameTypeName,
   encodeComplete,
   encodeHello,
+  encodeImage,
+  isZeroId,
+  MAX_IMAGE_BYTES,
   encodePing,
   encodePong,
   encodeRoundEnd,
@@ -358,6 +361,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.sender = new PageSender(this.vm.ram, this.sink, this.zeroGranted, this.encodings.encodings);
     this.balloonPagesGranted = (m.capabilities & Capability.BalloonPages) !== 0;
     this.log.info({ session: formatId(m.sessionId), zeroPages: this.zeroGranted }, 'migration: destination accepted, RAM reserved there');
+    // Before any page: the destination starts running the guest's code on its standby thread.
+    if ((m.capabilities & Capability.WarmImage) !== 0 && this.vm.image !== undefined && this.vm.image.length <= MAX_IMAGE_BYTES) this.write(encodeImage({ image: this.vm.image }));
     const n = this.opts.mode === 'precopy' ? (this.opts.streams ?? 1) : 1;
     if (n > 1) {
       if ((m.capabilities & Capability.MultiStream) === 0) throw new MigrationError('reservation', `destination ${this.peer} does not take parallel streams`, { peer: this.peer, abort: 'cancelled' });
@@ -451,7 +456,9 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       // The migration id (and --verify for post-copy) travel as extra config keys; the destination removes them.
       config: { ...vm.config, migrationId: this.opts.id, ...(mode !== 'precopy' && this.opts.verifyRam ? { [VERIFY_KEY]: true } : {}), ...(this.stunner !== undefined ? { [STUN_CONFIG_KEY]: true } : {}) },
       mode,
-      capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages) | offeredCapabilities(this.opts) | (streamCount > 1 ? Capability.MultiStream : 0),
+      capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages) | offeredCapabilities(this.opts) | (streamCount > 1 ? Capability.MultiStream : 0)
+        // The image, for the destination's warm-up: a new session that runs pre-copy first.
+        | (vm.image !== undefined && vm.image.length <= MAX_IMAGE_BYTES && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage : 0),
       streamIndex: 0,
       streamCount,
       sessionId,

@@ -32,6 +32,8 @@ export interface MigratableVm extends VmIdentity {
   readonly balloon?: BalloonHostPort;
   /** A stream to a guest vsock port (the migration-assist channel); undefined without a vsock device. */
   connectGuest?(port: number): GuestChannel | undefined;
+  /** The guest image it booted from (config.imageDigest is its digest), if this host has it: sent for the destination's warm-up. */
+  readonly image?: Uint8Array;
 }
 
 /** A byte stream the host opened to a guest port; see docs/assist.md. */
@@ -95,4 +97,10 @@ export interface DestinationHost {
   load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts: { readonly postcopy: boolean }): Promise<PreparedVm>;
   /** The migration failed before a VM was loaded: drop the reserved RAM. */
   release(vm: IncomingVm, reservation: Reservation): void;
+  /**
+   * Optional, pre-copy and hybrid: the guest image the VM booted from arrived (its digest is the
+   * config's imageDigest). The host may run it on the reservation's standby vCPU thread until
+   * load(), so the VM resumes on compiled code. Never fails the migration.
+   */
+  warmUp?(vm: IncomingVm, reservation: Reservation, image: Uint8Array): void;
 }

@@ -231,6 +231,14 @@ export class NullDestinationHost implements DestinationHost {
     this.drop(reservation);
   }
 
+  /** Images received for a warm-up (IMAGE frames), in order. */
+  readonly warmImages: Uint8Array[] = [];
+
+  warmUp(_vm: IncomingVm, reservation: Reservation, image: Uint8Array): void {
+    if (!this.held.has(reservation)) throw new Error('warm-up of a reservation this host does not hold');
+    this.warmImages.push(image);
+  }
+
   private drop(r: Reservation): void {
     if (!this.held.delete(r)) this.doubleDrops++;
   }

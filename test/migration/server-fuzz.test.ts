@@ -2,6 +2,7 @@
 // mutations and truncations of a recorded valid migration stream, and hand-made hostile
 // streams. It must never crash, never keep a reservation, and still take a proper migration.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
@@ -9,6 +10,7 @@ import { GuestRam } from '../../src/machine/memory/ram.js';
 import type { MigrationServer } from '../../src/migration/destination.js';
 import type { MigratableVm } from '../../src/migration/vm-port.js';
 import {
+  Capability,
   FrameReader,
   FrameType,
   PROTOCOL_VERSION,
@@ -16,12 +18,17 @@ import {
   decodeAbort,
   decodeRefuse,
   encodeHello,
+  encodeImage,
   encodeRoundEnd,
   type Frame,
 } from '../../src/migration/wire/index.js';
 import { until } from '../helpers/images.js';
 import { MiB, NullDestinationHost, migrate, startServer } from '../helpers/test-hosts.js';
 import { cat, prng, randInt } from './wire/helpers.js';
+
+/** What fakeVm says it booted from: its config names this image's digest. */
+const IMAGE = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7 + 3) & 0xff);
+const IMAGE_DIGEST = 'sha256:' + createHash('sha256').update(IMAGE).digest('hex');
 
 /** A small VM that never changes: 1 MiB of RAM, a few pages of pattern, the rest zero. */
 function fakeVm(name = 'fuzz-vm'): MigratableVm {
@@ -32,7 +39,8 @@ function fakeVm(name = 'fuzz-vm'): MigratableVm {
     uuid: Uint8Array.from({ length: 16 }, (_, i) => 0x40 + i),
     name,
     ram,
-    config: { imageDigest: 'sha256:fuzz', bootArgs: 'x=1', devices: [] },
+    config: { imageDigest: IMAGE_DIGEST, bootArgs: 'x=1', devices: [] },
+    image: IMAGE,
     pause: async () => {},
     resume: () => {},
     setThrottle: () => {},
@@ -159,7 +167,9 @@ test('thousands of mutated and truncated migration streams: the server survives,
   try {
     const stream = await recordSourceStream(port);
     const starts = frameStarts(stream);
-    assert.ok(starts.length >= 6, 'HELLO, PAGES, ROUND_END..., STATE, PING, COMPLETE');
+    assert.ok(starts.length >= 7, 'HELLO, IMAGE, PAGES, ROUND_END..., STATE, PING, COMPLETE');
+    assert.equal(host.warmImages.length, 1, 'the recorded migration carried the image');
+    assert.deepEqual(host.warmImages[0], IMAGE);
     await checkClean(server, host);
     const activationsBefore = host.activations;
 
@@ -223,6 +233,29 @@ test('hostile streams get a clear answer: a page beyond RAM, a non-tern peer, a 
     frames = await exchange(port, cat(hello, ok, pages.subarray(0, 10)), rand);
     assert.equal(frames.at(-1)!.type, FrameType.Abort);
     assert.match(decodeAbort(frames.at(-1)!.payload).text, /truncated|ended inside/);
+
+    // IMAGE (protocol 1.2): only with the warm-image capability, once, before any page, and
+    // only the image the config names.
+    const image = encodeImage({ image: IMAGE });
+    const withImage = encodeHello({
+      version: PROTOCOL_VERSION, vmId: vm.uuid, vmName: 'hostile', ramBytes: 1 * MiB, pageSize: 4096, config: vm.config,
+      mode: 'precopy', capabilities: Capability.ZeroPages | Capability.WarmImage, streamIndex: 0, streamCount: 1, sessionId: new Uint8Array(16),
+    });
+    const imageAbort = async (bytes: Uint8Array, text: RegExp): Promise<void> => {
+      const got = await exchange(port, bytes, rand);
+      assert.equal(got.at(-1)!.type, FrameType.Abort);
+      const a = decodeAbort(got.at(-1)!.payload);
+      assert.equal(a.reason, 'protocol');
+      assert.match(a.text, text);
+    };
+    await imageAbort(cat(hello, image), /IMAGE without the warm-image capability/);
+    await imageAbort(cat(withImage, image, image), /a second IMAGE/);
+    await imageAbort(cat(withImage, ok, image), /IMAGE after pages/);
+    await imageAbort(cat(withImage, encodeImage({ image: IMAGE.subarray(1) })), /IMAGE is sha256:[0-9a-f]{64}, but the VM's config names sha256:/);
+    const corrupt = image.slice();
+    corrupt[corrupt.length - 1]! ^= 1;
+    await imageAbort(cat(withImage, corrupt), /SHA-256 of the 5000-byte image does not match/);
+    assert.equal(host.warmImages.length, 1, 'only the well-formed IMAGE reached the host');
 
     // A round that lies about its page count.
     frames = await exchange(port, cat(hello, ok, encodeRoundEnd({ round: 1, pagesSent: 5, pagesDirtied: 0, durationUs: 1, bytes: 1 })), rand);

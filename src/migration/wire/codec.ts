@@ -31,6 +31,7 @@ import type { Message } from './messages.js';
 import { decodePages, encodePages } from './pages.js';
 import { decodePagesCompressed, encodePagesCompressed } from './pages-compressed.js';
 import { decodePostcopyStats, encodePostcopyStats } from './postcopy-stats.js';
+import { decodeImage, encodeImage } from './image.js';
 
 export interface DecodeOptions {
   /** Guest RAM pages, when known: PAGES entries beyond it are refused. */
@@ -61,6 +62,7 @@ export function decodeMessage(frame: Frame, options: DecodeOptions = {}): Messag
     case FrameType.Committed: return decodeCommitted(p);
     case FrameType.Activated: return decodeActivated(p);
     case FrameType.PostcopyStats: return decodePostcopyStats(p);
+    case FrameType.Image: return decodeImage(p);
     case FrameType.PageRequest: return decodePageRequest(p);
     case FrameType.Resume: return decodeResume(p);
     case FrameType.Ping: return decodePing(p);
@@ -86,6 +88,7 @@ export function encodeMessage(m: Message): Uint8Array {
     case FrameType.Committed: return encodeCommitted(m);
     case FrameType.Activated: return encodeActivated(m);
     case FrameType.PostcopyStats: return encodePostcopyStats(m);
+    case FrameType.Image: return encodeImage(m);
     case FrameType.PageRequest: return encodePageRequest(m);
     case FrameType.Resume: return encodeResume(m);
     case FrameType.Ping: return encodePing(m);

@@ -4,8 +4,11 @@
  */
 
 export const PROTOCOL_MAJOR = 1;
-/** 1.1 added POSTCOPY_STATS (0x23), PAGES_COMPRESSED (0x14) and the lz4 / zstd capability bits. */
-export const PROTOCOL_MINOR = 1;
+/**
+ * 1.1 added POSTCOPY_STATS (0x23), PAGES_COMPRESSED (0x14) and the lz4 / zstd capability bits;
+ * 1.2 added IMAGE (0x15) and the warm-image capability bit.
+ */
+export const PROTOCOL_MINOR = 2;
 
 export interface ProtocolVersion {
   readonly major: number;
@@ -33,6 +36,8 @@ export const enum FrameType {
   Discard = 0x13,
   /** Since 1.1: a PAGES payload compressed as a whole (needs the compression capability). */
   PagesCompressed = 0x14,
+  /** Since 1.2: the guest image the VM booted from, for the destination's warm-up (warm-image capability). */
+  Image = 0x15,
   Complete = 0x20,
   Committed = 0x21,
   Activated = 0x22,
@@ -78,6 +83,11 @@ export const enum Capability {
    * discarded as zero pages, so the source neither pushes them nor serves them (docs/postcopy.md).
    */
   BalloonPages = 1 << 7,
+  /**
+   * Since 1.2: the source sends IMAGE, the guest image the VM booted from, so the destination can
+   * run it on its standby vCPU thread during pre-copy and resume the VM on compiled code.
+   */
+  WarmImage = 1 << 8,
 }
 
 export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
@@ -89,10 +99,11 @@ export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
   [Capability.Lz4, 'lz4'],
   [Capability.Zstd, 'zstd'],
   [Capability.BalloonPages, 'balloon-pages'],
+  [Capability.WarmImage, 'warm-image'],
 ];
 
 /** Capability bits this version defines. */
-export const KNOWN_CAPABILITIES = 0xff;
+export const KNOWN_CAPABILITIES = 0x1ff;
 
 export const FRAME_HEADER_BYTES = 8;
 /** The page size of protocol 1.x; a raw PAGES entry carries exactly this many bytes. */
@@ -101,6 +112,8 @@ export const ID_BYTES = 16;
 export const DIGEST_BYTES = 32;
 
 export const MAX_STATE_BYTES = 16 * 1024 * 1024;
+/** The largest guest image an IMAGE frame carries (tern's guests are tens of KiB). */
+export const MAX_IMAGE_BYTES = 8 * 1024 * 1024;
 /** No frame payload may exceed this; checked from the header before anything is buffered. */
 export const MAX_FRAME_PAYLOAD = MAX_STATE_BYTES + 4096;
 export const MAX_BATCH_PAGES = 1024;
@@ -124,6 +137,7 @@ export const DISCARD_FIXED_BYTES = 12;
 export const PAGE_REQUEST_FIXED_BYTES = 8;
 export const PAGES_COMPRESSED_FIXED_BYTES = 8;
 export const POSTCOPY_STATS_BYTES = 24;
+export const IMAGE_FIXED_BYTES = DIGEST_BYTES + 4;
 
 /** Worst-case entry: page u32 + encoding u8 + length u32 + a page of bytes. */
 export const MAX_PAGE_ENTRY_BYTES = 4 + 1 + 4 + MAX_ENCODED_PAGE_BYTES;
@@ -143,6 +157,7 @@ const NAMES: { [t: number]: string } = {
   [FrameType.State]: 'STATE',
   [FrameType.Discard]: 'DISCARD',
   [FrameType.PagesCompressed]: 'PAGES_COMPRESSED',
+  [FrameType.Image]: 'IMAGE',
   [FrameType.Complete]: 'COMPLETE',
   [FrameType.Committed]: 'COMMITTED',
   [FrameType.Activated]: 'ACTIVATED',
@@ -164,6 +179,7 @@ const MAX_PAYLOAD: { [t: number]: number } = {
   [FrameType.State]: STATE_FIXED_BYTES + MAX_STATE_BYTES,
   [FrameType.Discard]: DISCARD_FIXED_BYTES + 8 * MAX_PAGE_RUNS,
   [FrameType.PagesCompressed]: MAX_PAGES_COMPRESSED_PAYLOAD,
+  [FrameType.Image]: IMAGE_FIXED_BYTES + MAX_IMAGE_BYTES,
   [FrameType.Complete]: 8 + DIGEST_BYTES,
   [FrameType.Committed]: 4 + DIGEST_BYTES,
   [FrameType.Activated]: 8,
@@ -190,6 +206,7 @@ const SENDERS: { [t: number]: Sender } = {
   [FrameType.State]: 'source',
   [FrameType.Discard]: 'source',
   [FrameType.PagesCompressed]: 'source',
+  [FrameType.Image]: 'source',
   [FrameType.Complete]: 'source',
   [FrameType.Committed]: 'destination',
   [FrameType.Activated]: 'destination',

@@ -111,17 +111,26 @@ export function encodeState(m: { readonly state: Uint8Array }): Uint8Array {
   return out;
 }
 
+/**
+ * The layout STATE and IMAGE share, `sha256 32 | length u32 | blob`, read whole: bounds, then the
+ * digest. `field` names the blob ('state', 'image'); `noun` is how errors call it. The blob is a
+ * view into the payload.
+ */
+export function readDigestedBlob(r: PayloadReader, field: string, noun: string, max: number): { blob: Uint8Array; digest: Uint8Array } {
+  const digest = r.fixed(DIGEST_BYTES, 'digest');
+  const length = r.u32(`${field}Length`);
+  if (length === 0) r.fail('bad-value', `${field}Length`, `is 0; ${noun} is never empty`);
+  if (length > max) r.fail('oversized', `${field}Length`, `${length} exceeds ${max}`);
+  const blob = r.counted(length, field);
+  r.end();
+  if (!bytesEqual(sha256(blob), digest)) r.fail('bad-digest', 'digest', `SHA-256 of the ${length}-byte ${field} does not match: the ${field} was corrupted in transit`);
+  return { blob, digest };
+}
+
 /** Verifies the digest; `state` is a view into the payload. */
 export function decodeState(payload: Uint8Array): State {
-  const r = new PayloadReader(payload, 'STATE');
-  const digest = r.fixed(DIGEST_BYTES, 'digest');
-  const length = r.u32('stateLength');
-  if (length === 0) r.fail('bad-value', 'stateLength', 'is 0; a machine state is never empty');
-  if (length > MAX_STATE_BYTES) r.fail('oversized', 'stateLength', `${length} exceeds ${MAX_STATE_BYTES}`);
-  const state = r.counted(length, 'state');
-  r.end();
-  if (!bytesEqual(sha256(state), digest)) r.fail('bad-digest', 'digest', `SHA-256 of the ${length}-byte state does not match: the state was corrupted in transit`);
-  return { type: FrameType.State, state, digest };
+  const { blob, digest } = readDigestedBlob(new PayloadReader(payload, 'STATE'), 'state', 'a machine state', MAX_STATE_BYTES);
+  return { type: FrameType.State, state: blob, digest };
 }
 
 // ---- DISCARD: ramPages u32 | pageCount u32 | runCount u32 | runs (first u32, length u32)* -----

@@ -1,5 +1,5 @@
 /**
- * The tern migration wire format (protocol 1.0): framing, message codecs and the PAGES hot path.
+ * The tern migration wire format (protocol 1.x): framing, message codecs and the PAGES hot path.
  * Layouts are documented byte by byte in docs/migration-protocol.md.
  */
 export {
@@ -20,6 +20,7 @@ export {
   DIGEST_BYTES,
   MAX_FRAME_PAYLOAD,
   MAX_STATE_BYTES,
+  MAX_IMAGE_BYTES,
   MAX_BATCH_PAGES,
   MAX_ENCODED_PAGE_BYTES,
   MAX_NAME_BYTES,
@@ -88,6 +89,7 @@ export {
   decodePong,
 } from './control.js';
 export { encodePostcopyStats, decodePostcopyStats } from './postcopy-stats.js';
+export { encodeImage, decodeImage } from './image.js';
 export {
   CompressionCode,
   MIN_PAGES_PAYLOAD,

@@ -166,6 +166,15 @@ export interface PostcopyStats {
   readonly latencyMaxUs: number;
 }
 
+/** Since 1.2: the guest image the VM booted from (warm-image capability). */
+export interface Image {
+  readonly type: FrameType.Image;
+  /** The ELF file's bytes. */
+  readonly image: Uint8Array;
+  /** Its SHA-256, checked by the decoder. */
+  readonly digest: Uint8Array;
+}
+
 export interface PageRequest {
   readonly type: FrameType.PageRequest;
   /** Non-zero; echoed in the PAGES frames (flag demand) that answer it. */
@@ -205,6 +214,7 @@ export type Message =
   | Activated
   | PagesCompressed
   | PostcopyStats
+  | Image
   | PageRequest
   | Resume
   | Ping

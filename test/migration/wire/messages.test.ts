@@ -48,6 +48,13 @@ import {
   runsContain,
   sha256,
   FrameReader,
+  WireError,
+  MAX_IMAGE_BYTES,
+  capabilityNames,
+  decodeImage,
+  encodeImage,
+  maxPayloadFor,
+  senderOf,
   type Message,
   type PageBatch,
 } from '../../../src/migration/wire/index.js';
@@ -209,6 +216,26 @@ test('STATE: hand-made bytes, digest verified, blob is a view', () => {
   assert.deepEqual(cat(head, body), encodeState({ state: blob }));
 });
 
+test('IMAGE (1.2): hand-made bytes, digest verified, bounds', () => {
+  const image = Uint8Array.from({ length: 777 }, (_, i) => (i * 13) & 0xff);
+  const digest = sha256(image);
+  const payload = cat(digest, le.u32(image.length), image);
+  assert.deepEqual(encodeImage({ image }), frame(0x15, payload));
+  const m = decodeImage(payload);
+  assert.deepEqual(m.image, image);
+  assert.deepEqual(m.digest, digest);
+  const bad = payload.slice();
+  bad[40] ^= 0xff;
+  assert.throws(() => decodeImage(bad), (e: unknown) => e instanceof WireError && e.code === 'bad-digest' && /image was corrupted in transit/.test(e.message));
+  assert.throws(() => decodeImage(cat(digest, le.u32(0))), (e: unknown) => e instanceof WireError && e.code === 'bad-value');
+  assert.throws(() => decodeImage(cat(digest, le.u32(MAX_IMAGE_BYTES + 1))), (e: unknown) => e instanceof WireError && e.code === 'oversized');
+  assert.throws(() => decodeImage(cat(digest, le.u32(778), image)), (e: unknown) => e instanceof WireError);
+  assert.throws(() => encodeImage({ image: new Uint8Array(0) }), (e: unknown) => e instanceof WireError && e.code === 'bad-value');
+  assert.equal(maxPayloadFor(FrameType.Image), 36 + MAX_IMAGE_BYTES);
+  assert.equal(senderOf(FrameType.Image), 'source');
+  assert.deepEqual(capabilityNames(Capability.WarmImage), ['warm-image']);
+});
+
 test('DISCARD: hand-made bytes', () => {
   const runs = pageRunsFromList([5, 6, 7, 20], 64);
   const payload = cat(le.u32(64), le.u32(4), le.u32(2), le.u32(5), le.u32(3), le.u32(20), le.u32(1));
@@ -296,6 +323,7 @@ test('every message round-trips through encodeMessage/decodeMessage and the fram
     { type: FrameType.Resume, sessionId: SESSION_ID, runs: pageRunsFromList([0], 1) },
     { type: FrameType.Ping, nonce: 5n },
     { type: FrameType.Pong, nonce: 5n },
+    { type: FrameType.Image, image: Uint8Array.from([7, 8, 9]), digest: sha256(Uint8Array.from([7, 8, 9])) },
   ];
   const stream = cat(...msgs.map(encodeMessage));
   const reader = new FrameReader();

@@ -1,0 +1,81 @@
+// The guest-image warm-up of an incoming migration (protocol 1.2, IMAGE): the destination runs
+// the VM's image on its standby vCPU thread during pre-copy, throws that machine away, and
+// resumes the VM on the thread. Real daemons; the counts come from GET /v1/host.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { HostInfo } from '../../src/host/api-types.js';
+import type { MigrationReport } from '../../src/migration/report.js';
+import { imagePath } from '../helpers/images.js';
+import { HAS_ENGINE, count, http, killAll, startDaemon, tern, ternJson, waitFor, type Daemon } from './helpers.js';
+
+const VERIFY = imagePath('verify');
+const skip = HAS_ENGINE ? false : 'this build has no migration engine';
+
+after(() => killAll());
+
+async function hostInfo(d: Daemon): Promise<HostInfo> {
+  return (await http(d.api, 'GET', '/v1/host')).json<HostInfo>();
+}
+
+async function consoleOf(d: Daemon, vm: string): Promise<string> {
+  const r = await tern(['vm', 'console', vm, '--host', d.api]);
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout;
+}
+
+/** Migrates `vm` and checks what a user sees: completed, RAM digests equal, history whole, no X, B's still rising. */
+async function move(vm: string, from: Daemon, to: Daemon, extra: string[] = []): Promise<MigrationReport> {
+  const before = await consoleOf(from, vm);
+  const r = await ternJson<MigrationReport>(['migrate', vm, '--from', from.api, '--to', to.api, '--verify', ...extra], 120_000);
+  assert.equal(r.code, 0, `${from.name} -> ${to.name}: ${r.stderr} ${JSON.stringify(r.value.error)}`);
+  assert.equal(r.value.status, 'completed');
+  assert.equal(r.value.ramDigestMatch, true);
+  const arrived = await consoleOf(to, vm);
+  // The throwaway machine booted the same image: none of its output may reach the VM's console.
+  assert.ok(arrived.startsWith(before), 'console history whole');
+  assert.match(arrived, /^AB+$/, 'one boot (one A), no X');
+  const n = count(arrived, 'B');
+  await waitFor(async () => count(await consoleOf(to, vm), 'B') > n + 1, 20_000, 100);
+  return r.value;
+}
+
+describe('guest-image warm-up of incoming migrations', { skip, timeout: 300_000 }, () => {
+  let a: Daemon;
+  let b: Daemon;
+  let c: Daemon;
+  before(async () => {
+    // a keeps no vCPU threads, so every arrival there warms up; c never warms up.
+    [a, b, c] = await Promise.all([startDaemon('wu-a', ['--warm-threads', '0']), startDaemon('wu-b'), startDaemon('wu-c', ['--warm-up', '0'])]);
+  });
+
+  test('the destination warms up on the image the source sends; the image travels on with the VM', async () => {
+    const start = await tern(['vm', 'start', VERIFY, '--host', a.api, '--name', 'w1', '--mem', '64M', '--append', 'region=16M mark=16']);
+    assert.equal(start.code, 0, start.stderr);
+    await waitFor(async () => count(await consoleOf(a, 'w1'), 'B') > 2, 20_000, 100);
+
+    await move('w1', a, b);
+    assert.equal((await hostInfo(b)).warmUps, 1, 'b warmed up a thread for w1');
+    assert.equal((await hostInfo(a)).warmUps, 0);
+
+    // Back to a, which kept no thread: it warms up on the image b received from a.
+    await move('w1', b, a);
+    assert.equal((await hostInfo(a)).warmUps, 1, 'a warmed up with the image that came through b');
+
+    // To b again: b kept w1's vCPU thread when it left, which already ran this image.
+    await move('w1', a, b);
+    assert.equal((await hostInfo(b)).warmUps, 1, 'a kept thread needs no warm-up');
+    assert.equal((await hostInfo(b)).warmThreads, 0, 'b used its kept thread');
+
+    // --warm-up 0: none, and the migration is the same.
+    await move('w1', b, c);
+    assert.equal((await hostInfo(c)).warmUps, 0);
+
+    // Post-copy resumes the VM at once: no IMAGE, no warm-up.
+    await move('w1', c, a, ['--mode', 'postcopy']);
+    assert.equal((await hostInfo(a)).warmUps, 1, 'post-copy does not warm up');
+    assert.equal((await tern(['vm', 'stop', 'w1', '--host', a.api])).code, 0);
+
+    const human = await tern(['host', 'info', '--host', b.api]);
+    assert.match(human.stdout, /1 guest-image warm-ups run for incoming migrations/);
+  });
+});
