@@ -156,19 +156,24 @@ class TickProbe {
   }
 }
 
-function maxGap(times: readonly number[], from: number, to: number): number {
+/** The longest silence between `from` and `to`, and when it ended. */
+function maxGap(times: readonly number[], from: number, to: number): { ms: number; endedAt: number } {
   let prev = -1;
   let max = 0;
+  let endedAt = from;
   for (const t of times) {
     if (t < from) {
       prev = t;
       continue;
     }
-    if (prev >= 0) max = Math.max(max, t - prev);
+    if (prev >= 0 && t - prev > max) {
+      max = t - prev;
+      endedAt = t;
+    }
     prev = t;
     if (t > to) break;
   }
-  return max;
+  return { ms: max, endedAt };
 }
 
 function pct(xs: number[], p: number): number {
@@ -191,6 +196,8 @@ interface Row {
   totalTimeMs: number;
   clientMaxGapMs: number;
   gapMinusDowntimeMs: number;
+  /** When that gap ended, relative to the end of `tern migrate` (which returns right after the activation): near 0 at the switchover, well below it during pre-copy. */
+  gapEndedMs: number;
   p50Ms: number | null;
   p99Ms: number | null;
   rpsBefore: number | null;
@@ -242,8 +249,9 @@ async function main(): Promise<void> {
         direction: `${from['name'] as string}->${to['name'] as string}`,
         downtimeMs: rep.downtimeMs,
         totalTimeMs: rep.totalTimeMs,
-        clientMaxGapMs: Math.round(gap * 10) / 10,
-        gapMinusDowntimeMs: Math.round((gap - rep.downtimeMs) * 10) / 10,
+        clientMaxGapMs: Math.round(gap.ms * 10) / 10,
+        gapMinusDowntimeMs: Math.round((gap.ms - rep.downtimeMs) * 10) / 10,
+        gapEndedMs: Math.round(gap.endedAt - t1),
         p50Ms: vm === 'kv' ? Math.round(pct(lat, 50) * 100) / 100 : null,
         p99Ms: vm === 'kv' ? Math.round(pct(lat, 99) * 100) / 100 : null,
         rpsBefore: vm === 'kv' ? Math.round(countIn(times, t0 - 1000, t0)) : null,
@@ -268,12 +276,12 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
     return;
   }
-  const head = ['VM', '#', 'DIR', 'DOWNTIME', 'TOTAL', 'CLIENT MAX GAP', 'GAP-DOWNTIME', 'P50', 'P99', 'RPS BEFORE', 'DURING', 'AFTER'];
-  const lines = rows.map((r) => [r.vm, String(r.migration), r.direction, `${r.downtimeMs.toFixed(1)} ms`, `${r.totalTimeMs.toFixed(0)} ms`, `${r.clientMaxGapMs} ms`, `${r.gapMinusDowntimeMs} ms`, r.p50Ms === null ? '-' : `${r.p50Ms} ms`, r.p99Ms === null ? '-' : `${r.p99Ms} ms`, String(r.rpsBefore ?? '-'), String(r.rpsDuring ?? '-'), String(r.rpsAfter ?? '-')]);
+  const head = ['VM', '#', 'DIR', 'DOWNTIME', 'TOTAL', 'CLIENT MAX GAP', 'GAP-DOWNTIME', 'GAP ENDED', 'P50', 'P99', 'RPS BEFORE', 'DURING', 'AFTER'];
+  const lines = rows.map((r) => [r.vm, String(r.migration), r.direction, `${r.downtimeMs.toFixed(1)} ms`, `${r.totalTimeMs.toFixed(0)} ms`, `${r.clientMaxGapMs} ms`, `${r.gapMinusDowntimeMs} ms`, `${r.gapEndedMs} ms`, r.p50Ms === null ? '-' : `${r.p50Ms} ms`, r.p99Ms === null ? '-' : `${r.p99Ms} ms`, String(r.rpsBefore ?? '-'), String(r.rpsDuring ?? '-'), String(r.rpsAfter ?? '-')]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   for (const l of [head, ...lines]) process.stdout.write(l.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
   process.stdout.write(`bandwidth cap ${args.maxBandwidth}; probe errors ${redis.errors}; tick sequence holes ${tick.holes}; redis-benchmark ${!args.redisBenchmark ? 'not run' : benchAlive ? 'still running at the end' : 'had exited'}${summary.redisBenchmarkErrors ? ' WITH ERRORS' : ', no errors'}\n`);
-  process.stdout.write('CLIENT MAX GAP: longest silence seen by the one-at-a-time redis probe (kv) or between tick lines (tick, 50 ms apart normally) during the migration.\n');
+  process.stdout.write('CLIENT MAX GAP: longest silence seen by the one-at-a-time redis probe (kv) or between tick lines (tick, 50 ms apart normally) during the migration; GAP ENDED: when it ended, relative to the end of tern migrate (which returns just after the activation).\n');
 }
 
 main().catch(async (e: unknown) => {

@@ -134,6 +134,11 @@ export class PageSender {
     let b = await this.acquire(round);
     const n = list.length;
     for (let i = 0; i < n; i++) {
+      // A batch of zero pages takes ~1k pages to fill: look at the clock every 64 pages too.
+      if ((i & 63) === 63 && performance.now() - this.lastTurn >= YIELD_EVERY_MS) {
+        await this.sink.guard(nextTurn());
+        this.lastTurn = performance.now();
+      }
       const p = list[i]!;
       // Xen's skip: clear-before-copy already took this page's mark; a new mark means it changed again.
       if (skipDirty && dirty.isDirty(p)) {
