@@ -7,6 +7,7 @@
 //
 //   npm run bench:net -- [--migrations N] [--max-bandwidth 1Gbit] [--no-redis-benchmark] [--json]
 import { execFile, spawn } from 'node:child_process';
+import { get as httpGet, type ClientRequest } from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { Children, sleep } from './qemu-migrate.js';
@@ -46,6 +47,38 @@ function cli(args: string[], timeoutMs = 120_000): Promise<{ code: number | null
     });
     children.track(c);
   });
+}
+
+/**
+ * `GET /v1/events` of one host: when each migration started there (`migration.started`), on this
+ * process's performance clock (the event's `time` is the host's wall clock, the same machine's).
+ */
+class MigrationStarts {
+  readonly startedAt = new Map<string, number>();
+  private readonly req: ClientRequest;
+
+  constructor(api: string) {
+    const [host, port] = api.split(':');
+    this.req = httpGet({ host, port: Number(port), path: '/v1/events' }, (res) => {
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        buf += d;
+        for (let nl = buf.indexOf('\n'); nl !== -1; nl = buf.indexOf('\n')) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (!line.startsWith('data: ')) continue;
+          const e = JSON.parse(line.slice(6)) as { type: string; vm: string; migration?: string; time: string };
+          if (e.type === 'migration.started' && e.migration !== undefined) this.startedAt.set(e.migration, Date.parse(e.time) - performance.timeOrigin);
+        }
+      });
+    });
+    this.req.on('error', () => {});
+  }
+
+  stop(): void {
+    this.req.destroy();
+  }
 }
 
 /** Starts a serving command (`--json` start line first) and returns that line. */
@@ -198,6 +231,8 @@ interface Row {
   gapMinusDowntimeMs: number;
   /** When that gap ended, relative to the end of `tern migrate` (which returns right after the activation): near 0 at the switchover, well below it during pre-copy. */
   gapEndedMs: number;
+  /** The longest gap from the migration's start on the source host (its `migration.started` event), leaving out the CLI's own start-up. */
+  migrationMaxGapMs: number | null;
   p50Ms: number | null;
   p99Ms: number | null;
   rpsBefore: number | null;
@@ -211,6 +246,7 @@ async function main(): Promise<void> {
   const a = await serve(['host', 'serve', '--listen', '127.0.0.1:0', '--name', 'a']);
   const b = await serve(['host', 'serve', '--listen', '127.0.0.1:0', '--name', 'b']);
   const gateway = gw['listen'] as string;
+  const starts = new Map([a, b].map((h) => [h['name'] as string, new MigrationStarts(h['api'] as string)]));
   const kvPort = await freePort();
   const tickPort = await freePort();
   for (const [img, name, expose] of [['kv.elf', 'kv', `${kvPort}:6379`], ['tick.elf', 'tick', `${tickPort}:7777`]] as const) {
@@ -235,12 +271,14 @@ async function main(): Promise<void> {
       const t0 = performance.now();
       const r = await cli(['migrate', vm, '--from', from['api'] as string, '--to', to['api'] as string, '--max-bandwidth', args.maxBandwidth, '--json']);
       const t1 = performance.now();
-      const rep = JSON.parse(r.stdout) as { status: string; downtimeMs: number; totalTimeMs: number };
+      const rep = JSON.parse(r.stdout) as { id: string; status: string; downtimeMs: number; totalTimeMs: number };
       if (rep.status !== 'completed') throw new Error(`migration of ${vm}: ${rep.status}`);
       await sleep(1000);
       const t2 = performance.now();
       const times = vm === 'kv' ? redis.done : tick.at;
       const gap = maxGap(times, t0, t1 + 500);
+      const startedAt = starts.get(from['name'] as string)!.startedAt.get(rep.id);
+      const migrationGap = startedAt !== undefined ? maxGap(times, startedAt, t1 + 500).ms : null;
       const lat = vm === 'kv' ? redis.latencies.slice(-countIn(redis.done, t0, t2)) : [];
       const w = t1 - t0;
       rows.push({
@@ -252,6 +290,7 @@ async function main(): Promise<void> {
         clientMaxGapMs: Math.round(gap.ms * 10) / 10,
         gapMinusDowntimeMs: Math.round((gap.ms - rep.downtimeMs) * 10) / 10,
         gapEndedMs: Math.round(gap.endedAt - t1),
+        migrationMaxGapMs: migrationGap !== null ? Math.round(migrationGap * 10) / 10 : null,
         p50Ms: vm === 'kv' ? Math.round(pct(lat, 50) * 100) / 100 : null,
         p99Ms: vm === 'kv' ? Math.round(pct(lat, 99) * 100) / 100 : null,
         rpsBefore: vm === 'kv' ? Math.round(countIn(times, t0 - 1000, t0)) : null,
@@ -262,6 +301,7 @@ async function main(): Promise<void> {
   }
   redis.stop();
   tick.stop();
+  for (const w of starts.values()) w.stop();
   const benchAlive = benchProc.exitCode === null;
   await children.killAll();
   const summary = {
@@ -276,12 +316,12 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
     return;
   }
-  const head = ['VM', '#', 'DIR', 'DOWNTIME', 'TOTAL', 'CLIENT MAX GAP', 'GAP-DOWNTIME', 'GAP ENDED', 'P50', 'P99', 'RPS BEFORE', 'DURING', 'AFTER'];
-  const lines = rows.map((r) => [r.vm, String(r.migration), r.direction, `${r.downtimeMs.toFixed(1)} ms`, `${r.totalTimeMs.toFixed(0)} ms`, `${r.clientMaxGapMs} ms`, `${r.gapMinusDowntimeMs} ms`, `${r.gapEndedMs} ms`, r.p50Ms === null ? '-' : `${r.p50Ms} ms`, r.p99Ms === null ? '-' : `${r.p99Ms} ms`, String(r.rpsBefore ?? '-'), String(r.rpsDuring ?? '-'), String(r.rpsAfter ?? '-')]);
+  const head = ['VM', '#', 'DIR', 'DOWNTIME', 'TOTAL', 'CLIENT MAX GAP', 'GAP-DOWNTIME', 'GAP ENDED', 'FROM START', 'P50', 'P99', 'RPS BEFORE', 'DURING', 'AFTER'];
+  const lines = rows.map((r) => [r.vm, String(r.migration), r.direction, `${r.downtimeMs.toFixed(1)} ms`, `${r.totalTimeMs.toFixed(0)} ms`, `${r.clientMaxGapMs} ms`, `${r.gapMinusDowntimeMs} ms`, `${r.gapEndedMs} ms`, r.migrationMaxGapMs === null ? '-' : `${r.migrationMaxGapMs} ms`, r.p50Ms === null ? '-' : `${r.p50Ms} ms`, r.p99Ms === null ? '-' : `${r.p99Ms} ms`, String(r.rpsBefore ?? '-'), String(r.rpsDuring ?? '-'), String(r.rpsAfter ?? '-')]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   for (const l of [head, ...lines]) process.stdout.write(l.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
   process.stdout.write(`bandwidth cap ${args.maxBandwidth}; probe errors ${redis.errors}; tick sequence holes ${tick.holes}; redis-benchmark ${!args.redisBenchmark ? 'not run' : benchAlive ? 'still running at the end' : 'had exited'}${summary.redisBenchmarkErrors ? ' WITH ERRORS' : ', no errors'}\n`);
-  process.stdout.write('CLIENT MAX GAP: longest silence seen by the one-at-a-time redis probe (kv) or between tick lines (tick, 50 ms apart normally) during the migration; GAP ENDED: when it ended, relative to the end of tern migrate (which returns just after the activation).\n');
+  process.stdout.write('CLIENT MAX GAP: longest silence seen by the one-at-a-time redis probe (kv) or between tick lines (tick, 50 ms apart normally) during the migration; GAP ENDED: when it ended, relative to the end of tern migrate (which returns just after the activation); FROM START: the longest gap from the migration start on the source host (its migration.started event), without the tern CLI start-up.\n');
 }
 
 main().catch(async (e: unknown) => {
