@@ -48,6 +48,11 @@ export class AutoConverge {
     return this.percent;
   }
 
+  /** Below its maximum: later high-dirty-rate periods still slow the vCPU down. */
+  get canRise(): boolean {
+    return this.percent < this.max;
+  }
+
   /**
    * One period (a pre-copy round) is over: `dirtiedBytes` were dirtied during it and
    * `transferredBytes` sent. Returns the throttle to apply from now on (unchanged or higher).

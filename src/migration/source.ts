@@ -534,6 +534,10 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       const stun = this.stunner;
       if (stun !== undefined && stun.wants(round, decision, this.opts.downtimeLimitMs) && (await this.guard(stun.stun(round, this.stopAndCopyBandwidth())))) {
         this.perRound[this.perRound.length - 1]!.stunned = stun.stunnedNames();
+      } else if (decision.reason === 'not-converging' && this.autoConverge?.canRise === true) {
+        // As QEMU with auto-converge: not converging yet is what the throttle is for; keep
+        // iterating while it can still rise (the round limit still applies).
+        this.log.debug({ round, throttlePercent: this.throttlePercent }, 'pre-copy not converging; auto-converge can still slow the vCPU');
       } else if (decision.reason !== undefined) {
         this.switchoverReason = decision.reason;
         this.log.info({ round, reason: decision.reason, remainingBytes: this.remainingBytes, expectedDowntimeMs: decision.expectedDowntimeMs }, 'migration: switching over');

@@ -40,3 +40,40 @@ test('throttle steps up while every page stays dirty; cancel puts it back to 0',
     await server.close();
   }
 });
+
+test('rounds that stop shrinking do not end pre-copy while the throttle can still rise: it converges once the guest slows', async () => {
+  const host = new NullDestinationHost();
+  const { server, port } = await startServer(host);
+  // Every page dirtied every 5 ms, until the throttle reaches 50%: then the guest (which now
+  // runs half the time) only dirties one page in 16.
+  const run = async (autoConverge: boolean): Promise<{ reason: string | undefined; maxThrottle: number | undefined; rounds: number }> => {
+    const ram = GuestRam.allocate(1 * MiB);
+    let throttle = 0;
+    let n = 0;
+    const writer = setInterval(() => {
+      n++;
+      for (let p = 0; p < ram.pageCount; p += throttle >= 50 ? 16 : 1) {
+        ram.u8[p * 4096 + (n % 4096)] = n & 0xff;
+        ram.dirty.markRange(p * 4096, 1);
+      }
+    }, 5);
+    try {
+      const vm = staticVm(ram, 'slows', { setThrottle: (p) => void (throttle = p) });
+      const r = await migrate(vm, port, { autoConverge, maxBandwidthBps: 8 * MiB, downtimeLimitMs: 10, maxRounds: 60, verifyRam: false }).report;
+      assert.equal(r.status, 'completed', r.error?.message);
+      return { reason: r.switchoverReason, maxThrottle: r.autoConverge?.maxThrottlePercent, rounds: r.rounds };
+    } finally {
+      clearInterval(writer);
+    }
+  };
+  try {
+    const without = await run(false);
+    assert.equal(without.reason, 'not-converging', JSON.stringify(without));
+    const withAc = await run(true);
+    assert.ok(withAc.reason === 'downtime-limit' || withAc.reason === 'small-remainder', JSON.stringify(withAc));
+    assert.ok(withAc.maxThrottle !== undefined && withAc.maxThrottle >= 50, JSON.stringify(withAc));
+    assert.ok(withAc.rounds > without.rounds, JSON.stringify({ withAc, without }));
+  } finally {
+    await server.close();
+  }
+});
