@@ -17,6 +17,7 @@ interface ServeOpts {
   ramPool: string;
   warmThreads: string;
   warmUp: string;
+  engineWarmUp: boolean;
   json?: boolean;
 }
 
@@ -44,6 +45,7 @@ export function registerHost(program: Command): void {
     .option('--ram-pool <size>', 'RAM of VMs that left, kept warm for the next VM of the same size (0: none); fresh RAM costs a kernel page fault per page on first write', '512M')
     .option('--warm-threads <n>', "vCPU threads of VMs that left, kept for the next VM of the same image (0: none); a new thread runs a guest slowly for its first 100-200 ms while its code compiles", '2')
     .option('--warm-up <duration>', "how long an incoming VM's guest image runs on its standby vCPU thread during pre-copy, so the VM resumes on compiled code (0: never; only when no thread here ran that image)", '300ms')
+    .option('--no-engine-warm-up', 'skip compiling the migration paths at start (a second or so of loopback migrations of a synthetic VM, so the first real migration runs as fast as later ones)')
     .option('--json', 'print the start line as JSON: {"name","api","migration","pid"}')
     .addHelpText('after', `
 Prints one line with its addresses once it serves, then logs JSON lines to stderr (level from
@@ -64,7 +66,7 @@ ${examples([
       const maxIncoming = Number(opts.maxIncoming);
       if (!Number.isSafeInteger(maxIncoming) || maxIncoming < 1) throw new CliError(`--max-incoming: '${opts.maxIncoming}' is not a positive whole number`, 2);
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(opts.name)) throw new CliError(`--name: '${opts.name}' is not a valid host name (letters, digits, '.', '_', '-')`, 2);
-      const daemon = new Daemon({ name: opts.name, listen, maxMemBytes, ramPoolBytes, warmThreads, warmUpMs, maxIncoming, ...(migrationListen !== undefined ? { migrationListen } : {}) });
+      const daemon = new Daemon({ name: opts.name, listen, maxMemBytes, ramPoolBytes, warmThreads, warmUpMs, engineWarmUp: opts.engineWarmUp, maxIncoming, ...(migrationListen !== undefined ? { migrationListen } : {}) });
       let addrs;
       try {
         addrs = await daemon.start();

@@ -8,6 +8,7 @@ import { MigrationServer } from '../migration/destination.js';
 import { Host } from './host.js';
 import { IncomingVms } from './incoming.js';
 import { Migrations } from './migrations.js';
+import { warmUpEngine } from './engine-warm-up.js';
 import { createLogger, type Logger } from '../util/log.js';
 
 export interface DaemonOptions {
@@ -24,6 +25,8 @@ export interface DaemonOptions {
   readonly warmUpMs?: number;
   /** Concurrent incoming migrations accepted. */
   readonly maxIncoming?: number;
+  /** Compile the migration paths at start with a few loopback migrations of a synthetic VM (engine-warm-up.ts). Default true. */
+  readonly engineWarmUp?: boolean;
   readonly log?: Logger;
 }
 
@@ -53,6 +56,8 @@ export class Daemon {
   private apiAddr = '';
   private migrationAddr: string | null = null;
   private stopping: Promise<void> | undefined;
+  /** The engine warm-up started with the daemon, until it ends. */
+  private engineWarmUp: Promise<void> | undefined;
 
   constructor(private readonly opts: DaemonOptions) {
     // 'hostName', not 'host': the engine logs peer addresses as host/port.
@@ -92,6 +97,7 @@ export class Daemon {
       throw new ListenError('migrations', mig, e as NodeJS.ErrnoException);
     }
     this.log.info({ api: this.apiAddr, migration: this.migrationAddr, maxMemBytes: this.opts.maxMemBytes }, 'host serving');
+    if (this.opts.engineWarmUp !== false) this.engineWarmUp = warmUpEngine(this.log, () => this.stopping !== undefined);
     return { name: this.host.name, api: this.apiAddr, migration: this.migrationAddr, pid: process.pid };
   }
 
@@ -101,6 +107,8 @@ export class Daemon {
       this.log.info({ vms: this.host.list().length }, 'host stopping');
       this.host.refuseNew();
       const apiClosed = this.api.close(2000);
+      // It stops between its migrations; one in flight ends within a second or so.
+      if (this.engineWarmUp !== undefined) await Promise.race([this.engineWarmUp, new Promise((r) => setTimeout(r, 3000).unref())]);
       await this.migrations.cancelAll(3000);
       await this.migrationServer?.close().catch((e: unknown) => this.log.warn({ err: String(e) }, 'closing the migration listener failed'));
       await this.host.shutdown();

@@ -42,10 +42,10 @@ export interface Daemon {
 }
 
 /** Starts `tern host serve` on free ports (port 0) and waits for its start line. */
-export function startDaemon(name: string, extra: string[] = [], timeoutMs = 20_000): Promise<Daemon> {
+export function startDaemon(name: string, extra: string[] = [], timeoutMs = 20_000, env: Record<string, string> = {}): Promise<Daemon> {
   const proc = spawn(process.execPath, [TERN, 'host', 'serve', '--listen', '127.0.0.1:0', '--name', name, '--json', ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TERN_LOG: process.env.TERN_LOG ?? 'warn' },
+    env: { ...process.env, TERN_LOG: process.env.TERN_LOG ?? 'warn', ...env },
   });
   children.add(proc);
   let err = '';

@@ -3,10 +3,10 @@
 // resumes the VM on the thread. Real daemons; the counts come from GET /v1/host.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { HostInfo } from '../../src/host/api-types.js';
+import type { HostInfo, MigrationInfo } from '../../src/host/api-types.js';
 import type { MigrationReport } from '../../src/migration/report.js';
 import { imagePath } from '../helpers/images.js';
-import { HAS_ENGINE, count, http, killAll, startDaemon, tern, ternJson, waitFor, type Daemon } from './helpers.js';
+import { HAS_ENGINE, count, http, killAll, sleep, startDaemon, tern, ternJson, waitFor, type Daemon } from './helpers.js';
 
 const VERIFY = imagePath('verify');
 const skip = HAS_ENGINE ? false : 'this build has no migration engine';
@@ -77,5 +77,29 @@ describe('guest-image warm-up of incoming migrations', { skip, timeout: 300_000 
 
     const human = await tern(['host', 'info', '--host', b.api]);
     assert.match(human.stdout, /1 guest-image warm-ups run for incoming migrations/);
+  });
+});
+
+describe('engine warm-up at daemon start', { skip, timeout: 120_000 }, () => {
+  const warmUpLine = (d: Daemon): { migrations: number; ms: number } | undefined => {
+    const line = d.stderr().split('\n').find((l) => l.includes('"engine warm-up done"'));
+    return line === undefined ? undefined : (JSON.parse(line) as { migrations: number; ms: number });
+  };
+
+  test('a new daemon migrates a synthetic VM to itself a few times; no list or count shows them', async () => {
+    const d = await startDaemon('wu-engine', [], 20_000, { TERN_LOG: 'info' });
+    assert.ok(await waitFor(async () => warmUpLine(d) !== undefined, 60_000, 100), d.stderr().slice(-2000));
+    assert.equal(warmUpLine(d)!.migrations, 6, d.stderr().slice(-2000));
+    assert.doesNotMatch(d.stderr(), /"level":(40|50)/, 'no warning or error');
+    const list = await ternJson<MigrationInfo[]>(['migrate', 'list', '--host', d.api]);
+    assert.deepEqual(list.value, []);
+    const info = await hostInfo(d);
+    assert.deepEqual(info.migrations, { outgoing: 0, incoming: 0 });
+    assert.equal(info.vms, 0);
+    assert.equal(info.memory.reservedBytes, 0);
+
+    const none = await startDaemon('wu-no-engine', ['--no-engine-warm-up'], 20_000, { TERN_LOG: 'info' });
+    await sleep(2000);
+    assert.equal(warmUpLine(none), undefined, 'no warm-up with --no-engine-warm-up');
   });
 });
