@@ -65,6 +65,7 @@ const munch = (args: string, bandwidth: number, warmupMs: number): MigrationOpti
 
 const scenarios: Scenario[] = [
   { name: 'verify 64M', about: 'verify region=64M pace=10ms: all 64 MiB rewritten every 10 ms (does not converge at 1 Gbit)', options: verify('64M') },
+  { name: 'verify 64M, XBZRLE', about: 'the same with XBZRLE on both, 64 MiB cache (a byte per page changes: deltas are tiny)', options: { ...verify('64M'), xbzrle: true } },
   // Warm-up of 3 s: at 8 MiB/s the whole 16 MiB writable working set has been touched by then.
   { name: 'munch 8M/s', about: 'munch wws=16M rate=8M rss=8M', options: munch('wws=16M rate=8M rss=8M', GBIT, 3000) },
   { name: 'munch 32M/s', about: 'munch wws=16M rate=32M rss=8M', options: munch('wws=16M rate=32M rss=8M', GBIT, 3000) },

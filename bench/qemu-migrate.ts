@@ -34,6 +34,8 @@ export interface MigrationOptions {
   timeoutMs?: number;
   /** How long to keep watching the destination's console after completion. Default 1 s. */
   tailMs?: number;
+  /** XBZRLE on both, with a 64 MiB cache: QEMU's `xbzrle` capability, tern's --xbzrle. */
+  xbzrle?: boolean;
   /** tern only: extra `tern migrate` arguments (--mode, --prepaging, --precopy-rounds). */
   ternArgs?: string[];
   /**
@@ -381,6 +383,10 @@ export async function migrateOnQemu(o: MigrationOptions): Promise<QemuMigrationR
       const caps = { capabilities: [{ capability: 'postcopy-ram', state: true }] };
       await qd.execute('migrate-set-capabilities', caps);
       await qs.execute('migrate-set-capabilities', caps);
+    }
+    if (o.xbzrle === true) {
+      await qs.execute('migrate-set-capabilities', { capabilities: [{ capability: 'xbzrle', state: true }] });
+      params['xbzrle-cache-size'] = 64 * 1024 * 1024;
     }
     await qs.execute('migrate-set-parameters', params);
     const startedAt = performance.now();
