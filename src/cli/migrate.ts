@@ -28,6 +28,7 @@ interface MigrateOpts {
   compress?: string;
   streams?: string;
   freePageHint?: boolean;
+  xbzrleFallback?: boolean;
   stun?: boolean;
   stunBudget?: string;
 }
@@ -60,6 +61,7 @@ export function registerMigrate(program: Command): void {
     .option('--xbzrle-cache <size>', 'XBZRLE page cache size: 64M, 1G (default 64M; needs --xbzrle)')
     .option('--compress <algorithm>', 'compress the page stream: lz4 or zstd')
     .option('--streams <n>', 'parallel TCP streams for page data, 1..16 (pre-copy only)', '1')
+    .option('--no-xbzrle-fallback', 'do not turn XBZRLE on when pre-copy stops converging (by default it gets two more rounds with deltas before the switchover)')
     .option('--no-free-page-hint', "do not ask the guest's balloon driver for its free pages at migration start (by default round 1 skips them when the driver offers free page hinting)")
     .option('--stun', "stun rogue guest tasks in the final rounds: those writing faster than --stun-budget, through the guest's migration-assist channel (Clark's §5.5; pre-copy only; docs/assist.md)")
     .option('--stun-budget <rate>', 'with --stun: a task dirtying memory faster than this is stunned: 2MB/s, 16Mbit (default: a quarter of the bandwidth stop-and-copy expects)')
@@ -229,6 +231,7 @@ async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
     verifyRam: opts.verify === true,
     timeoutMs: Math.round(parseDuration(opts.timeout ?? '10min', '--timeout')),
     ...(opts.freePageHint === false ? { freePageHint: false } : {}),
+    ...(opts.xbzrleFallback === false ? { xbzrleFallback: false } : {}),
     ...encodingRequest(opts),
   };
   if (req.timeoutMs! !== 0 && req.timeoutMs! < 1000) throw new UsageError(`--timeout: at least 1s (or 0 for none), not ${opts.timeout}`);
@@ -430,7 +433,7 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
   if (sk !== undefined && sk.balloon + sk.freeHint > 0) pairs.push(['not sent', `${sk.balloon} ballooned page entries, ${sk.freeHint} free-hinted pages (${formatBytes((sk.balloon + sk.freeHint) * 4096)})`]);
   if (r.ramDigestMatch !== undefined) pairs.push(['RAM digest', r.ramDigestMatch ? 'match' : 'MISMATCH']);
   const xb = r.xbzrle;
-  if (xb !== undefined) pairs.push(['xbzrle', `${xb.hits} deltas (${formatBytes(xb.deltaBytes)}), ${xb.misses} misses, ${xb.overflows} overflows, ${xb.unchanged} unchanged; cache ${formatBytes(xb.cacheBytes)}, ${xb.evictions} evictions`]);
+  if (xb !== undefined) pairs.push(['xbzrle', `${xb.hits} deltas (${formatBytes(xb.deltaBytes)}), ${xb.misses} misses, ${xb.overflows} overflows, ${xb.unchanged} unchanged; cache ${formatBytes(xb.cacheBytes)}, ${xb.evictions} evictions${xb.fallbackRound !== undefined ? `; turned on after round ${xb.fallbackRound} (not converging)` : ''}`]);
   const z = r.compression;
   if (z !== undefined) pairs.push(['compression', `${z.algorithm}: ${formatBytes(z.inputBytes)} -> ${formatBytes(z.outputBytes)} (ratio ${z.ratio})${z.skippedBatches > 0 ? `, ${z.skippedBatches} batches sent plain after batches that did not shrink` : ''}`]);
   if (r.autoConverge !== undefined) pairs.push(['auto-converge', `throttle up to ${r.autoConverge.maxThrottlePercent}%`]);

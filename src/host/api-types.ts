@@ -146,6 +146,8 @@ export interface StartMigrationRequest {
   streams?: number;
   /** Free page hinting at migration start when the guest's balloon driver offers it (default true). */
   freePageHint?: boolean;
+  /** Pre-copy: turn XBZRLE on when the rounds stop shrinking, before giving up on converging (default true). */
+  xbzrleFallback?: boolean;
   /** Stun guest tasks that dirty memory faster than stunBudgetBps in the final rounds (pre-copy; docs/assist.md). */
   stun?: boolean;
   /** Stunning budget, bytes/s (needs stun; default a quarter of the bandwidth stop-and-copy expects). */

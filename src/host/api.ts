@@ -59,6 +59,7 @@ export const START_MIGRATION: Schema = {
   stun: { type: 'boolean' },
   stunBudgetBps: { type: 'integer', min: 0, max: 1e15 },
   freePageHint: { type: 'boolean' },
+  xbzrleFallback: { type: 'boolean' },
 };
 
 export const SET_BALLOON: Schema = {

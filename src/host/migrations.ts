@@ -24,6 +24,8 @@ export const MIGRATION_DEFAULTS = {
   timeoutMs: 600_000,
   /** Free page hinting when the guest's balloon driver offers it (QEMU's free-page-hint). */
   freePageHint: true,
+  /** XBZRLE switched on when pre-copy stops converging (docs/precopy.md). */
+  xbzrleFallback: true,
 } as const;
 
 /** Finished migrations kept for GET /v1/migrations, per direction. */
@@ -106,6 +108,7 @@ export class Migrations {
       ...(req.compression !== undefined ? { compression: req.compression } : {}),
       ...(req.streams !== undefined ? { streams: req.streams } : {}),
       freePageHint: req.freePageHint ?? MIGRATION_DEFAULTS.freePageHint,
+      xbzrleFallback: req.xbzrleFallback ?? MIGRATION_DEFAULTS.xbzrleFallback,
       ...(req.stun === true ? { stun: true, ...(req.stunBudgetBps !== undefined ? { stunBudgetBps: req.stunBudgetBps } : {}) } : {}),
       // The engine adds the migration id, VM and peer to its log lines itself.
       log: host.log,

@@ -88,7 +88,7 @@ export class PageSender {
   compressionOut = 0;
   /** Skips compression after batches that did not shrink; `skipped` counts those batches. */
   readonly compressionBackoff = new CompressionBackoff();
-  private readonly xbzrle: XbzrleEncoder | undefined;
+  private xbzrle: XbzrleEncoder | undefined;
   private readonly compressor: PageStreamCompressor | undefined;
 
   constructor(
@@ -106,6 +106,11 @@ export class PageSender {
       this.release.push(() => {});
       this.onWritten.push(() => this.release[i]!());
     }
+  }
+
+  /** XBZRLE from the next round on (the fallback of a pre-copy that stopped converging). */
+  useXbzrle(encoder: XbzrleEncoder): void {
+    this.xbzrle = encoder;
   }
 
   /** Limits the stream to `bytesPerSecond` (Infinity: unlimited) from now on. */

@@ -140,6 +140,8 @@ export interface XbzrleReport {
   evictions: number;
   /** Delta bytes sent (without entry headers). */
   deltaBytes: number;
+  /** XBZRLE was not asked for: the fallback turned it on after this round stopped converging. */
+  fallbackRound?: number;
 }
 
 export interface CompressionReport {

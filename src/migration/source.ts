@@ -12,6 +12,7 @@ import { silentLogger, type Logger } from '../util/log.js';
 import { MigrationError, errorText } from './errors.js';
 import { PageSender, type FrameSink, type RoundTally } from './page-sender.js';
 import { AutoConverge } from './auto-converge.js';
+import { DEFAULT_XBZRLE_CACHE_BYTES } from './encoding/xbzrle.js';
 import { SourceEncodings, offeredCapabilities } from './encoding/negotiate.js';
 import { DataStreams } from './streams.js';
 import type { CompressionAlgorithm } from './encoding/compress.js';
@@ -101,6 +102,11 @@ export interface MigrateOptions {
   readonly xbzrleCacheBytes?: number;
   /** Compress the page stream (PAGES_COMPRESSED); undefined: off. */
   readonly compression?: CompressionAlgorithm;
+  /**
+   * Pre-copy, one stream, XBZRLE not asked for: when the rounds stop shrinking, turn XBZRLE on
+   * (64 MiB cache) and give it two more rounds before switching over (default true).
+   */
+  readonly xbzrleFallback?: boolean;
   /** Parallel TCP streams for page data, 1..16 (pre-copy only; default 1). */
   readonly streams?: number;
   /** Free page hinting at migration start when the guest's balloon driver offers it (default true). */
@@ -458,6 +464,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       mode,
       capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages) | offeredCapabilities(this.opts) | (streamCount > 1 ? Capability.MultiStream : 0)
         // The image, for the destination's warm-up: a new session that runs pre-copy first.
+        | (this.xbzrleFallbackWanted(mode, streamCount) ? Capability.Xbzrle : 0)
         | (vm.image !== undefined && vm.image.length <= MAX_IMAGE_BYTES && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage : 0),
       streamIndex: 0,
       streamCount,
@@ -467,6 +474,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (m === undefined) throw this.linkDown ?? this.lost('the destination closed the connection during the handshake');
     if (m.type !== FrameType.Accept) throw this.protocolError(`expected ACCEPT, got ${frameTypeName(m.type)}`);
     return m;
+  }
+
+  /** Offer XBZRLE for the fallback: pre-copy over one stream, XBZRLE not asked for, fallback not declined. */
+  private xbzrleFallbackWanted(mode: string, streamCount: number): boolean {
+    return mode === 'precopy' && streamCount === 1 && this.opts.xbzrleCacheBytes === undefined && this.opts.xbzrleFallback !== false;
   }
 
   /** Stage 2: iterative pre-copy until the switchover policy says stop. */
@@ -502,6 +514,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     // has every live round: the last round then does not queue behind earlier ones.
     const acks: Promise<void>[] = [];
     let dirtySince = performance.now(); // when the marks being collected started (the last sync)
+    let fallbackUntil = 0; // XBZRLE fallback: the last round it is given before 'not-converging' counts again
     for (let round = 1; ; round++) {
       this.round = round;
       if (round >= 3) await this.guard(acks[round - 2]!);
@@ -539,6 +552,14 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       const stun = this.stunner;
       if (stun !== undefined && stun.wants(round, decision, this.opts.downtimeLimitMs) && (await this.guard(stun.stun(round, this.stopAndCopyBandwidth())))) {
         this.perRound[this.perRound.length - 1]!.stunned = stun.stunnedNames();
+      } else if (decision.reason === 'not-converging' && fallbackUntil === 0 && round + XBZRLE_FALLBACK_ROUNDS <= maxRounds && this.encodings?.canFallBackToXbzrle === true && this.streams === undefined) {
+        // Not converging with whole pages: try deltas. One round caches the dirty pages, the
+        // next sends deltas of them; then the policy decides on the encoded sizes.
+        sender.useXbzrle(this.encodings.fallBackToXbzrle(round, DEFAULT_XBZRLE_CACHE_BYTES));
+        fallbackUntil = round + XBZRLE_FALLBACK_ROUNDS;
+        this.log.info({ round, remainingBytes: this.remainingBytes }, 'pre-copy is not converging: XBZRLE on for the next rounds');
+      } else if (decision.reason === 'not-converging' && round < fallbackUntil) {
+        // The fallback's rounds: not judged until both have run.
       } else if (decision.reason === 'not-converging' && this.autoConverge?.canRise === true) {
         // As QEMU with auto-converge: not converging yet is what the throttle is for; keep
         // iterating while it can still rise (the round limit still applies).
@@ -1327,6 +1348,9 @@ function postcopyFigures(t: PushTally, peer: PeerPostcopyStats | undefined): Omi
 function round3(v: number): number {
   return Math.round(v * 1000) / 1000;
 }
+
+/** Rounds the XBZRLE fallback gets: one to cache the dirty pages, one to send their deltas. */
+const XBZRLE_FALLBACK_ROUNDS = 2;
 
 /** Fewest pages a round must have sent for its bytes per page to stand for the next round's. */
 const ENCODED_SAMPLE_PAGES = 64;

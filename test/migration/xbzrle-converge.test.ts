@@ -12,7 +12,7 @@ import { MiB, NullDestinationHost, migrate, startServer } from '../helpers/test-
 test('a byte of every page rewritten every 5 ms: whole pages never converge, XBZRLE deltas do', async () => {
   const host = new NullDestinationHost();
   const { server, port } = await startServer(host);
-  const run = async (xbzrle: boolean): Promise<MigrationReport> => {
+  const run = async (xbzrle: boolean, fallback = false): Promise<MigrationReport> => {
     const ram = GuestRam.allocate(4 * MiB);
     for (let p = 0; p < ram.pageCount; p++) ram.u8.fill((p * 7) & 0xff, p * 4096 + 16, p * 4096 + 4096);
     let n = 0;
@@ -28,6 +28,7 @@ test('a byte of every page rewritten every 5 ms: whole pages never converge, XBZ
       return await migrate(staticVm(ram, xbzrle ? 'xb' : 'whole'), port, {
         maxBandwidthBps: 16 * MiB, downtimeLimitMs: 30, maxRounds: 12, verifyRam: false,
         ...(xbzrle ? { xbzrleCacheBytes: 4 * MiB } : {}),
+        xbzrleFallback: fallback,
       }).report;
     } finally {
       clearInterval(writer);
@@ -48,6 +49,17 @@ test('a byte of every page rewritten every 5 ms: whole pages never converge, XBZ
     assert.ok((xb.xbzrle?.hits ?? 0) > 1024, JSON.stringify(xb.xbzrle));
     // Round 2 on sends the dirty pages instead of skipping them (that is how they get cached).
     assert.equal(xb.perRound[1]!.skippedPages ?? 0, 0, JSON.stringify(xb.perRound[1]));
+    assert.equal(xb.xbzrle?.fallbackRound, undefined);
+
+    // Not asked for, but on by default: the fallback turns XBZRLE on once the rounds stop
+    // shrinking, and the next two rounds (cache, then deltas) make it converge.
+    const fb = await run(false, true);
+    assert.equal(fb.status, 'completed', fb.error?.message);
+    assert.ok(fb.switchoverReason === 'downtime-limit' || fb.switchoverReason === 'small-remainder', `${fb.switchoverReason} ${JSON.stringify(fb.perRound)}`);
+    const at = fb.xbzrle?.fallbackRound;
+    assert.ok(at !== undefined && at >= 2, JSON.stringify(fb.xbzrle));
+    assert.ok(fb.perRound.at(-1)!.bytes < last.bytes / 10, `stop-and-copy sent ${fb.perRound.at(-1)!.bytes} bytes after the fallback`);
+    assert.ok(fb.rounds <= at + 3, `converged within the fallback's rounds: ${fb.rounds} rounds, fallback after ${at}`);
   } finally {
     await server.close();
   }

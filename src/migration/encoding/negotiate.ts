@@ -44,11 +44,13 @@ export function algorithmGranted(granted: number, a: CompressionAlgorithm): bool
 
 /** The source's encoders for a session, built from what the destination granted. */
 export class SourceEncodings {
-  readonly xbzrle: XbzrleEncoder | undefined;
+  xbzrle: XbzrleEncoder | undefined;
+  /** The round after which the XBZRLE fallback turned XBZRLE on. */
+  private fallbackRound: number | undefined;
   private readonly compression: CompressionAlgorithm | undefined;
 
   /** Throws an Error naming what the destination did not grant. */
-  constructor(o: EncodingOptions, granted: number, ramPages: number, peer: string) {
+  constructor(o: EncodingOptions, private readonly granted: number, private readonly ramPages: number, peer: string) {
     if (o.xbzrleCacheBytes !== undefined) {
       if ((granted & Capability.Xbzrle) === 0) throw new Error(`destination ${peer} does not take XBZRLE delta pages`);
       this.xbzrle = new XbzrleEncoder(o.xbzrleCacheBytes, ramPages);
@@ -68,8 +70,20 @@ export class SourceEncodings {
     };
   }
 
+  /** The destination takes deltas and XBZRLE is not on yet: the fallback can turn it on. */
+  get canFallBackToXbzrle(): boolean {
+    return this.xbzrle === undefined && (this.granted & Capability.Xbzrle) !== 0;
+  }
+
+  /** Turns XBZRLE on after `round` (the fallback); returns the encoder for the senders. */
+  fallBackToXbzrle(round: number, cacheBytes: number): XbzrleEncoder {
+    this.fallbackRound = round;
+    return (this.xbzrle = new XbzrleEncoder(cacheBytes, this.ramPages));
+  }
+
   xbzrleReport(): XbzrleReport | undefined {
-    return this.xbzrle?.stats();
+    const s = this.xbzrle?.stats();
+    return s === undefined ? undefined : { ...s, ...(this.fallbackRound !== undefined ? { fallbackRound: this.fallbackRound } : {}) };
   }
 
   compressionReport(inputBytes: number, outputBytes: number, skippedBatches: number): CompressionReport | undefined {
