@@ -48,6 +48,8 @@ test('rounds that stop shrinking do not end pre-copy while the throttle can stil
   // runs half the time) only dirties one page in 16.
   const run = async (autoConverge: boolean): Promise<{ reason: string | undefined; maxThrottle: number | undefined; rounds: number }> => {
     const ram = GuestRam.allocate(1 * MiB);
+    // Non-zero pages from the start: round 1 sends them whole (paced), so the writer runs during it.
+    ram.u8.fill(0xa5);
     let throttle = 0;
     let n = 0;
     const writer = setInterval(() => {
@@ -59,7 +61,8 @@ test('rounds that stop shrinking do not end pre-copy while the throttle can stil
     }, 5);
     try {
       const vm = staticVm(ram, 'slows', { setThrottle: (p) => void (throttle = p) });
-      const r = await migrate(vm, port, { autoConverge, maxBandwidthBps: 8 * MiB, downtimeLimitMs: 10, maxRounds: 60, verifyRam: false }).report;
+      // Without the XBZRLE fallback: one changed byte a page would converge as deltas.
+      const r = await migrate(vm, port, { autoConverge, maxBandwidthBps: 8 * MiB, downtimeLimitMs: 10, maxRounds: 60, verifyRam: false, xbzrleFallback: false }).report;
       assert.equal(r.status, 'completed', r.error?.message);
       return { reason: r.switchoverReason, maxThrottle: r.autoConverge?.maxThrottlePercent, rounds: r.rounds };
     } finally {
