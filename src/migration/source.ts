@@ -13,6 +13,7 @@ import { MigrationError, errorText } from './errors.js';
 import { PageSender, type FrameSink, type RoundTally } from './page-sender.js';
 import { AutoConverge } from './auto-converge.js';
 import { DEFAULT_XBZRLE_CACHE_BYTES } from './encoding/xbzrle.js';
+import { DeltaProbe } from './encoding/delta-probe.js';
 import { SourceEncodings, offeredCapabilities } from './encoding/negotiate.js';
 import { DataStreams } from './streams.js';
 import type { CompressionAlgorithm } from './encoding/compress.js';
@@ -228,6 +229,9 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private committedAt = 0;
   private activatedAt = 0;
   private switchoverUs: number | undefined;
+  /** The XBZRLE fallback's sample (pre-copy, one stream, XBZRLE granted but not asked for). */
+  private deltaProbe: DeltaProbe | undefined;
+  private fallbackDeclinedLogged = false;
   private ramDigest: Uint8Array | undefined;
   private ramDigestMatch: boolean | undefined;
   private timers: NodeJS.Timeout[] = [];
@@ -365,6 +369,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       throw new MigrationError('reservation', errorText(e), { peer: this.peer, abort: 'cancelled' });
     }
     this.sender = new PageSender(this.vm.ram, this.sink, this.zeroGranted, this.encodings.encodings);
+    if (this.encodings.canFallBackToXbzrle && this.opts.mode === 'precopy' && (this.opts.streams ?? 1) === 1) this.deltaProbe = new DeltaProbe();
     this.balloonPagesGranted = (m.capabilities & Capability.BalloonPages) !== 0;
     this.log.info({ session: formatId(m.sessionId), zeroPages: this.zeroGranted }, 'migration: destination accepted, RAM reserved there');
     // Before any page: the destination starts running the guest's code on its standby thread.
@@ -476,6 +481,18 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     return m;
   }
 
+  /**
+   * The XBZRLE fallback's test: the sample of the last round's pages, those dirtied again during
+   * it, encoded against their copies from its start. Small deltas (or too few to tell): yes.
+   */
+  private deltasWouldHelp(): boolean {
+    const mean = this.deltaProbe?.meanDeltaBytes(this.vm.ram);
+    if (mean === undefined || mean <= FALLBACK_MAX_MEAN_DELTA) return true;
+    if (!this.fallbackDeclinedLogged) this.log.info({ meanDeltaBytes: Math.round(mean) }, 'pre-copy is not converging; XBZRLE would not help (sampled pages change whole): no fallback');
+    this.fallbackDeclinedLogged = true;
+    return false;
+  }
+
   /** Offer XBZRLE for the fallback: pre-copy over one stream, XBZRLE not asked for, fallback not declined. */
   private xbzrleFallbackWanted(mode: string, streamCount: number): boolean {
     return mode === 'precopy' && streamCount === 1 && this.opts.xbzrleCacheBytes === undefined && this.opts.xbzrleFallback !== false;
@@ -526,6 +543,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       // cached, so a guest that rewrites a little of every page would reach stop-and-copy with
       // nothing cached and send every page whole.
       const xbzrle = this.encodings?.xbzrle !== undefined;
+      // The XBZRLE fallback's sample: these pages as they are before the round (delta-probe.ts).
+      if (!xbzrle) this.deltaProbe?.snapshot(ram, list);
       const tally = await this.sendRoundAll(list, round, !(xbzrle && round >= 2), limit);
       if (round === 1) this.hintRun?.stop(); // as QEMU: hints serve the bulk round only
       const durationMs = Math.max(performance.now() - started, 0.001);
@@ -552,7 +571,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       const stun = this.stunner;
       if (stun !== undefined && stun.wants(round, decision, this.opts.downtimeLimitMs) && (await this.guard(stun.stun(round, this.stopAndCopyBandwidth())))) {
         this.perRound[this.perRound.length - 1]!.stunned = stun.stunnedNames();
-      } else if (decision.reason === 'not-converging' && fallbackUntil === 0 && round + XBZRLE_FALLBACK_ROUNDS <= maxRounds && this.encodings?.canFallBackToXbzrle === true && this.streams === undefined) {
+      } else if (decision.reason === 'not-converging' && fallbackUntil === 0 && round + XBZRLE_FALLBACK_ROUNDS <= maxRounds && this.encodings?.canFallBackToXbzrle === true && this.streams === undefined && this.deltasWouldHelp()) {
         // Not converging with whole pages: try deltas. One round caches the dirty pages, the
         // next sends deltas of them; then the policy decides on the encoded sizes.
         sender.useXbzrle(this.encodings.fallBackToXbzrle(round, DEFAULT_XBZRLE_CACHE_BYTES));
@@ -1348,6 +1367,9 @@ function postcopyFigures(t: PushTally, peer: PeerPostcopyStats | undefined): Omi
 function round3(v: number): number {
   return Math.round(v * 1000) / 1000;
 }
+
+/** The fallback goes ahead only when sampled deltas average at most this (a quarter page). */
+const FALLBACK_MAX_MEAN_DELTA = PAGE_SIZE / 4;
 
 /** Rounds the XBZRLE fallback gets: one to cache the dirty pages, one to send their deltas. */
 const XBZRLE_FALLBACK_ROUNDS = 2;

@@ -64,3 +64,26 @@ test('a byte of every page rewritten every 5 ms: whole pages never converge, XBZ
     await server.close();
   }
 });
+
+test('a guest that rewrites whole pages: the fallback samples the deltas and does not turn XBZRLE on', async () => {
+  const host = new NullDestinationHost();
+  const { server, port } = await startServer(host);
+  const ram = GuestRam.allocate(4 * MiB);
+  ram.u8.fill(0x3c);
+  let n = 0;
+  const writer = setInterval(() => {
+    n++;
+    // Every byte of every page changes: a delta would be as big as the page.
+    for (let i = 0; i < ram.i32.length; i++) ram.i32[i] = Math.imul(i + n, 0x9e3779b1);
+    ram.dirty.markAll();
+  }, 5);
+  try {
+    const r = await migrate(staticVm(ram, 'whole-pages'), port, { maxBandwidthBps: 16 * MiB, downtimeLimitMs: 30, maxRounds: 12, verifyRam: false }).report;
+    assert.equal(r.status, 'completed', r.error?.message);
+    assert.equal(r.switchoverReason, 'not-converging', JSON.stringify(r.perRound));
+    assert.equal(r.xbzrle, undefined, 'no XBZRLE: the sampled deltas were whole pages');
+  } finally {
+    clearInterval(writer);
+    await server.close();
+  }
+});
