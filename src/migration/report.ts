@@ -60,7 +60,7 @@ export interface MigrationProgress {
   remainingBytes: number;
   bandwidthBps: number;
   dirtyRateBps: number;
-  /** Expected downtime if we switched over now: remaining bytes / bandwidth + state + round trip. */
+  /** Expected downtime if we switched over now: (remaining bytes + state) / bandwidth + round trip + the destination's switchover time. */
   expectedDowntimeMs: number;
   elapsedMs: number;
   /** Auto-converge: the vCPU throttle in force now, percent (QEMU's cpu-throttle-percentage). */

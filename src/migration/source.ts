@@ -121,6 +121,15 @@ export interface MigrateOptions {
 
 /** Assumed machine-state size before the first saveState (the state is only known once paused). */
 const STATE_BYTES_ESTIMATE = 64 * 1024;
+
+/**
+ * The destination's own share of the downtime (COMPLETE received to the VM running: load the
+ * state, resume), as the last pre-copy destination of this process reported it in ACTIVATED;
+ * part of the expected downtime the switchover policy compares with the limit. 3 ms until then.
+ */
+let recentSwitchoverMs = 3;
+/** An outlier (a loaded destination) does not make every later migration wait for it. */
+const MAX_SWITCHOVER_ESTIMATE_MS = 20;
 /** A round must send at least this much for its bandwidth to count: smaller sends vanish into socket buffers. */
 const MIN_BANDWIDTH_SAMPLE_BYTES = 2 * 1024 * 1024;
 /** After COMPLETE, how long an ABORT (cancel, timeout) waits for the destination's answer. */
@@ -563,6 +572,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         bandwidthBps: this.stopAndCopyBandwidth(),
         stateBytes: STATE_BYTES_ESTIMATE,
         rttMs: this.rtt(),
+        switchoverMs: recentSwitchoverMs,
       });
       this.expectedMs = decision.expectedDowntimeMs;
       this.log.debug({ round, pages: tally.pages, zero: tally.zeroPages, skipped: tally.skipped, bytes: tally.bytes, durationMs, dirtyPages, rateLimitBps: limit, expectedDowntimeMs: decision.expectedDowntimeMs }, 'pre-copy round done');
@@ -875,6 +885,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (m !== undefined && m.type === FrameType.Activated) {
       this.activatedAt = performance.now();
       this.switchoverUs = m.switchoverUs;
+      recentSwitchoverMs = Math.min(MAX_SWITCHOVER_ESTIMATE_MS, m.switchoverUs / 1000);
     } else {
       this.log.warn('no ACTIVATED from the destination after COMMITTED; the downtime is estimated from COMMITTED');
     }

@@ -19,6 +19,8 @@ export interface SwitchoverInput {
   readonly stateBytes: number;
   /** Round-trip time to the destination, ms. */
   readonly rttMs: number;
+  /** What the destination takes from COMPLETE to running the VM (load the state, resume), ms. */
+  readonly switchoverMs?: number;
 }
 
 export interface SwitchoverDecision {
@@ -52,10 +54,13 @@ export interface DowntimeLimitOptions {
   readonly shrinkToContinue?: number;
 }
 
-/** Expected downtime: the remaining pages and the state at `bandwidthBps`, plus one round trip. */
-export function expectedDowntimeMs(remainingBytes: number, stateBytes: number, bandwidthBps: number, rttMs: number): number {
+/**
+ * Expected downtime: the remaining pages and the state at `bandwidthBps`, plus one round trip,
+ * plus the destination's own switchover (load and resume).
+ */
+export function expectedDowntimeMs(remainingBytes: number, stateBytes: number, bandwidthBps: number, rttMs: number, switchoverMs = 0): number {
   const bw = bandwidthBps > 0 ? bandwidthBps : 1;
-  return ((remainingBytes + stateBytes) * 1000) / bw + rttMs;
+  return ((remainingBytes + stateBytes) * 1000) / bw + rttMs + switchoverMs;
 }
 
 export class DowntimeLimitPolicy implements SwitchoverPolicy {
@@ -77,7 +82,7 @@ export class DowntimeLimitPolicy implements SwitchoverPolicy {
   }
 
   decide(i: SwitchoverInput): SwitchoverDecision {
-    const expected = expectedDowntimeMs(i.remainingBytes, i.stateBytes, i.bandwidthBps, i.rttMs);
+    const expected = expectedDowntimeMs(i.remainingBytes, i.stateBytes, i.bandwidthBps, i.rttMs, i.switchoverMs ?? 0);
     if (i.remainingBytes < this.best) {
       this.best = i.remainingBytes;
       this.stalled = 0;

@@ -12,6 +12,16 @@ test('expected downtime: remaining bytes and state over the bandwidth, plus one 
   assert.equal(expectedDowntimeMs(1.25 * MB, 1.25 * MB, GBIT, 3), 23);
 });
 
+test('the destination\'s own switchover time counts: a set that fits on the wire alone may not', () => {
+  assert.equal(expectedDowntimeMs(1.25 * MB, 0, GBIT, 1, 4), 15);
+  const p = new DowntimeLimitPolicy({ downtimeLimitMs: 50, maxRounds: 30, shrinkToContinue: 0 });
+  // 5.5 MB: 44 ms on the wire, 54 ms with a destination that takes 10 ms to load and resume.
+  const d = p.decide({ ...base, round: 1, remainingBytes: 5.5 * MB, switchoverMs: 10 });
+  assert.equal(d.reason, undefined);
+  assert.equal(d.expectedDowntimeMs, 54);
+  assert.equal(new DowntimeLimitPolicy({ downtimeLimitMs: 50, maxRounds: 30, shrinkToContinue: 0 }).decide({ ...base, round: 1, remainingBytes: 5.5 * MB }).reason, 'downtime-limit');
+});
+
 test('a set that fits the limit but is still shrinking fast gets another live round', () => {
   const p = new DowntimeLimitPolicy({ downtimeLimitMs: 50, maxRounds: 30 });
   // Round 1 leaves 2 MB (16 ms at 1 Gbit/s, within 50 ms): QEMU would switch here.
