@@ -378,11 +378,12 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       throw new MigrationError('reservation', errorText(e), { peer: this.peer, abort: 'cancelled' });
     }
     this.sender = new PageSender(this.vm.ram, this.sink, this.zeroGranted, this.encodings.encodings);
-    if (this.encodings.canFallBackToXbzrle && this.opts.mode === 'precopy' && (this.opts.streams ?? 1) === 1) this.deltaProbe = new DeltaProbe();
+    if (this.encodings.canFallBackToXbzrle && this.xbzrleFallbackWanted(this.opts.mode, this.opts.streams ?? 1)) this.deltaProbe = new DeltaProbe();
     this.balloonPagesGranted = (m.capabilities & Capability.BalloonPages) !== 0;
     this.log.info({ session: formatId(m.sessionId), zeroPages: this.zeroGranted }, 'migration: destination accepted, RAM reserved there');
     // Before any page: the destination starts running the guest's code on its standby thread.
-    if ((m.capabilities & Capability.WarmImage) !== 0 && this.vm.image !== undefined && this.vm.image.length <= MAX_IMAGE_BYTES) this.write(encodeImage({ image: this.vm.image }));
+    const image = this.warmUpImage();
+    if ((m.capabilities & Capability.WarmImage) !== 0 && image !== undefined) this.write(encodeImage({ image }));
     const n = this.opts.mode === 'precopy' ? (this.opts.streams ?? 1) : 1;
     if (n > 1) {
       if ((m.capabilities & Capability.MultiStream) === 0) throw new MigrationError('reservation', `destination ${this.peer} does not take parallel streams`, { peer: this.peer, abort: 'cancelled' });
@@ -477,9 +478,9 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       config: { ...vm.config, migrationId: this.opts.id, ...(mode !== 'precopy' && this.opts.verifyRam ? { [VERIFY_KEY]: true } : {}), ...(this.stunner !== undefined ? { [STUN_CONFIG_KEY]: true } : {}) },
       mode,
       capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages) | offeredCapabilities(this.opts) | (streamCount > 1 ? Capability.MultiStream : 0)
-        // The image, for the destination's warm-up: a new session that runs pre-copy first.
         | (this.xbzrleFallbackWanted(mode, streamCount) ? Capability.Xbzrle : 0)
-        | (vm.image !== undefined && vm.image.length <= MAX_IMAGE_BYTES && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage : 0),
+        // The image, for the destination's warm-up: a new session that runs pre-copy first.
+        | (this.warmUpImage() !== undefined && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage : 0),
       streamIndex: 0,
       streamCount,
       sessionId,
@@ -500,6 +501,12 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (!this.fallbackDeclinedLogged) this.log.info({ meanDeltaBytes: Math.round(mean) }, 'pre-copy is not converging; XBZRLE would not help (sampled pages change whole): no fallback');
     this.fallbackDeclinedLogged = true;
     return false;
+  }
+
+  /** The guest image to send for the destination's warm-up: the VM's, if it has one that fits an IMAGE frame. */
+  private warmUpImage(): Uint8Array | undefined {
+    const image = this.vm.image;
+    return image !== undefined && image.length <= MAX_IMAGE_BYTES ? image : undefined;
   }
 
   /** Offer XBZRLE for the fallback: pre-copy over one stream, XBZRLE not asked for, fallback not declined. */
@@ -581,10 +588,10 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       const stun = this.stunner;
       if (stun !== undefined && stun.wants(round, decision, this.opts.downtimeLimitMs) && (await this.guard(stun.stun(round, this.stopAndCopyBandwidth())))) {
         this.perRound[this.perRound.length - 1]!.stunned = stun.stunnedNames();
-      } else if (decision.reason === 'not-converging' && fallbackUntil === 0 && round + XBZRLE_FALLBACK_ROUNDS <= maxRounds && this.encodings?.canFallBackToXbzrle === true && this.streams === undefined && this.deltasWouldHelp()) {
+      } else if (decision.reason === 'not-converging' && fallbackUntil === 0 && round + XBZRLE_FALLBACK_ROUNDS <= maxRounds && this.deltaProbe !== undefined && this.deltasWouldHelp()) {
         // Not converging with whole pages: try deltas. One round caches the dirty pages, the
         // next sends deltas of them; then the policy decides on the encoded sizes.
-        sender.useXbzrle(this.encodings.fallBackToXbzrle(round, DEFAULT_XBZRLE_CACHE_BYTES));
+        sender.useXbzrle(this.encodings!.fallBackToXbzrle(round, DEFAULT_XBZRLE_CACHE_BYTES));
         fallbackUntil = round + XBZRLE_FALLBACK_ROUNDS;
         this.log.info({ round, remainingBytes: this.remainingBytes }, 'pre-copy is not converging: XBZRLE on for the next rounds');
       } else if (decision.reason === 'not-converging' && round < fallbackUntil) {
@@ -607,7 +614,6 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   }
 
   // ---- post-copy and hybrid (docs/postcopy.md) ----------------------------------------------
-
 
   /** Post-copy and hybrid always switch; auto only when pre-copy did not converge. */
   private goesPostcopy(): boolean {
