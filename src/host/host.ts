@@ -156,9 +156,13 @@ export class Host {
     return undefined;
   }
 
-  /** Guest RAM of `bytes`, all zero: warm from the pool when it holds a buffer that size. */
+  /**
+   * Guest RAM of `bytes`, all zero: warm from the pool when it holds a buffer that size. Writes
+   * are tracked (GuestRam.written): only the guest, its devices, the loader and incoming
+   * migrations write a daemon's RAM, and each of them marks what it writes.
+   */
   allocateRam(bytes: number): GuestRam {
-    return GuestRam.allocate(bytes, this.ramPool.take(bytes));
+    return GuestRam.allocate(bytes, this.ramPool.take(bytes), true);
   }
 
   claim(c: MemoryClaim): void {
@@ -314,7 +318,7 @@ export class Host {
     // vCPU may be waiting for a page: end the thread rather than wait for it to retire).
     const filling = this.filling.has(name);
     await vm.stop({ why: 'deleted' }, filling ? undefined : this.threads);
-    if (!filling) this.ramPool.put(vm.ram.buffer);
+    if (!filling) this.ramPool.put(vm.ram);
     this.log.info({ vm: name }, 'vm stopped and freed');
     this.events.publish({ type: 'vm.deleted', vm: name });
     return info;
@@ -330,7 +334,7 @@ export class Host {
   async handedOver(vm: HostedVm, migration: string, destination: string, to: string): Promise<void> {
     if (this.vms.get(vm.name) === vm) this.vms.delete(vm.name);
     await vm.stop({ why: 'migrated', migration, destination, to }, this.threads);
-    this.ramPool.put(vm.ram.buffer);
+    this.ramPool.put(vm.ram);
     this.events.publish({ type: 'vm.departed', vm: vm.name, migration, destination });
   }
 

@@ -146,7 +146,7 @@ export class IncomingVms implements DestinationHost {
         done = true;
         this.drop(r);
         await vcpu.stop();
-        this.host.ramPool.put(r.ram.buffer);
+        this.host.ramPool.put(r.ram);
       },
     };
   }
@@ -167,7 +167,7 @@ export class IncomingVms implements DestinationHost {
     if (this.held.has(r)) {
       void r.standby
         .then((v) => v.stop(), () => {})
-        .then(() => this.host.ramPool.put(r.ram.buffer));
+        .then(() => this.host.ramPool.put(r.ram));
     }
     this.drop(r);
   }

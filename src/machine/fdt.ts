@@ -501,5 +501,6 @@ export function placeFdt(ram: GuestRam, dtb: Uint8Array, imageHighAddr?: number)
   const off = addr - RAM_BASE;
   ram.u8.set(dtb, off);
   ram.dirty.markRange(off, dtb.length);
+  ram.markWritten(off, dtb.length);
   return addr;
 }

@@ -122,6 +122,7 @@ function loadRaw(bytes: Uint8Array, ram: GuestRam, file: string): LoadedImage {
   }
   ram.u8.set(bytes, 0);
   ram.dirty.markRange(0, bytes.length);
+  ram.markWritten(0, bytes.length);
   return { entry: RAM_BASE, lowAddr: RAM_BASE, highAddr: RAM_BASE + bytes.length, format: 'raw' };
 }
 
@@ -220,6 +221,7 @@ function loadElf(bytes: Uint8Array, ram: GuestRam, file: string): LoadedImage {
     ram.u8.set(bytes.subarray(s.offset, s.offset + s.filesz), off);
     ram.u8.fill(0, off + s.filesz, off + s.memsz);
     ram.dirty.markRange(off, s.memsz);
+    ram.markWritten(off, s.memsz);
     low = Math.min(low, s.paddr);
     high = Math.max(high, s.paddr + s.memsz);
   }

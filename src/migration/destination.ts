@@ -286,6 +286,8 @@ class IncomingSession {
   private failure: Error | undefined;
   private pages: PageBatchReader | undefined;
   private ram: Uint8Array | undefined;
+  /** GuestRam.written's marks: every page written here with non-zero data is marked. */
+  private written: Uint8Array | undefined;
   private migrationId = '';
   private round = 1;
   private pagesInRound = 0;
@@ -525,6 +527,7 @@ class IncomingSession {
       return;
     }
     this.ram = r.ram.u8;
+    this.written = r.ram.written.bits;
     this.pages = new PageBatchReader({ ramPages: r.ram.pageCount });
     if (this.server.takeFault('reservation')) return this.fault('reservation');
     this.phase = 'transfer';
@@ -570,6 +573,7 @@ class IncomingSession {
     this.streamIndex = h.streamIndex;
     this.streamCount = h.streamCount;
     this.ram = owner.ram;
+    this.written = owner.written;
     this.pages = owner.pages;
     this.granted = owner.granted;
     this.vm = owner.vm;
@@ -682,6 +686,7 @@ class IncomingSession {
       if (this.ended) return;
     }
     const ram = this.ram!;
+    const written = this.written!;
     const n = b.count;
     for (let i = 0; i < n; i++) {
       const at = b.page(i) * PAGE_SIZE;
@@ -690,6 +695,7 @@ class IncomingSession {
       switch (b.encoding(i)) {
         case PageEncoding.Raw:
           b.copyData(i, ram, at);
+          written[b.page(i)] = 1;
           break;
         case PageEncoding.Zero:
           // Fresh reserved RAM is zero: writing zeros there would only fault the page in (on a
@@ -701,6 +707,7 @@ class IncomingSession {
           if ((this.granted & Capability.Xbzrle) === 0) throw violation(`page ${b.page(i)} is a delta, but XBZRLE was not granted`, 'PAGES');
           b.copyData(i, this.deltaScratch, 0);
           xbzrleDecode(this.deltaScratch, 0, b.dataLength(i), ram, at, `entry[${i}].delta`);
+          written[b.page(i)] = 1;
           break;
         default:
           throw violation(`page ${b.page(i)} uses encoding ${b.encoding(i)}, which this session did not grant`, 'PAGES');

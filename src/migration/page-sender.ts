@@ -150,7 +150,8 @@ export class PageSender {
         tally.skipped++;
         continue;
       }
-      if (zeroOk && ram.isZeroPage(p)) {
+      // A page never written is sent as zero unread (reading it would fault it in: ram.ts).
+      if (zeroOk && (ram.knownZero(p) || ram.isZeroPage(p))) {
         b.addZero(p);
         xb?.sentZero(p);
         tally.zeroPages++;

@@ -241,6 +241,7 @@ export class PostcopyReceiver {
     if (b.round !== this.o.round) throw new WireError('unexpected-type', `PAGES of round ${b.round} during post-copy round ${this.o.round}`, { message: 'PAGES' });
     const ram = this.ram;
     const u8 = ram.u8;
+    const written = ram.written.bits;
     const presence = ram.presence;
     const digests = this.digests;
     const n = b.count;
@@ -250,8 +251,10 @@ export class PostcopyReceiver {
       if (presence.isPresent(p)) continue;
       const at = p * PAGE_SIZE;
       const enc = b.encoding(i);
-      if (enc === PageEncoding.Raw) b.copyData(i, u8, at);
-      else if (enc === PageEncoding.Zero) u8.fill(0, at, at + PAGE_SIZE);
+      if (enc === PageEncoding.Raw) {
+        b.copyData(i, u8, at);
+        written[p] = 1;
+      } else if (enc === PageEncoding.Zero) u8.fill(0, at, at + PAGE_SIZE);
       else throw new WireError('unexpected-type', `page ${p} uses encoding ${enc}, which this session did not grant`, { message: 'PAGES' });
       digests?.take(u8, p);
       presence.installInPlace(p);

@@ -2,40 +2,48 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as A from '../helpers/rv32asm.js';
 import { StopReason } from '../../src/machine/cpu/hart.js';
+import { GuestRam } from '../../src/machine/memory/ram.js';
 import { Cause } from '../../src/machine/cpu/trap.js';
 import { DATA, RAM, RecordingDevice, rig, stopHandler, type Rig } from './harness.js';
 
 const page = (addr: number) => ((addr - RAM) >>> 0) >>> 12;
 
+/** Runs one of every kind of store (and some loads) with the dirty log on or off; stores hit pages 16-19 and 21. */
+function everyKindOfStore(presence: boolean, dirtyLogOn: boolean): Rig {
+  const r = rig();
+  r.bus.map(0x1000_0000, 0x100, new RecordingDevice());
+  const base = RAM + 0x10000;
+  r.load([
+    A.sb(2, 1, 0), // page 16
+    A.sh(2, 11, 0x7fe), // page 21
+    A.lw(5, 3, 0), // page 20 (load: not dirty)
+    A.sw(2, 4, 0), // MMIO: not RAM
+    A.amoadd_w(0, 6, 2), // page 18
+    A.lr_w(7, 8), // page 19 (load only)
+    A.sc_w(9, 8, 2), // page 19
+    A.sc_w(9, 8, 2), // fails: no mark needed, page 19 already marked anyway
+    A.sw(2, 10, 0), // page 17 (last byte of the page)
+  ]);
+  r.hart.x[1] = base | 0;
+  r.hart.x[2] = 0x1234;
+  r.hart.x[3] = (base + 0x4000) | 0;
+  r.hart.x[4] = 0x1000_0000;
+  r.hart.x[6] = (base + 0x2000) | 0;
+  r.hart.x[8] = (base + 0x3000) | 0;
+  r.hart.x[10] = (base + 0x1ffc) | 0;
+  r.hart.x[11] = (base + 0x5000) | 0;
+  r.hart.dirtyLogOn = dirtyLogOn;
+  r.hart.presenceOn = presence;
+  r.ram.dirty.clear();
+  r.ram.written.clear();
+  r.run(9);
+  assert.equal(r.hart.getPc(), RAM + 36);
+  return r;
+}
+
 test('dirty log marks exactly the pages stored to, by every kind of store', () => {
   for (const presence of [false, true]) {
-    const r = rig();
-    r.bus.map(0x1000_0000, 0x100, new RecordingDevice());
-    const base = RAM + 0x10000;
-    r.load([
-      A.sb(2, 1, 0), // page 16
-      A.sh(2, 11, 0x7fe), // page 21
-      A.lw(5, 3, 0), // page 20 (load: not dirty)
-      A.sw(2, 4, 0), // MMIO: not RAM
-      A.amoadd_w(0, 6, 2), // page 18
-      A.lr_w(7, 8), // page 19 (load only)
-      A.sc_w(9, 8, 2), // page 19
-      A.sc_w(9, 8, 2), // fails: no mark needed, page 19 already marked anyway
-      A.sw(2, 10, 0), // page 17 (last byte of the page)
-    ]);
-    r.hart.x[1] = base | 0;
-    r.hart.x[2] = 0x1234;
-    r.hart.x[3] = (base + 0x4000) | 0;
-    r.hart.x[4] = 0x1000_0000;
-    r.hart.x[6] = (base + 0x2000) | 0;
-    r.hart.x[8] = (base + 0x3000) | 0;
-    r.hart.x[10] = (base + 0x1ffc) | 0;
-    r.hart.x[11] = (base + 0x5000) | 0;
-    r.hart.dirtyLogOn = true;
-    r.hart.presenceOn = presence;
-    r.ram.dirty.clear();
-    r.run(9);
-    assert.equal(r.hart.getPc(), RAM + 36);
+    const r = everyKindOfStore(presence, true);
     assert.deepEqual(Array.from(r.ram.dirty.sync()), [16, 17, 18, 19, 21], `presence ${presence}`);
   }
 });
@@ -51,6 +59,32 @@ test('with the dirty log off nothing is marked; a faulting store marks nothing',
   r.run(5);
   assert.equal(r.hart.mcause, Cause.StoreMisaligned);
   assert.equal(r.ram.dirty.count(), 0);
+});
+
+test('with the dirty log off every kind of store marks the written map instead; sync folds dirty marks into it', () => {
+  for (const presence of [false, true]) {
+    const r = everyKindOfStore(presence, false);
+    const marked = (): number[] => [...r.ram.written.bits.keys()].filter((p) => r.ram.written.bits[p] !== 0);
+    assert.deepEqual(marked(), [16, 17, 18, 19, 21], `presence ${presence}`);
+    assert.equal(r.ram.dirty.count(), 0, 'logging off: no dirty marks');
+    // Logging on: a store to page 30 goes to the dirty log only; sync hands it to the written map.
+    r.ram.written.clear();
+    const at = r.load([A.sw(2, 1, 0)], RAM + 0x800);
+    r.hart.reset(RAM + 0x800, 0, 0);
+    r.hart.presenceOn = presence;
+    r.hart.x[1] = (RAM + 30 * 4096) | 0;
+    r.hart.x[2] = 1;
+    r.hart.dirtyLogOn = true;
+    r.run(1);
+    assert.equal(r.hart.getPc(), at);
+    assert.deepEqual(marked(), []);
+    const tracked = GuestRam.open({ ...r.ram.describe(), writesTracked: true });
+    assert.equal(tracked.knownZero(30), false, 'dirty: not known zero even before the fold');
+    assert.equal(tracked.knownZero(31), true, 'never written');
+    assert.equal(r.ram.knownZero(31), false, 'untracked RAM knows no page to be zero');
+    assert.deepEqual([...r.ram.dirty.sync()], [30]);
+    assert.deepEqual(marked(), [30], 'the mark sync took is folded into the written map');
+  }
 });
 
 /** Makes `pg` absent with `fill` as its remote contents; the hook records state and installs it. */

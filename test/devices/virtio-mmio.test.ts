@@ -212,13 +212,15 @@ test('a queue placed outside RAM or misaligned is malformed too', () => {
   assert.equal(p.read(R.Status) & NEEDS_RESET, NEEDS_RESET);
 });
 
-test('device writes into RAM mark the dirty log when logging is on, and only then', () => {
+test('device writes into RAM mark the dirty log when logging is on, else the written map', () => {
   const m = machine();
   const d = vsockDriver(m);
   m.ram.dirty.clear();
   d.add(1, [{ data: new Uint8Array(44) }]);
   d.notify(1);
   assert.equal(m.ram.dirty.count(), 0, 'logging off: no marks');
+  const usedPageOff = Math.floor((d.queues.get(1)!.used - RAM_BASE) / PAGE_SIZE);
+  assert.equal(m.ram.written.bits[usedPageOff], 1, 'logging off: the written map has the used ring page');
   m.hart.dirtyLogOn = true;
   const usedPage = (d.queues.get(1)!.used - RAM_BASE) / PAGE_SIZE;
   d.add(1, [{ data: new Uint8Array(44) }]);

@@ -56,3 +56,24 @@ test('a RAM opened from its descriptor shares memory, dirty log and presence map
   assert.equal(a.isZeroPage(4), true);
   assert.equal(a.isZeroPage(3), false);
 });
+
+test('every mark the dirty log gives up (sync, take, clear) is folded into the written map', () => {
+  const ram = GuestRam.open({ ...GuestRam.allocate(1 << 20).describe(), writesTracked: true });
+  for (const p of [3, 4, 5, 200]) ram.dirty.bits[p] = 1;
+  assert.equal(ram.knownZero(3), false);
+  assert.equal(ram.knownZero(6), true);
+  assert.deepEqual([...ram.dirty.sync()].slice(0, 1), [3]);
+  ram.dirty.bits[7] = 1;
+  assert.equal(ram.dirty.take(7), true);
+  ram.dirty.bits[9] = 1;
+  ram.dirty.clear();
+  const written = [...ram.written.bits.keys()].filter((p) => ram.written.bits[p] !== 0);
+  assert.deepEqual(written, [3, 4, 5, 7, 9, 200]);
+  for (const p of written) assert.equal(ram.knownZero(p), false);
+  assert.equal(ram.dirty.count(), 0);
+  ram.markWritten(4096 * 10 + 1, 4096); // pages 10 and 11
+  assert.equal(ram.knownZero(10), false);
+  assert.equal(ram.knownZero(11), false);
+  assert.equal(ram.knownZero(12), true);
+  assert.equal(GuestRam.allocate(1 << 20).knownZero(12), false, 'RAM without tracking: nothing known');
+});

@@ -246,8 +246,8 @@ export class Hart implements Stateful {
     const i32 = ram.i32;
     const u16 = ram.u16;
     const u8 = ram.u8;
-    const dirty = ram.dirty.bits;
-    const dirtyOn = this.dirtyLogOn;
+    // Stores mark the dirty log while logging is on, else the written map (GuestRam.written).
+    const marks = this.dirtyLogOn ? ram.dirty.bits : ram.written.bits;
     // With presence checking on, every RAM data access takes the slow path (which checks the
     // page); RAM fetches re-check only when the pc leaves the current page.
     const memLimit = this.presenceOn ? 0 : ram.bytes;
@@ -455,7 +455,7 @@ export class Hart implements Stateful {
             }
 
             case Op.Store: {
-              // Dirty marks are read before written: a page already marked costs a load, not a
+              // Marks are read before written: a page already marked costs a load, not a
               // store to a cache line the host thread's sync also touches.
               const a = (x[(inst >>> 15) & 31]! + (((inst >> 25) << 5) | rd)) | 0;
               const off = a ^ RAM_BIAS;
@@ -465,7 +465,7 @@ export class Hart implements Stateful {
                 case 0:
                   if (off >>> 0 < memLimit) {
                     u8[off] = v;
-                    if (dirtyOn && dirty[off >>> PAGE_SHIFT] === 0) dirty[off >>> PAGE_SHIFT] = 1;
+                    if (marks[off >>> PAGE_SHIFT] === 0) marks[off >>> PAGE_SHIFT] = 1;
                     pc = (pc + 4) | 0;
                     continue;
                   }
@@ -473,7 +473,7 @@ export class Hart implements Stateful {
                 case 1:
                   if (off >>> 0 < memLimit && (off & 1) === 0) {
                     u16[off >> 1] = v;
-                    if (dirtyOn && dirty[off >>> PAGE_SHIFT] === 0) dirty[off >>> PAGE_SHIFT] = 1;
+                    if (marks[off >>> PAGE_SHIFT] === 0) marks[off >>> PAGE_SHIFT] = 1;
                     pc = (pc + 4) | 0;
                     continue;
                   }
@@ -481,7 +481,7 @@ export class Hart implements Stateful {
                 case 2:
                   if (off >>> 0 < memLimit && (off & 3) === 0) {
                     i32[off >> 2] = v;
-                    if (dirtyOn && dirty[off >>> PAGE_SHIFT] === 0) dirty[off >>> PAGE_SHIFT] = 1;
+                    if (marks[off >>> PAGE_SHIFT] === 0) marks[off >>> PAGE_SHIFT] = 1;
                     pc = (pc + 4) | 0;
                     continue;
                   }
@@ -776,7 +776,7 @@ export class Hart implements Stateful {
           if (f3 === 0) ram.u8[off] = v;
           else if (f3 === 1) ram.u16[off >>> 1] = v;
           else ram.i32[off >>> 2] = v;
-          if (this.dirtyLogOn && ram.dirty.bits[off >>> PAGE_SHIFT] === 0) ram.dirty.bits[off >>> PAGE_SHIFT] = 1;
+          this.markStore(ram, off);
           return Mem.Ram;
         }
         return this.mmioWrite(a, size as AccessSize, size === 4 ? v >>> 0 : v & ((1 << (size * 8)) - 1));
@@ -830,7 +830,7 @@ export class Hart implements Stateful {
               // Like QEMU's cmpxchg: the word must still hold what LR read.
               if (ram.i32[off >>> 2] === this.resValue) {
                 ram.i32[off >>> 2] = v;
-                if (this.dirtyLogOn && ram.dirty.bits[off >>> PAGE_SHIFT] === 0) ram.dirty.bits[off >>> PAGE_SHIFT] = 1;
+                this.markStore(ram, off);
                 result = 0;
               }
             } else {
@@ -865,7 +865,7 @@ export class Hart implements Stateful {
           if (this.presenceOn) this.waitPresent(off >>> PAGE_SHIFT);
           old = ram.i32[off >>> 2]!;
           ram.i32[off >>> 2] = amoResult(f5, old, b);
-          if (this.dirtyLogOn && ram.dirty.bits[off >>> PAGE_SHIFT] === 0) ram.dirty.bits[off >>> PAGE_SHIFT] = 1;
+          this.markStore(ram, off);
           x[rd] = old;
           return Mem.Ram;
         }
@@ -904,6 +904,12 @@ export class Hart implements Stateful {
         this.trap(p, q);
         return 0;
     }
+  }
+
+  /** A store at RAM offset `off` (slow paths): marks the dirty log when on, else the written map. */
+  private markStore(ram: GuestRam, off: number): void {
+    const marks = this.dirtyLogOn ? ram.dirty.bits : ram.written.bits;
+    if (marks[off >>> PAGE_SHIFT] === 0) marks[off >>> PAGE_SHIFT] = 1;
   }
 
   /** Post-copy: blocks in the hook until the page is here. Called before any side effect. */

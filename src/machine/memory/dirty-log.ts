@@ -5,17 +5,24 @@ import { PAGE_SHIFT } from './layout.js';
  * Lives in shared memory: the vCPU thread marks, the host thread syncs. Clear-before-copy:
  * a page's byte is taken (cleared) *before* its contents are copied, so a store that races with
  * the copy marks it again for the next round.
+ *
+ * While logging is off the same stores mark `written` instead (GuestRam.written). Every mark
+ * this log gives up (sync, take, clear) is folded into `written` first, so a page that was ever
+ * written is always marked in one of the two: a page marked in neither still holds zeros.
  */
 export class DirtyLog {
   /** The marks, one byte per page; the CPU writes these directly on its hot path. */
   readonly bits: Uint8Array;
   private readonly words: Int32Array;
   readonly pageCount: number;
+  /** Where taken marks are folded (GuestRam.written's bytes). */
+  private readonly written: Uint8Array;
 
-  constructor(buffer: SharedArrayBuffer, pageCount: number) {
+  constructor(buffer: SharedArrayBuffer, pageCount: number, written: Uint8Array = new Uint8Array(pageCount)) {
     this.pageCount = pageCount;
     this.bits = new Uint8Array(buffer, 0, pageCount);
     this.words = new Int32Array(buffer, 0, buffer.byteLength >>> 2);
+    this.written = written;
   }
 
   static allocate(pageCount: number): DirtyLog {
@@ -32,8 +39,19 @@ export class DirtyLog {
     this.bits.fill(1);
   }
 
+  /** Takes every mark (folding it into `written`). */
   clear(): void {
-    this.bits.fill(0);
+    const words = this.words;
+    const bits = this.bits;
+    const written = this.written;
+    for (let w = 0; w < words.length; w++) {
+      if (words[w] === 0) continue;
+      const base = w << 2;
+      for (let i = 0; i < 4; i++) {
+        const p = base + i;
+        if (p < this.pageCount && Atomics.exchange(bits, p, 0) !== 0) written[p] = 1;
+      }
+    }
   }
 
   /** Marks the pages covering [addr, addr+len) of guest-physical offset space (device DMA). */
@@ -50,7 +68,9 @@ export class DirtyLog {
 
   /** Takes one page's mark: returns whether it was dirty and leaves it clean. */
   take(page: number): boolean {
-    return Atomics.exchange(this.bits, page, 0) !== 0;
+    if (Atomics.exchange(this.bits, page, 0) === 0) return false;
+    this.written[page] = 1;
+    return true;
   }
 
   /**
@@ -60,6 +80,7 @@ export class DirtyLog {
   sync(out?: Uint32Array): Uint32Array {
     const words = this.words;
     const bits = this.bits;
+    const written = this.written;
     let buf = out !== undefined && out.length >= this.pageCount ? out : new Uint32Array(this.pageCount);
     let n = 0;
     const nWords = words.length;
@@ -68,7 +89,10 @@ export class DirtyLog {
       const base = w << 2;
       for (let i = 0; i < 4; i++) {
         const p = base + i;
-        if (p < this.pageCount && Atomics.exchange(bits, p, 0) !== 0) buf[n++] = p;
+        if (p < this.pageCount && Atomics.exchange(bits, p, 0) !== 0) {
+          buf[n++] = p;
+          written[p] = 1;
+        }
       }
     }
     return buf.subarray(0, n);

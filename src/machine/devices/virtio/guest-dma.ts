@@ -37,10 +37,10 @@ export class GuestDma {
     }
   }
 
-  /** Marks [off, off+len) dirty after a device write (when logging is on). */
+  /** Marks [off, off+len) after a device write: dirty when logging is on, else written (ram.ts). */
   wrote(off: number, len: number): void {
-    if (len <= 0 || !this.hooks.dirtyLogOn()) return;
-    const bits = this.ram.dirty.bits;
+    if (len <= 0) return;
+    const bits = this.hooks.dirtyLogOn() ? this.ram.dirty.bits : this.ram.written.bits;
     const last = (off + len - 1) >>> PAGE_SHIFT;
     for (let p = off >>> PAGE_SHIFT; p <= last; p++) if (bits[p] === 0) bits[p] = 1;
   }
