@@ -18,6 +18,7 @@ interface ServeOpts {
   warmThreads: string;
   warmUp: string;
   engineWarmUp: boolean;
+  spareThread: boolean;
   json?: boolean;
 }
 
@@ -46,6 +47,7 @@ export function registerHost(program: Command): void {
     .option('--warm-threads <n>', "vCPU threads of VMs that left, kept for the next VM of the same image (0: none); a new thread runs a guest slowly for its first 100-200 ms while its code compiles", '2')
     .option('--warm-up <duration>', "how long an incoming VM's guest image runs on its standby vCPU thread during pre-copy, so the VM resumes on compiled code (0: never; only when no thread here ran that image)", '300ms')
     .option('--no-engine-warm-up', 'skip compiling the migration paths at start (a second or so of loopback migrations of a synthetic VM, so the first real migration runs as fast as later ones)')
+    .option('--no-spare-thread', 'do not keep a new vCPU thread started ahead of need (it saves a VM with no thread of its image here the 100-200 ms a new thread takes to load its code; an incoming VM\'s warm-up starts at once)')
     .option('--json', 'print the start line as JSON: {"name","api","migration","pid"}')
     .addHelpText('after', `
 Prints one line with its addresses once it serves, then logs JSON lines to stderr (level from
@@ -66,7 +68,7 @@ ${examples([
       const maxIncoming = Number(opts.maxIncoming);
       if (!Number.isSafeInteger(maxIncoming) || maxIncoming < 1) throw new CliError(`--max-incoming: '${opts.maxIncoming}' is not a positive whole number`, 2);
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(opts.name)) throw new CliError(`--name: '${opts.name}' is not a valid host name (letters, digits, '.', '_', '-')`, 2);
-      const daemon = new Daemon({ name: opts.name, listen, maxMemBytes, ramPoolBytes, warmThreads, warmUpMs, engineWarmUp: opts.engineWarmUp, maxIncoming, ...(migrationListen !== undefined ? { migrationListen } : {}) });
+      const daemon = new Daemon({ name: opts.name, listen, maxMemBytes, ramPoolBytes, warmThreads, warmUpMs, engineWarmUp: opts.engineWarmUp, spareThread: opts.spareThread, maxIncoming, ...(migrationListen !== undefined ? { migrationListen } : {}) });
       let addrs;
       try {
         addrs = await daemon.start();
@@ -126,7 +128,7 @@ ${examples([
         ['started', info.startedAt],
         ['VMs', String(info.vms)],
         ['memory', `${formatBytes(info.memory.usedBytes)} used, ${formatBytes(info.memory.reservedBytes)} reserved for incoming, ${formatBytes(info.memory.freeBytes)} free of ${formatBytes(info.memory.maxBytes)}, ${formatBytes(info.memory.pooledBytes)} kept warm for reuse`],
-        ['vCPU threads', `${info.warmThreads} kept for the next VM of their image; ${info.warmUps} guest-image warm-ups run for incoming migrations`],
+        ['vCPU threads', `${info.warmThreads} kept for the next VM of their image, ${info.spareThreads} spare; ${info.warmUps} guest-image warm-ups run for incoming migrations`],
         ['migrations', `${info.migrations.outgoing} outgoing, ${info.migrations.incoming} incoming in progress`],
       ]));
     });

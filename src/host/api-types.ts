@@ -96,6 +96,8 @@ export interface HostInfo {
   };
   /** vCPU threads of departed VMs kept for the next VM of the same image (--warm-threads). */
   warmThreads: number;
+  /** New vCPU threads started ahead of need, for a VM with no thread of its image here (0 or 1; --no-spare-thread). */
+  spareThreads: number;
   /** Guest-image warm-ups run here for incoming migrations since the daemon started (--warm-up). */
   warmUps: number;
   migrations: { outgoing: number; incoming: number };

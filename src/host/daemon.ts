@@ -27,6 +27,8 @@ export interface DaemonOptions {
   readonly maxIncoming?: number;
   /** Compile the migration paths at start with a few loopback migrations of a synthetic VM (engine-warm-up.ts). Default true. */
   readonly engineWarmUp?: boolean;
+  /** Keep one new vCPU thread started ahead of need (default true; thread-pool.ts). */
+  readonly spareThread?: boolean;
   readonly log?: Logger;
 }
 
@@ -98,6 +100,8 @@ export class Daemon {
     }
     this.log.info({ api: this.apiAddr, migration: this.migrationAddr, maxMemBytes: this.opts.maxMemBytes }, 'host serving');
     if (this.opts.engineWarmUp !== false) this.engineWarmUp = warmUpEngine(this.log, () => this.stopping !== undefined);
+    // The spare thread starts after the engine warm-up: both at once would only slow each other.
+    if (this.opts.spareThread !== false) void (this.engineWarmUp ?? Promise.resolve()).then(() => this.host.threads.startSpare());
     return { name: this.host.name, api: this.apiAddr, migration: this.migrationAddr, pid: process.pid };
   }
 

@@ -190,7 +190,7 @@ export class Host {
       let vcpu: Vcpu;
       const devices = newVmDevices();
       const imageDigest = sha256Digest(spec.image);
-      const thread = this.threads.take(imageDigest);
+      const thread = this.threads.take(imageDigest) ?? this.threads.takeSpare();
       try {
         vcpu = await Vcpu.start({
           ...(thread !== undefined ? { thread } : {}),
@@ -352,6 +352,7 @@ export class Host {
       vms: this.vms.size,
       memory: { maxBytes: this.maxMemBytes, usedBytes: used, reservedBytes: reserved, freeBytes: Math.max(0, this.maxMemBytes - used - reserved), pooledBytes: this.ramPool.bytes },
       warmThreads: this.threads.size,
+      spareThreads: this.threads.spares,
       warmUps: this.warmUps,
       migrations,
     };

@@ -59,10 +59,12 @@ export class IncomingVms implements DestinationHost {
     preconnect(this.host, vm.config['gateway']);
     const claim: MemoryClaim = { name: vm.name, uuid, bytes: vm.ramBytes };
     // A thread that ran this image before (the VM was here) runs it at full speed from the resume.
-    const thread = this.host.threads.take(vm.config.imageDigest);
+    const kept = this.host.threads.take(vm.config.imageDigest);
+    // Else the spare: loaded already, so the guest-image warm-up can start at once (warm-up.ts).
+    const thread = kept ?? this.host.threads.takeSpare();
     const standby = Vcpu.start({ ram, name: vm.name, devices, start: { kind: 'standby' }, ...(thread !== undefined ? { thread } : {}) });
     standby.catch(() => {}); // a failure surfaces in load()
-    const r: HostReservation = { ram, claim, standby, devices, warm: thread !== undefined, zeroed: true, ready: standby.then(() => undefined) };
+    const r: HostReservation = { ram, claim, standby, devices, warm: kept !== undefined, zeroed: true, ready: standby.then(() => undefined) };
     this.host.claim(claim);
     this.held.add(r);
     this.reservedAt.set(uuid, new Date());

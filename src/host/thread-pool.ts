@@ -1,4 +1,7 @@
-import type { VcpuThread } from '../machine/vcpu/vcpu.js';
+import { VcpuThread } from '../machine/vcpu/vcpu.js';
+
+/** After the spare is taken, a new one starts this much later (not inside the migration that took it). */
+const SPARE_REFILL_MS = 2_000;
 
 /**
  * vCPU threads of VMs that left this host (migrated away, deleted), kept by the image they ran
@@ -11,9 +14,59 @@ import type { VcpuThread } from '../machine/vcpu/vcpu.js';
  */
 export class ThreadPool {
   private readonly idle: { image: string; thread: VcpuThread }[] = [];
+  /**
+   * One new thread started ahead of need (startSpare), for a VM with no thread of its image
+   * here: a new thread needs 100-200 ms to load its code before it can run a machine, which on
+   * an incoming migration delays the guest-image warm-up and leaves it cut short by the switchover.
+   */
+  private spare: VcpuThread | undefined;
+  private spawning = false;
+  private spareWanted = false;
+  private refill: NodeJS.Timeout | undefined;
+  private closed = false;
 
   /** `max` 0 keeps none. */
   constructor(readonly max: number) {}
+
+  /** Keeps one spare thread from now on, started now and again after each is taken. */
+  startSpare(): void {
+    this.spareWanted = true;
+    this.spawnSpare();
+  }
+
+  /** Spare threads ready (0 or 1). */
+  get spares(): number {
+    return this.spare?.usable === true ? 1 : 0;
+  }
+
+  /** The spare thread, if one is ready; a new one starts a little later. */
+  takeSpare(): VcpuThread | undefined {
+    const t = this.spare;
+    this.spare = undefined;
+    if (this.spareWanted && !this.closed && this.refill === undefined) {
+      this.refill = setTimeout(() => {
+        this.refill = undefined;
+        this.spawnSpare();
+      }, SPARE_REFILL_MS);
+      this.refill.unref();
+    }
+    return t?.usable === true ? t : undefined;
+  }
+
+  private spawnSpare(): void {
+    if (this.closed || this.spawning || this.spare?.usable === true) return;
+    this.spawning = true;
+    VcpuThread.spawn().then(
+      (t) => {
+        this.spawning = false;
+        if (this.closed) void t.terminate();
+        else this.spare = t;
+      },
+      () => {
+        this.spawning = false; // no spare: VMs start new threads as before
+      },
+    );
+  }
 
   /** Threads held. */
   get size(): number {
@@ -38,8 +91,12 @@ export class ThreadPool {
 
   /** Ends every thread held (daemon shutdown). */
   async close(): Promise<void> {
-    const all = this.idle.splice(0);
-    await Promise.allSettled(all.map((t) => t.thread.terminate()));
+    this.closed = true;
+    if (this.refill !== undefined) clearTimeout(this.refill);
+    const all = this.idle.splice(0).map((t) => t.thread);
+    if (this.spare !== undefined) all.push(this.spare);
+    this.spare = undefined;
+    await Promise.allSettled(all.map((t) => t.terminate()));
   }
 
   private prune(): void {

@@ -103,3 +103,23 @@ describe('engine warm-up at daemon start', { skip, timeout: 120_000 }, () => {
     assert.equal(warmUpLine(none), undefined, 'no warm-up with --no-engine-warm-up');
   });
 });
+
+describe('spare vCPU thread', { skip, timeout: 120_000 }, () => {
+  test('a daemon keeps one new thread ready; a VM with no thread of its image takes it; another follows', async () => {
+    const d = await startDaemon('wu-spare');
+    assert.ok(await waitFor(async () => (await hostInfo(d)).spareThreads === 1, 60_000, 100), 'a spare thread after start');
+    const human = await tern(['host', 'info', '--host', d.api]);
+    assert.match(human.stdout, /, 1 spare;/);
+    const start = await tern(['vm', 'start', VERIFY, '--host', d.api, '--name', 'sp1', '--mem', '16M', '--append', 'region=4M mark=16']);
+    assert.equal(start.code, 0, start.stderr);
+    assert.equal((await hostInfo(d)).spareThreads, 0, 'the new VM took the spare');
+    await waitFor(async () => count(await consoleOf(d, 'sp1'), 'B') > 2, 20_000, 100);
+    assert.match(await consoleOf(d, 'sp1'), /^AB+$/, 'the VM runs on the spare thread');
+    assert.ok(await waitFor(async () => (await hostInfo(d)).spareThreads === 1, 30_000, 100), 'another spare follows');
+    assert.equal((await tern(['vm', 'stop', 'sp1', '--host', d.api])).code, 0);
+
+    const none = await startDaemon('wu-no-spare', ['--no-spare-thread', '--no-engine-warm-up']);
+    await sleep(1500);
+    assert.equal((await hostInfo(none)).spareThreads, 0, 'none with --no-spare-thread');
+  });
+});

@@ -23,6 +23,7 @@ const port = parentPort!;
 // One machine at a time. A thread outlives its machine when the host retires it for reuse (a
 // warm thread: its compiled code serves the next VM of the same image at full speed at once),
 // so the machine and everything about it is set by init(), not at module level.
+// null: a spare thread (VcpuThread.spawn), started with no machine.
 let data = workerData as VcpuWorkerData;
 let ram!: GuestRam;
 let sig!: Int32Array;
@@ -42,7 +43,7 @@ let dirtyEpoch = 0;
 let throttleRan = 0;
 let exited = false;
 /** True until a standby thread has loaded a machine state. */
-let standby = data.start.kind === 'standby';
+let standby = (data as VcpuWorkerData | null)?.start.kind === 'standby';
 
 /** Builds the machine of `d` and starts it (boot, restore or standby); posts 'ready' or 'start-failed'. */
 function init(d: VcpuWorkerData): void {
@@ -382,4 +383,10 @@ port.on('message', (m: ToVcpu) => {
   }
 });
 
-init(data);
+if ((data as VcpuWorkerData | null) === null) {
+  // A spare: no machine yet; the host sends 'init' when a VM needs this thread.
+  retired = true;
+  post({ type: 'retired' });
+} else {
+  init(data);
+}
