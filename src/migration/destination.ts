@@ -736,6 +736,7 @@ class IncomingSession {
       if (this.ended) return;
     }
     this.log.debug({ round: m.round, pages: m.pagesSent, dirtied: m.pagesDirtied }, 'round received');
+    if (m.round === 1 && this.owner === undefined) this.host.bulkArrived?.(this.vm!, this.reservation!);
     this.lastRoundEnded = this.round;
     this.round++;
     this.pagesInRound = 0;

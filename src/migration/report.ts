@@ -45,6 +45,10 @@ export interface RoundStats {
   tasks?: TaskRoundStats[];
   /** With stunning: the tasks stunned at the end of this round. */
   stunned?: string[];
+  /** The round the switchover was decided after: how long it waited for the destination to take the round in, ms. */
+  ackWaitMs?: number;
+  /** A live round added because the destination was behind at the switchover (docs/precopy.md, catch-up round). */
+  catchUp?: boolean;
 }
 
 export interface MigrationProgress {

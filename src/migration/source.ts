@@ -19,7 +19,7 @@ import { DataStreams } from './streams.js';
 import type { CompressionAlgorithm } from './encoding/compress.js';
 import { DynamicRateLimit, type RateLimitPolicy } from './rate-limit.js';
 import type { MigrationProgress, MigrationReport, MigrationStage, MigrationStatus, PostcopyStats, RoundStats } from './report.js';
-import { DowntimeLimitPolicy, expectedDowntimeMs, type SwitchoverPolicy } from './switchover.js';
+import { DowntimeLimitPolicy, catchUpWanted, expectedDowntimeMs, type SwitchoverPolicy } from './switchover.js';
 import type { MigratableVm } from './vm-port.js';
 import { PageDigests, VERIFY_KEY } from './postcopy-digest.js';
 import { FreePageHintRun } from './free-page-hint.js';
@@ -548,6 +548,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     const acks: Promise<void>[] = [];
     let dirtySince = performance.now(); // when the marks being collected started (the last sync)
     let fallbackUntil = 0; // XBZRLE fallback: the last round it is given before 'not-converging' counts again
+    let catchUps = 0; // live rounds added because the destination was behind at the switchover (catchUpWanted)
+    let nextIsCatchUp = false;
     for (let round = 1; ; round++) {
       this.round = round;
       if (round >= 3) await this.guard(acks[round - 2]!);
@@ -568,6 +570,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       const dirtyRate = (dirtyPages * PAGE_SIZE * 1000) / Math.max(performance.now() - dirtySince, 0.001);
       const tasks = this.stunner?.measure(ram.dirty, performance.now() - dirtySince);
       this.recordRound(round, tally, durationMs, dirtyPages, dirtyRate, limit);
+      if (nextIsCatchUp) this.perRound[this.perRound.length - 1]!.catchUp = true;
+      nextIsCatchUp = false;
       if (tasks !== undefined) this.perRound[this.perRound.length - 1]!.tasks = tasks;
       if (this.autoConverge !== undefined) this.applyThrottle(this.autoConverge.afterPeriod(dirtyPages * PAGE_SIZE, tally.bytes));
       acks[round] = this.streams !== undefined ? Promise.all([this.pingAndWait(), this.streams.ping()]).then(noop) : this.pingAndWait();
@@ -601,10 +605,21 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         // iterating while it can still rise (the round limit still applies).
         this.log.debug({ round, throttlePercent: this.throttlePercent }, 'pre-copy not converging; auto-converge can still slow the vCPU');
       } else if (decision.reason !== undefined) {
-        this.switchoverReason = decision.reason;
-        this.log.info({ round, reason: decision.reason, remainingBytes: this.remainingBytes, expectedDowntimeMs: decision.expectedDowntimeMs }, 'migration: switching over');
+        const waitFrom = performance.now();
         await this.guard(acks[round]!);
-        return;
+        const waitedMs = performance.now() - waitFrom;
+        const pendingPages = ram.dirty.count();
+        this.perRound[this.perRound.length - 1]!.ackWaitMs = Math.round(waitedMs * 1000) / 1000;
+        const catchUp = catchUpWanted({ waitedMs, decidedPages: dirtyPages, pendingPages, bandwidthBps: this.stopAndCopyBandwidth(), catchUps, round, maxRounds });
+        if (!catchUp) {
+          this.switchoverReason = decision.reason;
+          this.log.info({ round, reason: decision.reason, remainingBytes: pendingPages * PAGE_SIZE, waitedMs, expectedDowntimeMs: decision.expectedDowntimeMs }, 'migration: switching over');
+          return;
+        }
+        // The destination was behind and the guest kept writing: send that while it still runs.
+        catchUps++;
+        nextIsCatchUp = true;
+        this.log.info({ round, waitedMs, decidedPages: dirtyPages, pendingPages }, 'migration: the destination was behind; one more live round before the switchover');
       }
       // Clear-before-copy: take the marks now; pages written from here on are marked again.
       list = this.skips.laterRound(ram.dirty.sync(dirtyBuf));

@@ -103,4 +103,10 @@ export interface DestinationHost {
    * load(), so the VM resumes on compiled code. Never fails the migration.
    */
   warmUp?(vm: IncomingVm, reservation: Reservation, image: Uint8Array): void;
+  /**
+   * Optional: the first round (every page) has arrived. Later rounds are short, so the state may
+   * come at any moment: a warm-up still running should end now, so that dropping it is not inside
+   * the downtime. Never fails the migration.
+   */
+  bulkArrived?(vm: IncomingVm, reservation: Reservation): void;
 }

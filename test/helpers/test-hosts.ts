@@ -119,6 +119,10 @@ export class TestDestinationHost implements DestinationHost {
   loadError: Error | undefined;
   /** Called when a reservation is asked for (before it is made). */
   onReserve: ((vm: IncomingVm) => void) | undefined;
+  /** bulkArrived calls (round 1 in), and how many of them came before that reservation's load. */
+  bulkArrivals = 0;
+  bulkArrivalsBeforeLoad = 0;
+  private readonly loaded = new Set<Reservation>();
 
   get reservations(): number {
     return this.held.size;
@@ -142,8 +146,14 @@ export class TestDestinationHost implements DestinationHost {
     return r;
   }
 
+  bulkArrived(_vm: IncomingVm, reservation: Reservation): void {
+    this.bulkArrivals++;
+    if (!this.loaded.has(reservation)) this.bulkArrivalsBeforeLoad++;
+  }
+
   async load(vm: IncomingVm, reservation: Reservation, state: Uint8Array): Promise<PreparedVm> {
     this.loads++;
+    this.loaded.add(reservation);
     if (!this.held.has(reservation)) throw new Error('load of a reservation this host does not hold');
     if (this.loadGate !== undefined) await this.loadGate;
     if (this.loadError !== undefined) throw this.loadError;

@@ -73,6 +73,9 @@ test('verify migrates A -> B -> A ... six times: no page lost, console whole, di
       assert.doesNotMatch(moved.console(), /X/, 'no page was lost or rolled back');
       assert.equal(hosts[to]!.reservations, 0);
       assert.equal(hosts[to]!.doubleDrops, 0);
+      // Round 1's arrival is announced once per migration, before the state is loaded (warm-ups end there).
+      assert.equal(hosts[to]!.bulkArrivals, Math.floor(hop / 2) + 1);
+      assert.equal(hosts[to]!.bulkArrivalsBeforeLoad, hosts[to]!.bulkArrivals);
 
       // The source host lets go of its copy.
       if (hop === 0) await vm.stop();

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DowntimeLimitPolicy, expectedDowntimeMs } from '../../src/migration/switchover.js';
+import { DowntimeLimitPolicy, MAX_CATCH_UPS, catchUpWanted, expectedDowntimeMs } from '../../src/migration/switchover.js';
 
 const MB = 1_000_000;
 /** 1 Gbit/s in bytes per second. */
@@ -55,4 +55,16 @@ test('rounds that stop shrinking end in not-converging; the round limit ends in 
   const q = new DowntimeLimitPolicy({ downtimeLimitMs: 1, maxRounds: 2 });
   assert.equal(q.decide({ ...base, round: 1, remainingBytes: 8 * MB }).reason, undefined);
   assert.equal(q.decide({ ...base, round: 2, remainingBytes: 4 * MB }).reason, 'max-rounds');
+});
+
+test('catch-up round: wanted when the wait for the destination let the dirty set grow, within limits', () => {
+  const base = { waitedMs: 30, decidedPages: 60, pendingPages: 200, bandwidthBps: GBIT, catchUps: 0, round: 3, maxRounds: 30 };
+  assert.equal(catchUpWanted(base), true, '140 more pages: 4.6 ms more at 1 Gbit/s');
+  assert.equal(catchUpWanted({ ...base, pendingPages: 85 }), false, 'under 1.5 times the decided set');
+  assert.equal(catchUpWanted({ ...base, decidedPages: 2, pendingPages: 20 }), false, '18 more pages: under a millisecond at 1 Gbit/s');
+  assert.equal(catchUpWanted({ ...base, decidedPages: 2, pendingPages: 20, bandwidthBps: 10 * MB }), true, 'the same pages are 7 ms at 80 Mbit/s (written at 2.5 MB/s)');
+  assert.equal(catchUpWanted({ ...base, waitedMs: 0.5 }), false, 'no real wait: the growth is the guest, not the destination');
+  assert.equal(catchUpWanted({ ...base, catchUps: MAX_CATCH_UPS }), false, 'at most MAX_CATCH_UPS');
+  assert.equal(catchUpWanted({ ...base, round: 30 }), false, 'the round limit holds');
+  assert.equal(catchUpWanted({ ...base, waitedMs: 5, pendingPages: 60 + 140 }), false, '140 pages in 5 ms: 115 MB/s, dirtied near the bandwidth');
 });
