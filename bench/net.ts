@@ -5,7 +5,7 @@
 // migrates back and forth; the largest client-observed gap is compared with the downtime the
 // migration reports. Not a test: it prints figures.
 //
-//   npm run bench:net -- [--migrations N] [--max-bandwidth 1Gbit] [--no-redis-benchmark] [--json]
+//   npm run bench:net -- [--migrations N] [--max-bandwidth 1Gbit] [--no-redis-benchmark] [--host-arg 'OPTIONS'] [--json]
 import { execFile, spawn } from 'node:child_process';
 import { get as httpGet, type ClientRequest } from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
@@ -20,18 +20,21 @@ interface Args {
   maxBandwidth: string;
   json: boolean;
   redisBenchmark: boolean;
+  /** Extra `tern host serve` options for both hosts (--host-arg, repeatable), for A/B runs. */
+  hostArgs: string[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { migrations: 4, maxBandwidth: '1Gbit', json: false, redisBenchmark: true };
+  const a: Args = { migrations: 4, maxBandwidth: '1Gbit', json: false, redisBenchmark: true, hostArgs: [] };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (k === '--migrations') a.migrations = Math.max(1, Number(argv[++i]));
     else if (k === '--max-bandwidth') a.maxBandwidth = argv[++i] ?? a.maxBandwidth;
     else if (k === '--json') a.json = true;
     else if (k === '--no-redis-benchmark') a.redisBenchmark = false;
+    else if (k === '--host-arg') a.hostArgs.push(...(argv[++i] ?? '').split(' ').filter((s) => s !== ''));
     else if (k === '--help' || k === '-h') {
-      process.stdout.write('usage: npm run bench:net -- [--migrations N (4)] [--max-bandwidth RATE (1Gbit)] [--no-redis-benchmark] [--json]\n');
+      process.stdout.write("usage: npm run bench:net -- [--migrations N (4)] [--max-bandwidth RATE (1Gbit)] [--no-redis-benchmark] [--host-arg 'OPTIONS' (for both hosts' tern host serve; repeatable)] [--json]\n");
       process.exit(0);
     } else throw new Error(`unknown argument ${k}`);
   }
@@ -243,8 +246,8 @@ interface Row {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const gw = await serve(['gateway', 'serve', '--listen', '127.0.0.1:0']);
-  const a = await serve(['host', 'serve', '--listen', '127.0.0.1:0', '--name', 'a']);
-  const b = await serve(['host', 'serve', '--listen', '127.0.0.1:0', '--name', 'b']);
+  const a = await serve(['host', 'serve', '--listen', '127.0.0.1:0', '--name', 'a', ...args.hostArgs]);
+  const b = await serve(['host', 'serve', '--listen', '127.0.0.1:0', '--name', 'b', ...args.hostArgs]);
   const gateway = gw['listen'] as string;
   const starts = new Map([a, b].map((h) => [h['name'] as string, new MigrationStarts(h['api'] as string)]));
   const kvPort = await freePort();

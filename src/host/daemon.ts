@@ -101,7 +101,8 @@ export class Daemon {
     this.log.info({ api: this.apiAddr, migration: this.migrationAddr, maxMemBytes: this.opts.maxMemBytes }, 'host serving');
     if (this.opts.engineWarmUp !== false) this.engineWarmUp = warmUpEngine(this.log, () => this.stopping !== undefined);
     // The spare thread starts after the engine warm-up: both at once would only slow each other.
-    if (this.opts.spareThread !== false) void (this.engineWarmUp ?? Promise.resolve()).then(() => this.host.threads.startSpare());
+    const migrating = (): boolean => this.migrations.activeOutgoing > 0 || this.incoming.count > 0;
+    if (this.opts.spareThread !== false) void (this.engineWarmUp ?? Promise.resolve()).then(() => this.host.threads.startSpare(migrating));
     return { name: this.host.name, api: this.apiAddr, migration: this.migrationAddr, pid: process.pid };
   }
 

@@ -1,6 +1,10 @@
 import { VcpuThread } from '../machine/vcpu/vcpu.js';
 
-/** After the spare is taken, a new one starts this much later (not inside the migration that took it). */
+/**
+ * After the spare is taken, a new one starts this much later, and only while no migration runs
+ * here (else it waits as long again): starting a thread is 100-200 ms of CPU, which inside a
+ * migration's pre-copy delays the daemon's relay of its VMs' traffic.
+ */
 const SPARE_REFILL_MS = 2_000;
 
 /**
@@ -28,9 +32,13 @@ export class ThreadPool {
   /** `max` 0 keeps none. */
   constructor(readonly max: number) {}
 
-  /** Keeps one spare thread from now on, started now and again after each is taken. */
-  startSpare(): void {
+  /** Whether the host is busy with a migration (the refill waits for a quiet moment). */
+  private busy: () => boolean = () => false;
+
+  /** Keeps one spare thread from now on, started now and again after each is taken (when `busy` says no migration runs). */
+  startSpare(busy?: () => boolean): void {
     this.spareWanted = true;
+    if (busy !== undefined) this.busy = busy;
     this.spawnSpare();
   }
 
@@ -43,14 +51,18 @@ export class ThreadPool {
   takeSpare(): VcpuThread | undefined {
     const t = this.spare;
     this.spare = undefined;
-    if (this.spareWanted && !this.closed && this.refill === undefined) {
-      this.refill = setTimeout(() => {
-        this.refill = undefined;
-        this.spawnSpare();
-      }, SPARE_REFILL_MS);
-      this.refill.unref();
-    }
+    if (this.spareWanted) this.scheduleRefill();
     return t?.usable === true ? t : undefined;
+  }
+
+  private scheduleRefill(): void {
+    if (this.closed || this.refill !== undefined) return;
+    this.refill = setTimeout(() => {
+      this.refill = undefined;
+      if (this.busy()) this.scheduleRefill();
+      else this.spawnSpare();
+    }, SPARE_REFILL_MS);
+    this.refill.unref();
   }
 
   private spawnSpare(): void {
