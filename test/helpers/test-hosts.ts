@@ -119,6 +119,8 @@ export class TestDestinationHost implements DestinationHost {
   loadError: Error | undefined;
   /** Called when a reservation is asked for (before it is made). */
   onReserve: ((vm: IncomingVm) => void) | undefined;
+  /** Each reservation's `ready` (the host cannot load a state until it settles). */
+  readyGate: Promise<void> | undefined;
   /** bulkArrived calls (round 1 in), and how many of them came before that reservation's load. */
   bulkArrivals = 0;
   bulkArrivalsBeforeLoad = 0;
@@ -141,7 +143,7 @@ export class TestDestinationHost implements DestinationHost {
     } catch (e) {
       throw new RefusedError('too-big', (e as Error).message);
     }
-    const r: Reservation = { ram };
+    const r: Reservation = this.readyGate !== undefined ? { ram, ready: this.readyGate } : { ram };
     this.held.add(r);
     return r;
   }

@@ -88,6 +88,36 @@ test('verify migrates A -> B -> A ... six times: no page lost, console whole, di
   }
 });
 
+test('a destination that cannot load a state yet (its standby thread still starting) holds the pause back', async () => {
+  const ram = 16 * MiB;
+  const host = new TestDestinationHost();
+  let open!: () => void;
+  let openedAt = 0;
+  host.readyGate = new Promise<void>((resolve) => (open = resolve)).then(() => {
+    openedAt = performance.now();
+  });
+  const { server, port } = await startServer(host, { name: 'B' });
+  try {
+    const vm = await bootTestVm('verify', 'region=4M', ram, 'gated-1');
+    assert.ok(await until(() => vm.count('B') >= 2, 30_000), 'verify is running');
+    const { migration, report } = migrate(vm, port);
+    let pausedAt = 0;
+    migration.on('progress', (p) => {
+      if (p.stage === 'stop-and-copy' && pausedAt === 0) pausedAt = performance.now();
+    });
+    // Round 1 of 16 MiB on loopback takes well under 400 ms: the switchover waits for the gate.
+    setTimeout(open, 400);
+    const r = await report;
+    checkReport(r, ram);
+    assert.equal(r.ramDigestMatch, true);
+    assert.ok(openedAt > 0 && pausedAt >= openedAt, `paused ${(pausedAt - openedAt).toFixed(1)} ms after the destination became ready`);
+    await vm.stop();
+    assert.doesNotMatch(host.vms.get('gated-1')!.console(), /X/);
+  } finally {
+    await server.close();
+  }
+});
+
 test('munch dirtying 16 MB/s under an 8 MB/s cap: several rounds, dirty pages per round, rates within [min, max]', async () => {
   const ram = 32 * MiB;
   const min = 4_000_000;
