@@ -71,8 +71,6 @@ export class RamPool {
 /** The pages of `ram` that may be non-zero (written or dirty), or undefined when it did not track writes. */
 function writtenPages(ram: GuestRam): Uint8Array | undefined {
   if (!ram.writesTracked) return undefined;
-  const marks = ram.written.bits.slice();
-  const dirty = ram.dirty.bits;
-  for (let p = 0; p < marks.length; p++) if (dirty[p] !== 0) marks[p] = 1;
-  return marks;
+  ram.dirty.clear(); // folds the dirty marks into the written map; no thread touches this RAM now
+  return ram.written.bits.slice();
 }

@@ -32,13 +32,13 @@ export class ThreadPool {
   /** `max` 0 keeps none. */
   constructor(readonly max: number) {}
 
-  /** Whether the host is busy with a migration (the refill waits for a quiet moment). */
+  /** Whether the host is busy with a migration (the refill waits for a quiet moment); set by startSpare. */
   private busy: () => boolean = () => false;
 
-  /** Keeps one spare thread from now on, started now and again after each is taken (when `busy` says no migration runs). */
-  startSpare(busy?: () => boolean): void {
+  /** Keeps one spare thread from now on, started now and again after each is taken (once `busy` says no migration runs). */
+  startSpare(busy: () => boolean): void {
     this.spareWanted = true;
-    if (busy !== undefined) this.busy = busy;
+    this.busy = busy;
     this.spawnSpare();
   }
 

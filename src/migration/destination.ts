@@ -288,8 +288,6 @@ class IncomingSession {
   private ram: Uint8Array | undefined;
   /** GuestRam.written's marks: every page written here with non-zero data is marked. */
   private written: Uint8Array | undefined;
-  /** The reservation's `ready` has settled (or there is none). */
-  private hostReady = false;
   private migrationId = '';
   private round = 1;
   private pagesInRound = 0;
@@ -446,12 +444,15 @@ class IncomingSession {
         // downtime does not include a thread start (measured: 53 ms on a first visit without a
         // spare thread, the state arriving before the thread could take it).
         const ready = this.reservation?.ready;
-        if (ready !== undefined && !this.hostReady) {
-          const send = (): void => {
-            if (!this.ended) this.send(pong);
-          };
-          void ready.then(send, send);
-        } else this.send(pong);
+        if (ready === undefined) {
+          this.send(pong);
+          return;
+        }
+        // Once settled, a turn of the microtask queue; PONGs keep their order either way.
+        const send = (): void => {
+          if (!this.ended) this.send(pong);
+        };
+        void ready.then(send, send);
         return;
       }
       case FrameType.Pong:
@@ -542,12 +543,6 @@ class IncomingSession {
     }
     this.ram = r.ram.u8;
     this.written = r.ram.written.bits;
-    if (r.ready === undefined) this.hostReady = true;
-    else
-      void r.ready.then(
-        () => (this.hostReady = true),
-        () => (this.hostReady = true),
-      );
     this.pages = new PageBatchReader({ ramPages: r.ram.pageCount });
     if (this.server.takeFault('reservation')) return this.fault('reservation');
     this.phase = 'transfer';

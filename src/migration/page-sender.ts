@@ -150,8 +150,7 @@ export class PageSender {
         tally.skipped++;
         continue;
       }
-      // A page never written is sent as zero unread (reading it would fault it in: ram.ts).
-      if (zeroOk && (ram.knownZero(p) || ram.isZeroPage(p))) {
+      if (zeroOk && ram.isZeroPage(p)) {
         b.addZero(p);
         xb?.sentZero(p);
         tally.zeroPages++;

@@ -208,7 +208,7 @@ export class PostcopyPusher {
   }
 
   private add(b: PageBatchBuilder, p: number): void {
-    if (this.zeroPages && (this.ram.knownZero(p) || this.ram.isZeroPage(p))) {
+    if (this.zeroPages && this.ram.isZeroPage(p)) {
       b.addZero(p);
       this.tally.zeroPages++;
     } else {

@@ -39,19 +39,12 @@ export class DirtyLog {
     this.bits.fill(1);
   }
 
-  /** Takes every mark (folding it into `written`). */
+  /** Where clear() lets sync() write the page list it does not need (allocated on first use). */
+  private clearList: Uint32Array | undefined;
+
+  /** Takes every mark (folding it into `written`, as sync does). */
   clear(): void {
-    const words = this.words;
-    const bits = this.bits;
-    const written = this.written;
-    for (let w = 0; w < words.length; w++) {
-      if (words[w] === 0) continue;
-      const base = w << 2;
-      for (let i = 0; i < 4; i++) {
-        const p = base + i;
-        if (p < this.pageCount && Atomics.exchange(bits, p, 0) !== 0) written[p] = 1;
-      }
-    }
+    this.sync((this.clearList ??= new Uint32Array(this.pageCount)));
   }
 
   /** Marks the pages covering [addr, addr+len) of guest-physical offset space (device DMA). */
