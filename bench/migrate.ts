@@ -36,6 +36,13 @@ interface Scenario {
   options: MigrationOptions;
 }
 
+/**
+ * QEMU's max-bandwidth does not cap its completion (ram_save_complete flushes the rest
+ * "regardless of rate limiting"); tern's default does (Clark). Like for like, tern runs its
+ * stop-and-copy uncapped too, unless --tern-stop-copy-capped asks for its default.
+ */
+const TERN_STOP_COPY = process.argv.includes('--tern-stop-copy-capped') ? undefined : 'unlimited';
+
 // QEMU 7.2 needs idle=poll to migrate a guest that sleeps on its timer (guests/README.md); tern
 // does not, but both run the very same command line.
 const verify = (region: string): MigrationOptions => ({
@@ -46,6 +53,7 @@ const verify = (region: string): MigrationOptions => ({
   downtimeLimitMs: DOWNTIME_LIMIT_MS,
   warmupMs: 2000,
   mode: 'precopy',
+  ...(TERN_STOP_COPY !== undefined ? { stopCopyBandwidth: TERN_STOP_COPY } : {}),
   tick: 'B',
   corruptPattern: /X/,
 });
@@ -59,6 +67,7 @@ const munch = (args: string, bandwidth: number, warmupMs: number): MigrationOpti
   downtimeLimitMs: DOWNTIME_LIMIT_MS,
   warmupMs,
   mode: 'precopy',
+  ...(TERN_STOP_COPY !== undefined ? { stopCopyBandwidth: TERN_STOP_COPY } : {}),
   tick: '\n',
   corruptPattern: /BAD/,
 });
@@ -170,9 +179,14 @@ const result: Record<string, unknown> = {
   cpus: cpus().length,
   maxBandwidthBps: GBIT,
   downtimeLimitMs: DOWNTIME_LIMIT_MS,
+  ternStopCopyBandwidth: TERN_STOP_COPY ?? 'max-bandwidth',
 };
 log(`tern bench:migrate — live migration on tern vs QEMU (${result.qemu}, TCG), same guests, this run, ${cpus().length} CPUs`);
 log(`pre-copy, max-bandwidth 1 Gbit/s, downtime-limit ${DOWNTIME_LIMIT_MS} ms, both on loopback; switchover forced after 30 rounds on both.`);
+log(TERN_STOP_COPY !== undefined
+  ? 'Stop-and-copy uncapped on both: QEMU\'s completion ignores max-bandwidth; tern runs with --stop-copy-bandwidth unlimited\n(--tern-stop-copy-capped: tern\'s default, stop-and-copy at max-bandwidth).'
+  : 'tern\'s stop-and-copy at max-bandwidth (its default); QEMU\'s completion ignores max-bandwidth.');
+log('tern downtime: vCPU pause on the source to resume on the destination; QEMU\'s: stop to the source\'s last byte.');
 log('downtime: as each reports it; gap: the console seen from outside, switchover (last tick on the source');
 log('to first on the destination) / largest during the migration; ticks are verify B or munch status lines,');
 log('one per 10 ms of guest time.');
@@ -194,14 +208,15 @@ for (const s of postcopyOnly ? [] : scenarios) {
   const bRatio = tr.ok && qr.ok ? ratio(tr.result.bytes, qr.result.bytes) : null;
   const gRatio = tr.ok && qr.ok ? ratio(tr.result.gapSwitchoverMs, qr.result.gapSwitchoverMs) : null;
   const srcDown = tern.ok ? tern.result.report?.sourceDowntimeMs : undefined;
-  if (srcDown !== undefined) log(`  tern downtime as QEMU counts it (pause until the source has sent everything): ${ms(srcDown)}`);
+  const sRatio = srcDown !== undefined && qr.ok ? ratio(srcDown, qr.result.downtimeMs) : null;
+  if (srcDown !== undefined) log(`  tern downtime as QEMU counts it (pause until the source has sent everything): ${ms(srcDown)}${qr.ok ? `, ${x(sRatio, TARGET_DOWNTIME_RATIO, qr.result.downtimeMs)} of QEMU's` : ''}`);
   if (tr.ok && qr.ok) log(`  tern/QEMU  downtime ${x(dRatio, TARGET_DOWNTIME_RATIO, qr.result.downtimeMs)}, bytes ${x(bRatio, TARGET_BYTES_RATIO, qr.result.bytes)}, switchover gap ${gRatio === null ? '-' : gRatio.toFixed(2) + 'x'}`);
   rows.push({
     name: s.name,
     append: s.options.append,
     tern: tern.ok ? tern.result : { error: tern.error },
     qemu: qemu.ok ? qemu.result : { error: qemu.error },
-    ratios: { downtime: dRatio, bytes: bRatio, switchoverGap: gRatio },
+    ratios: { downtime: dRatio, sourceDowntime: sRatio, bytes: bRatio, switchoverGap: gRatio },
   });
 }
 result.scenarios = rows;

@@ -36,6 +36,8 @@ export interface MigrationOptions {
   tailMs?: number;
   /** XBZRLE on both, with a 64 MiB cache: QEMU's `xbzrle` capability, tern's --xbzrle. */
   xbzrle?: boolean;
+  /** tern only: `tern migrate --stop-copy-bandwidth` (absent: the default, --max-bandwidth). */
+  stopCopyBandwidth?: string;
   /** tern only: extra `tern migrate` arguments (--mode, --prepaging, --precopy-rounds). */
   ternArgs?: string[];
   /**

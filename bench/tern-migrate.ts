@@ -132,6 +132,7 @@ export async function migrateOnTern(o: MigrationOptions): Promise<TernMigrationR
     const args = ['migrate', vm, '--from', a.api, '--to', b.api, '--max-bandwidth', String(o.maxBandwidthBps), '--downtime-limit', `${o.downtimeLimitMs}ms`, '--max-rounds', String(o.maxRounds ?? 30), '--timeout', `${Math.ceil(timeoutMs / 1000)}s`, '--json'];
     args.push(...(o.ternArgs ?? (o.mode === 'postcopy' ? ['--mode', 'postcopy'] : [])));
     if (o.xbzrle === true) args.push('--xbzrle', '--xbzrle-cache', '64M');
+    if (o.stopCopyBandwidth !== undefined) args.push('--stop-copy-bandwidth', o.stopCopyBandwidth);
     const startedAt = performance.now();
     const run = await cli(children, args, timeoutMs + 30_000);
     let report: MigrationReport | undefined;

@@ -10,6 +10,7 @@ interface MigrateOpts {
   from: string;
   to?: string;
   maxBandwidth?: string;
+  stopCopyBandwidth?: string;
   minBandwidth?: string;
   rateIncrement?: string;
   downtimeLimit?: string;
@@ -48,6 +49,7 @@ export function registerMigrate(program: Command): void {
     .option('--from <addr>', 'the source host: host:port of its API (env TERN_HOST)', DEFAULT_HOST)
     .option('--to <addr>', 'the destination host: host:port of its API (required)')
     .option('--max-bandwidth <rate>', 'cap on migration bandwidth: 1Gbit, 100Mbit, 500MB/s, 64MiB/s; 0 = unlimited', '0')
+    .option('--stop-copy-bandwidth <rate>', "rate of the stop-and-copy round, while the VM is paused: a rate, or unlimited (QEMU's completion ignores its rate limit); default: --max-bandwidth (Clark: stop-and-copy runs at the maximum)")
     .option('--min-bandwidth <rate>', "floor of Clark's dynamic rate limit: round 1 runs at it, later rounds at the dirtying rate + --rate-increment; 0 = no floor (round 1 at --max-bandwidth)", '0')
     .option('--rate-increment <rate>', "dynamic rate limit: each live round after the first runs at the last round's dirtying rate + this; 0 = auto: max(50Mbit (Clark), --max-bandwidth / 2), no pacing when --max-bandwidth is unlimited", '0')
     .option('--downtime-limit <duration>', 'switch over once the expected downtime is below this: 50ms, 1s (QEMU downtime-limit)', '300ms')
@@ -74,6 +76,12 @@ While it runs on a terminal, a progress line shows the round, how much RAM is se
 what remains and the downtime expected if it switched over now. Then a report: status, total time,
 downtime, rounds, bytes, and the per-round table (Clark's writable working set). Ctrl-C cancels the
 migration (the VM keeps running on the source).
+
+--max-bandwidth caps every round, the stop-and-copy round too (Clark). QEMU's max-bandwidth does
+not cap its completion: it sends what is left at full speed while the VM is paused. To do the
+same, --stop-copy-bandwidth unlimited (or any rate); the downtime then falls by the time the last
+pages would have waited for the cap. The switchover decision still expects the bandwidth the live
+rounds measured, so it stays on the safe side of --downtime-limit.
 
 Post-copy and hybrid (docs/postcopy.md): once the VM has switched to the destination, neither
 Ctrl-C nor --timeout can cancel it. A broken connection pauses both sides (status
@@ -224,6 +232,7 @@ async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
     vm,
     to: opts.to!,
     maxBandwidthBps: parseRate(opts.maxBandwidth ?? '0', '--max-bandwidth'),
+    ...(opts.stopCopyBandwidth !== undefined ? { stopCopyBandwidthBps: opts.stopCopyBandwidth === 'unlimited' ? 0 : parseRate(opts.stopCopyBandwidth, '--stop-copy-bandwidth') } : {}),
     minBandwidthBps: parseRate(opts.minBandwidth ?? '0', '--min-bandwidth'),
     rateIncrementBps: parseRate(opts.rateIncrement ?? '0', '--rate-increment'),
     downtimeLimitMs: Math.max(1, Math.round(parseDuration(opts.downtimeLimit ?? '300ms', '--downtime-limit'))),
@@ -427,7 +436,7 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
     ['rounds', `${r.rounds}${r.switchoverReason !== '' ? ` (switchover: ${r.switchoverReason})` : ''}`],
     ['RAM', formatBytes(r.ramBytes)],
     ['transferred', `${formatBytes(r.bytesTransferred)} in ${r.pagesTransferred} pages (${r.zeroPages} zero), state ${formatBytes(r.stateBytes)}`],
-    ['bandwidth cap', r.maxBandwidthBps > 0 ? formatRate(r.maxBandwidthBps) : 'unlimited'],
+    ['bandwidth cap', `${r.maxBandwidthBps > 0 ? formatRate(r.maxBandwidthBps) : 'unlimited'}${r.stopCopyBandwidthBps !== undefined && r.stopCopyBandwidthBps !== r.maxBandwidthBps ? `; stop-and-copy ${r.stopCopyBandwidthBps > 0 ? formatRate(r.stopCopyBandwidthBps) : 'unlimited'}` : ''}`],
   ];
   const sk = r.skippedPages;
   if (sk !== undefined && sk.balloon + sk.freeHint > 0) pairs.push(['not sent', `${sk.balloon} ballooned page entries, ${sk.freeHint} free-hinted pages (${formatBytes((sk.balloon + sk.freeHint) * 4096)})`]);

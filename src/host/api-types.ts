@@ -121,6 +121,8 @@ export interface StartMigrationRequest {
   /** The destination host's management API address, host:port. */
   to: string;
   maxBandwidthBps?: number;
+  /** The stop-and-copy round's rate; 0 = unlimited (QEMU's completion); absent: maxBandwidthBps. */
+  stopCopyBandwidthBps?: number;
   minBandwidthBps?: number;
   /** Dynamic rate limit increment; 0 or absent: max(50 Mbit/s, max/2), none when max is unlimited. */
   rateIncrementBps?: number;

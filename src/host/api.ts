@@ -41,6 +41,7 @@ export const START_MIGRATION: Schema = {
   vm: NAME_RULE,
   to: { type: 'string', required: true, minLength: 1, maxLength: 300 },
   maxBandwidthBps: { type: 'integer', min: 0, max: 1e15 },
+  stopCopyBandwidthBps: { type: 'integer', min: 0, max: 1e15 },
   minBandwidthBps: { type: 'integer', min: 0, max: 1e15 },
   rateIncrementBps: { type: 'integer', min: 0, max: 1e15 },
   downtimeLimitMs: { type: 'integer', min: 1, max: 3_600_000 },

@@ -97,6 +97,7 @@ export class Migrations {
       ...(req.precopyRounds !== undefined ? { precopyRounds: req.precopyRounds } : {}),
       ...(req.prepaging !== undefined ? { prepaging: req.prepaging } : {}),
       maxBandwidthBps: req.maxBandwidthBps ?? MIGRATION_DEFAULTS.maxBandwidthBps,
+      ...(req.stopCopyBandwidthBps !== undefined ? { stopCopyBandwidthBps: req.stopCopyBandwidthBps } : {}),
       minBandwidthBps: req.minBandwidthBps ?? MIGRATION_DEFAULTS.minBandwidthBps,
       ...(req.rateIncrementBps !== undefined && req.rateIncrementBps > 0 ? { rateIncrementBps: req.rateIncrementBps } : {}),
       downtimeLimitMs: req.downtimeLimitMs ?? MIGRATION_DEFAULTS.downtimeLimitMs,
@@ -379,7 +380,7 @@ export class Migrations {
 }
 
 function numericOpts(o: MigrateOptions): Record<string, number | boolean> {
-  return { maxBandwidthBps: o.maxBandwidthBps, minBandwidthBps: o.minBandwidthBps, rateIncrementBps: o.rateIncrementBps ?? 0, downtimeLimitMs: o.downtimeLimitMs, maxRounds: o.maxRounds, verifyRam: o.verifyRam, timeoutMs: o.timeoutMs, freePageHint: o.freePageHint !== false };
+  return { maxBandwidthBps: o.maxBandwidthBps, stopCopyBandwidthBps: o.stopCopyBandwidthBps ?? o.maxBandwidthBps, minBandwidthBps: o.minBandwidthBps, rateIncrementBps: o.rateIncrementBps ?? 0, downtimeLimitMs: o.downtimeLimitMs, maxRounds: o.maxRounds, verifyRam: o.verifyRam, timeoutMs: o.timeoutMs, freePageHint: o.freePageHint !== false };
 }
 
 function syntheticFailure(rec: OutgoingRecord, source: string, e: unknown): MigrationReport {

@@ -98,6 +98,8 @@ export interface MigrationReport {
   /** Expected downtime at the moment of switchover. */
   expectedDowntimeMs: number;
   maxBandwidthBps: number;
+  /** The stop-and-copy round's rate cap, bytes per second; 0 = unlimited. */
+  stopCopyBandwidthBps?: number;
   downtimeLimitMs: number;
   /** Why the iteration stopped: 'downtime-limit' | 'small-remainder' | 'not-converging' | 'max-rounds'. */
   switchoverReason: string;

@@ -85,6 +85,12 @@ export interface MigrateOptions {
   readonly prepaging?: PushOrderName;
   /** Bytes per second; 0 = unlimited. */
   readonly maxBandwidthBps: number;
+  /**
+   * Bytes per second of the stop-and-copy round (the vCPU is paused while it runs); 0 =
+   * unlimited, as QEMU's completion is (ram_save_complete flushes regardless of the rate
+   * limit). Absent: `maxBandwidthBps` (Clark: stop-and-copy runs at the maximum).
+   */
+  readonly stopCopyBandwidthBps?: number;
   /** Floor of the dynamic rate limiter, bytes per second. */
   readonly minBandwidthBps: number;
   /** Added to the last dirtying rate for each live round's limit; 0 or absent: `defaultRateIncrement`. */
@@ -354,7 +360,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (o.precopyRounds !== undefined && (!Number.isInteger(o.precopyRounds) || o.precopyRounds < 1)) bad(`precopyRounds = ${o.precopyRounds}`);
     if (o.prepaging !== undefined && o.prepaging !== 'linear' && o.prepaging !== 'bubbling') bad(`prepaging '${String(o.prepaging)}' (linear or bubbling)`);
     if (!Number.isInteger(o.destination.port) || o.destination.port <= 0 || o.destination.port > 65535) bad(`destination port ${o.destination.port}`);
-    for (const [k, v] of [['maxBandwidthBps', o.maxBandwidthBps], ['minBandwidthBps', o.minBandwidthBps], ['rateIncrementBps', o.rateIncrementBps ?? 0], ['downtimeLimitMs', o.downtimeLimitMs], ['timeoutMs', o.timeoutMs]] as const) {
+    for (const [k, v] of [['maxBandwidthBps', o.maxBandwidthBps], ['minBandwidthBps', o.minBandwidthBps], ['rateIncrementBps', o.rateIncrementBps ?? 0], ['stopCopyBandwidthBps', o.stopCopyBandwidthBps ?? 0], ['downtimeLimitMs', o.downtimeLimitMs], ['timeoutMs', o.timeoutMs]] as const) {
       if (!Number.isFinite(v) || v < 0) bad(`${k} = ${v}`);
     }
     if (!Number.isInteger(o.maxRounds) || o.maxRounds < 1) bad(`maxRounds = ${o.maxRounds}`);
@@ -827,7 +833,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     const { saving } = await this.pauseAndSave();
     const list = this.skips.laterRound(ram.dirty.sync());
     const round = ++this.round;
-    const limit = this.opts.maxBandwidthBps > 0 ? this.opts.maxBandwidthBps : Infinity;
+    const limit = this.stopCopyLimit();
     sender.setRate(limit);
     const started = performance.now();
     const tally = await this.sendRoundAll(list, round, false, limit);
@@ -1271,10 +1277,16 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
    * limiter's floor, whichever is higher.
    */
   private stopAndCopyBandwidth(): number {
-    const max = this.opts.maxBandwidthBps > 0 ? this.opts.maxBandwidthBps : Infinity;
+    const max = this.stopCopyLimit();
     let bw = this.peakBandwidth;
     if (bw === 0) bw = Math.max(this.opts.minBandwidthBps, this.smallSampleBandwidth);
     return Math.min(max, bw > 0 ? bw : 1);
+  }
+
+  /** The rate the stop-and-copy round runs at, bytes per second; Infinity: unlimited. */
+  private stopCopyLimit(): number {
+    const bps = this.opts.stopCopyBandwidthBps ?? this.opts.maxBandwidthBps;
+    return bps > 0 ? bps : Infinity;
   }
 
   private startTimers(): void {
@@ -1352,6 +1364,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       zeroPages: (sender?.totalZeroPages ?? 0) + (this.streams?.totalZeroPages ?? 0) + this.pushTally.zeroPages,
       expectedDowntimeMs: round3(this.expectedMs),
       maxBandwidthBps: this.opts.maxBandwidthBps,
+      stopCopyBandwidthBps: this.opts.stopCopyBandwidthBps ?? this.opts.maxBandwidthBps,
       downtimeLimitMs: this.opts.downtimeLimitMs,
       switchoverReason: this.switchoverReason,
       stateBytes: this.stateBytes,

@@ -190,6 +190,8 @@ describe('host daemon API', { timeout: 180_000 }, () => {
       ['POST', '/v1/migrations/nope/cancel', undefined, 404, 'not-found'],
       ['POST', '/v1/migrations', { vm: 'nope', to: '127.0.0.1:1', downtime: 5 }, 400, 'bad-request'],
       ['POST', '/v1/migrations', { vm: 'nope', to: '127.0.0.1:1', maxBandwidthBps: -1 }, 400, 'bad-request'],
+      ['POST', '/v1/migrations', { vm: 'nope', to: '127.0.0.1:1', stopCopyBandwidthBps: -1 }, 400, 'bad-request'],
+      ['POST', '/v1/migrations', { vm: 'nope', to: '127.0.0.1:1', stopCopyBandwidthBps: 'unlimited' }, 400, 'bad-request'],
       ['POST', '/v1/migrations', { vm: 'nope', to: '127.0.0.1:1', verifyRam: 'yes' }, 400, 'bad-request'],
     ];
     for (const [method, path, body, status, code] of cases) {

@@ -118,6 +118,28 @@ test('a destination that cannot load a state yet (its standby thread still start
   }
 });
 
+test('--stop-copy-bandwidth: live rounds keep the cap, the stop-and-copy round runs at its own rate (0: unlimited, as QEMU\'s completion)', async () => {
+  const ram = 32 * MiB;
+  const max = 8_000_000;
+  const host = new TestDestinationHost();
+  const { server, port } = await startServer(host, { name: 'B' });
+  try {
+    const vm = await bootTestVm('munch', 'wws=4M rate=4M pattern=random rss=1M report=200ms', ram, 'munch-sc');
+    assert.ok(await until(() => /t=0\.[2-9]/.test(vm.console()), 30_000), 'munch is running');
+    const { report } = migrate(vm, port, { maxBandwidthBps: max, stopCopyBandwidthBps: 0, downtimeLimitMs: 50, maxRounds: 4 });
+    const r = await report;
+    checkReport(r, ram);
+    assert.equal(r.ramDigestMatch, true);
+    assert.equal(r.stopCopyBandwidthBps, 0);
+    for (const s of r.perRound.slice(0, -1)) assert.ok(s.rateLimitBps > 0 && s.rateLimitBps <= max, `live round ${s.round} stays under the cap: ${s.rateLimitBps}`);
+    assert.equal(r.perRound.at(-1)!.rateLimitBps, 0, 'stop-and-copy is not paced');
+    await vm.stop();
+    assert.doesNotMatch(host.vms.get('munch-sc')!.console(), /BAD/);
+  } finally {
+    await server.close();
+  }
+});
+
 test('munch dirtying 16 MB/s under an 8 MB/s cap: several rounds, dirty pages per round, rates within [min, max]', async () => {
   const ram = 32 * MiB;
   const min = 4_000_000;
@@ -147,6 +169,7 @@ test('munch dirtying 16 MB/s under an 8 MB/s cap: several rounds, dirty pages pe
     }
     assert.equal(live[0]!.rateLimitBps, min, 'round 1 starts at the floor (Clark)');
     assert.equal(r.perRound.at(-1)!.rateLimitBps, max, 'stop-and-copy runs at the maximum');
+    assert.equal(r.stopCopyBandwidthBps, max, 'the report names the stop-and-copy cap');
     assert.ok(r.perRound[1]!.pages > 0 && r.perRound[1]!.pages <= r.perRound[0]!.dirtyPages, 'round 2 sends at most what round 1 left dirty');
     assert.ok(r.zeroPages > 0);
     await vm.stop();
