@@ -127,9 +127,11 @@ export class PageSender {
   /**
    * Sends the pages in `list` as round `round`. With `skipDirty` (live rounds), a page that is
    * dirty again when reached is left for the next round: it would be sent twice otherwise.
+   * `paused` (stop-and-copy): the vCPU is stopped, so no page changes under the encoder, and no
+   * later round sends these pages again (XBZRLE reads them in place and leaves its cache be).
    * Resolves once every frame has been handed to the kernel.
    */
-  async sendRound(list: Uint32Array, round: number, skipDirty: boolean): Promise<RoundTally> {
+  async sendRound(list: Uint32Array, round: number, skipDirty: boolean, paused = false): Promise<RoundTally> {
     const tally: RoundTally = { pages: 0, zeroPages: 0, skipped: 0, bytes: 0, limiterWaitMs: 0, unchanged: 0 };
     const xb = round > 1 ? this.xbzrle : undefined;
     const ram = this.ram;
@@ -155,7 +157,7 @@ export class PageSender {
         xb?.sentZero(p);
         tally.zeroPages++;
       } else if (xb !== undefined) {
-        if (xb.encode(p, u8, p * PAGE_SIZE, b) === XbzrleOutcome.Unchanged) {
+        if (xb.encode(p, u8, p * PAGE_SIZE, b, paused) === XbzrleOutcome.Unchanged) {
           tally.unchanged++;
           continue;
         }

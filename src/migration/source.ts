@@ -410,20 +410,21 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
 
   /**
    * Sends a round on every stream (page p on stream p mod n, each at its share of `limit`);
-   * returns the round's totals and keeps stream 0's own share for its ROUND_END.
+   * returns the round's totals and keeps stream 0's own share for its ROUND_END. `paused`:
+   * stop-and-copy (PageSender.sendRound).
    */
-  private async sendRoundAll(list: Uint32Array, round: number, skipDirty: boolean, limit: number): Promise<RoundTally> {
+  private async sendRoundAll(list: Uint32Array, round: number, skipDirty: boolean, limit: number, paused = false): Promise<RoundTally> {
     const sender = this.sender!;
     const streams = this.streams;
     if (streams === undefined) {
       this.ownTally = undefined;
-      return sender.sendRound(list, round, skipDirty);
+      return sender.sendRound(list, round, skipDirty, paused);
     }
     const share = limit === Infinity ? Infinity : limit / streams.count;
     sender.setRate(share);
     streams.setRate(share);
     const { own, rest } = streams.split(list);
-    const [mine, others] = await Promise.all([sender.sendRound(own, round, skipDirty), streams.sendRound(rest, round, skipDirty)]);
+    const [mine, others] = await Promise.all([sender.sendRound(own, round, skipDirty, paused), streams.sendRound(rest, round, skipDirty, paused)]);
     this.ownTally = mine;
     const all = { ...mine };
     for (const t of others) {
@@ -836,7 +837,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     const limit = this.stopCopyLimit();
     sender.setRate(limit);
     const started = performance.now();
-    const tally = await this.sendRoundAll(list, round, false, limit);
+    const tally = await this.sendRoundAll(list, round, false, limit, true);
     const durationMs = Math.max(performance.now() - started, 0.001);
     this.recordRound(round, tally, durationMs, 0, 0, limit);
     this.remainingBytes = 0;

@@ -21,6 +21,8 @@ export const DEFAULT_XBZRLE_CACHE_BYTES = 64 * 1024 * 1024;
 
 /** Unchanged runs this short inside a changed area are sent as literal bytes. */
 const FOLD = 2;
+/** Changed runs this short are copied byte by byte (no subarray per run). */
+const SHORT_RUN = 32;
 
 function ulebSize(n: number): number {
   return n < 0x80 ? 1 : 2;
@@ -54,12 +56,13 @@ export function xbzrleEncode(
   let i = 0;
   let d = 0;
   for (;;) {
-    // Unchanged run: word by word while aligned, then byte by byte.
+    // Unchanged run: four words at a time, then word by word while aligned, then byte by byte.
     const z = i;
     while (i < n) {
       if ((i & 3) === 0) {
         let w = i >> 2;
         const end = n >> 2;
+        while (w + 4 <= end && ((old32[ow + w]! ^ nw32[nwW + w]!) | (old32[ow + w + 1]! ^ nw32[nwW + w + 1]!) | (old32[ow + w + 2]! ^ nw32[nwW + w + 2]!) | (old32[ow + w + 3]! ^ nw32[nwW + w + 3]!)) === 0) w += 4;
         while (w < end && old32[ow + w] === nw32[nwW + w]) w++;
         i = w << 2;
         if (i >= n) break;
@@ -86,7 +89,11 @@ export function xbzrleEncode(
     if (d + ulebSize(zlen) + ulebSize(len) + len > max) return -1;
     d += putUleb(dst, dstAt + d, zlen);
     d += putUleb(dst, dstAt + d, len);
-    dst.set(nw.subarray(nwAt + s, nwAt + i), dstAt + d);
+    if (len <= SHORT_RUN) {
+      for (let k = 0; k < len; k++) dst[dstAt + d + k] = nw[nwAt + s + k]!;
+    } else {
+      dst.set(nw.subarray(nwAt + s, nwAt + i), dstAt + d);
+    }
     d += len;
   }
 }
@@ -174,6 +181,8 @@ export class XbzrleEncoder {
   private readonly cache32: Int32Array;
   private readonly cur = new Uint8Array(PAGE_SIZE);
   private readonly cur32 = new Int32Array(this.cur.buffer);
+  /** Int32 view of the last source buffer encoded in place (`paused`). */
+  private src32: Int32Array | undefined;
   private readonly budget: number;
   hits = 0;
   misses = 0;
@@ -188,31 +197,44 @@ export class XbzrleEncoder {
     this.budget = budget;
   }
 
-  /** Adds `page` (PAGE_SIZE bytes of `src` at `at`) to the batch as a delta or raw, or nothing if unchanged. */
-  encode(page: number, src: Uint8Array, at: number, b: PageBatchBuilder): XbzrleOutcome {
-    const cur = this.cur;
-    cur.set(src.subarray(at, at + PAGE_SIZE));
+  /**
+   * Adds `page` (PAGE_SIZE bytes of `src` at `at`) to the batch as a delta or raw, or nothing if
+   * unchanged. `final` (stop-and-copy: the vCPU is paused and no later round sends the page):
+   * the page is read in place, not copied first, and the cache is not updated.
+   */
+  encode(page: number, src: Uint8Array, at: number, b: PageBatchBuilder, final = false): XbzrleOutcome {
+    let nw: Uint8Array = this.cur;
+    let nw32: Int32Array = this.cur32;
+    let nwAt = 0;
+    if (final && (src.byteOffset & 3) === 0) {
+      nw = src;
+      nw32 = this.view32(src);
+      nwAt = at;
+    } else {
+      this.cur.set(src.subarray(at, at + PAGE_SIZE));
+      final = false;
+    }
     const cache = this.cache;
     const data = cache.data;
     const slot = cache.lookup(page);
     if (slot < 0) {
       this.misses++;
-      b.addRaw(page, cur, 0);
-      data.set(cur, cache.insert(page) * PAGE_SIZE);
+      b.addRaw(page, nw, nwAt);
+      if (!final) data.set(nw, cache.insert(page) * PAGE_SIZE);
       return XbzrleOutcome.Raw;
     }
     const slotAt = slot * PAGE_SIZE;
     const out = b.reserveEncoded(page, PageEncoding.Delta);
-    const len = xbzrleEncode(data, this.cache32, slotAt, cur, this.cur32, 0, b.bytes, out, this.budget);
+    const len = xbzrleEncode(data, this.cache32, slotAt, nw, nw32, nwAt, b.bytes, out, this.budget);
     if (len === 0) {
       b.cancelEncoded();
       this.unchanged++;
       return XbzrleOutcome.Unchanged;
     }
-    data.set(cur, slotAt);
+    if (!final) data.set(nw, slotAt);
     if (len < 0) {
       b.cancelEncoded();
-      b.addRaw(page, cur, 0);
+      b.addRaw(page, nw, nwAt);
       this.overflows++;
       return XbzrleOutcome.Raw;
     }
@@ -220,6 +242,13 @@ export class XbzrleEncoder {
     this.hits++;
     this.deltaBytes += len;
     return XbzrleOutcome.Delta;
+  }
+
+  /** An Int32Array over all of `src`'s buffer (made once per buffer). */
+  private view32(src: Uint8Array): Int32Array {
+    let v = this.src32;
+    if (v === undefined || v.buffer !== src.buffer) v = this.src32 = new Int32Array(src.buffer, 0, src.buffer.byteLength >> 2);
+    return v;
   }
 
   /** The page was sent by other means (e.g. as a zero page): keep the cache equal to the destination. */

@@ -117,9 +117,9 @@ test('the page cache: lookup, clock eviction, a fixed store, remove', () => {
 });
 
 /** Sends `pages` (one per page number) through an encoder into a batch and decodes it into `ram`. */
-function sendAndApply(enc: XbzrleEncoder, src: Uint8Array, pages: number[], ram: Uint8Array): XbzrleOutcome[] {
+function sendAndApply(enc: XbzrleEncoder, src: Uint8Array, pages: number[], ram: Uint8Array, final = false): XbzrleOutcome[] {
   const b = new PageBatchBuilder(64).begin(2);
-  const outcomes = pages.map((p) => enc.encode(p, src, p * PAGE_SIZE, b));
+  const outcomes = pages.map((p) => enc.encode(p, src, p * PAGE_SIZE, b, final));
   if (b.count === 0) return outcomes;
   const frame = b.finish();
   const r = new PageBatchReader({ ramPages: src.length / PAGE_SIZE }).decode(frame.subarray(8));
@@ -167,6 +167,31 @@ test('encoder and decoder keep the destination equal to the source across rounds
   assert.ok(s.evictions > 0, `evictions ${s.evictions}`);
   assert.equal(s.cacheBytes, 8 * PAGE_SIZE);
   assert.ok(s.deltaBytes > 0 && s.deltaBytes < s.hits * 200);
+});
+
+test('stop-and-copy (final): pages encoded in place from RAM, short and long runs, misses and overflows; the cache is left as it was', () => {
+  const rand = prng(7);
+  const pages = 16;
+  const src = new Uint8Array(new SharedArrayBuffer(pages * PAGE_SIZE));
+  for (let i = 0; i < src.length; i++) src[i] = randInt(rand, 0, 255);
+  const dst = new Uint8Array(src.length);
+  const enc = new XbzrleEncoder(8 * PAGE_SIZE, pages); // pages 8..15 miss once 0..7 are cached
+  const first = Array.from({ length: 8 }, (_, i) => i);
+  sendAndApply(enc, src, first, dst);
+  dst.set(src.subarray(8 * PAGE_SIZE), 8 * PAGE_SIZE); // as if sent raw earlier, not cached
+  src[1 * PAGE_SIZE + 100] ^= 1; // a one-byte run
+  for (let j = 0; j < 200; j++) src[2 * PAGE_SIZE + 1000 + j] ^= 0x5a; // a long run (subarray copy)
+  for (let j = 0; j < PAGE_SIZE; j += 64) src[3 * PAGE_SIZE + j] ^= 1; // many short runs
+  for (let j = 0; j < PAGE_SIZE; j++) src[4 * PAGE_SIZE + j] ^= 0xff; // overflows: raw
+  src[9 * PAGE_SIZE + 4095] ^= 1; // a miss: raw
+  const cacheBefore = enc.cache.data.slice();
+  const stats = enc.stats();
+  const out = sendAndApply(enc, src, [0, 1, 2, 3, 4, 9], dst, true);
+  assert.deepEqual(out, [XbzrleOutcome.Unchanged, XbzrleOutcome.Delta, XbzrleOutcome.Delta, XbzrleOutcome.Delta, XbzrleOutcome.Raw, XbzrleOutcome.Raw]);
+  assert.deepEqual(dst, src, 'the destination holds every page');
+  assert.deepEqual(enc.cache.data, cacheBefore, 'the final round does not update the cache');
+  assert.equal(enc.cache.has(9), false, 'nor insert into it');
+  assert.equal(enc.stats().hits, stats.hits + 3);
 });
 
 test('an unchanged page adds nothing to the batch; a zero page clears its cached copy', () => {
