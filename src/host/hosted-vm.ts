@@ -144,6 +144,17 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     return this.vcpu.setDirtyLogging(on);
   }
 
+  pauseAndSave(): { paused: Promise<void>; state: Promise<Uint8Array> } {
+    const p = this.vcpu.pauseAndSave();
+    const paused = p.paused.then(() => {
+      this.network?.freeze();
+      this.ownEndpoint?.freeze();
+    });
+    // The network section once the relay is frozen, the machine state whenever it comes.
+    const state = Promise.all([p.state, paused]).then(([machine]) => encodeEnvelope(machine, this.network?.saveState()));
+    return { paused, state };
+  }
+
   /** The host-level envelope: machine state + network section (src/host/vm-envelope.ts). */
   async saveState(): Promise<Uint8Array> {
     const machine = await this.vcpu.saveState();

@@ -817,10 +817,12 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.status = 'device';
     this.emitProgress();
     this.pausedAt = performance.now();
-    this.pausing = this.vm.pause();
+    const both = this.vm.pauseAndSave?.();
+    this.pausing = both !== undefined ? both.paused : this.vm.pause();
     this.pausing.catch(noop);
+    both?.state.catch(noop);
     await this.guard(this.pausing);
-    const saving = this.vm.saveState();
+    const saving = both !== undefined ? both.state : this.vm.saveState();
     saving.catch(noop);
     return { saving }; // wrapped: awaiting must not wait for the state too
   }

@@ -28,6 +28,11 @@ export interface MigratableVm extends VmIdentity {
   setDirtyLogging(on: boolean): Promise<void>;
   /** The machine state (CPU, devices, clock, console); only while paused. */
   saveState(): Promise<Uint8Array>;
+  /**
+   * pause() and saveState() at once, if the VM can do better than one after the other (the
+   * state is saved as soon as the vCPU stops). `state` rejects if the pause did not happen.
+   */
+  pauseAndSave?(): { paused: Promise<void>; state: Promise<Uint8Array> };
   /** Its virtio-balloon device, if it has one: free page hinting at migration start. */
   readonly balloon?: BalloonHostPort;
   /** A stream to a guest vsock port (the migration-assist channel); undefined without a vsock device. */

@@ -28,7 +28,8 @@ export interface VcpuWorkerData {
 export type ToVcpu =
   | { readonly type: 'resume' }
   | { readonly type: 'step'; readonly id: number; readonly count: number }
-  | { readonly type: 'save'; readonly id: number }
+  /** pausing: sent with a pause (Vcpu.pauseAndSave): stop at the boundary the handler runs at if not yet stopped. */
+  | { readonly type: 'save'; readonly id: number; readonly pausing?: boolean }
   | { readonly type: 'input'; readonly data: Uint8Array }
   | { readonly type: 'stats'; readonly id: number }
   | { readonly type: 'restore'; readonly id: number; readonly state: Uint8Array }

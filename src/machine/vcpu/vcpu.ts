@@ -324,6 +324,21 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
     return Atomics.load(this.sig, Sig.Throttle);
   }
 
+  /**
+   * pause() and saveState() in one: the save request is queued before the vCPU stops, so the
+   * thread saves the state as soon as it has stopped, without a second message after the pause
+   * (stop-and-copy waits for the state).
+   */
+  pauseAndSave(): { paused: Promise<void>; state: Promise<Uint8Array> } {
+    Atomics.store(this.sig, Sig.Command, VcpuCommand.Pause);
+    ring(this.sig);
+    const state = this.request((id) => ({ type: 'save', id, pausing: true })).then((m) => {
+      if (m.type !== 'saved') throw new VcpuError('unexpected reply to save', this.name);
+      return m.state;
+    });
+    return { paused: this.pause(), state };
+  }
+
   /** The non-RAM machine state; the vCPU must be paused (or exited). */
   async saveState(): Promise<Uint8Array> {
     const m = await this.request((id) => ({ type: 'save', id }));

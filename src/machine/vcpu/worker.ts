@@ -354,7 +354,12 @@ port.on('message', (m: ToVcpu) => {
         break;
       }
       case 'save': {
-        const s = Atomics.load(sig, Sig.State);
+        let s = Atomics.load(sig, Sig.State);
+        if (m.pausing === true && s === VcpuState.Running && Atomics.load(sig, Sig.Command) !== VcpuCommand.Run) {
+          // Between slices (the loop yielded): an instruction boundary. Stop here, as loop() would.
+          enterPaused();
+          s = VcpuState.Paused;
+        }
         if (s !== VcpuState.Paused && s !== VcpuState.Exited) {
           post({ type: 'failed', id: m.id, message: 'the machine state can only be saved while the vCPU is paused' });
           break;
