@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { bootId, monotonicUs } from '../util/host-clock.js';
 import { errorText } from './errors.js';
 import { VERIFY_KEY } from './postcopy-digest.js';
 import { PostcopyReceiver, type PostcopyLink, type PostcopyState } from './postcopy-destination.js';
@@ -37,6 +38,7 @@ import {
   encodeAbort,
   encodeAccept,
   encodeActivated,
+  encodeResumedAt,
   encodeCommitted,
   encodePong,
   encodeRefuse,
@@ -547,7 +549,7 @@ class IncomingSession {
     if (this.server.takeFault('reservation')) return this.fault('reservation');
     this.phase = 'transfer';
     this.sessionId = sessionId;
-    this.granted = (h.capabilities & (h.mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages)) | grantedEncodings(h.capabilities);
+    this.granted = (h.capabilities & (h.mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages)) | grantedEncodings(h.capabilities) | (h.capabilities & Capability.ResumedAt);
     // The image for a warm-up, if this host does them and pre-copy comes first.
     if (h.mode !== 'postcopy' && this.host.warmUp !== undefined) this.granted |= h.capabilities & Capability.WarmImage;
     if (h.streamCount > 1) {
@@ -823,7 +825,9 @@ class IncomingSession {
     } catch (e) {
       this.log.error({ err: errorText(e) }, 'the committed VM did not resume');
     }
+    const resumedUs = monotonicUs();
     const switchoverUs = Math.round((performance.now() - this.completeAt) * 1000);
+    if ((this.granted & Capability.ResumedAt) !== 0 && this.socket.writable) this.socket.write(encodeResumedAt({ bootId: bootId(), resumedUs }));
     this.closeWith(encodeActivated({ switchoverUs }));
     this.phase = 'done';
     this.cleanedUp = true;

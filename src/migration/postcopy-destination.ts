@@ -13,6 +13,7 @@ import type { GuestRam } from '../machine/memory/ram.js';
 import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { Sig } from '../machine/memory/signals.js';
 import type { Logger } from '../util/log.js';
+import { bootId, monotonicUs } from '../util/host-clock.js';
 import { errorText } from './errors.js';
 import { PageDigests } from './postcopy-digest.js';
 import { latencySummary } from './postcopy-source.js';
@@ -30,6 +31,7 @@ import {
   decodeState,
   encodeAccept,
   encodeActivated,
+  encodeResumedAt,
   encodeCommitted,
   encodePageRequest,
   encodePostcopyStats,
@@ -206,8 +208,10 @@ export class PostcopyReceiver {
     this.stateBlob = undefined;
     this.prepared = prepared;
     prepared.resume();
+    const resumedUs = monotonicUs();
     this.switchoverUs = Math.round((performance.now() - this.stateAt) * 1000);
     this.state = this.link !== undefined ? 'running' : 'paused';
+    if ((o.capabilities & Capability.ResumedAt) !== 0) this.link?.send(encodeResumedAt({ bootId: bootId(), resumedUs }));
     this.link?.send(encodeActivated({ switchoverUs: this.switchoverUs }));
     this.log.info({ switchoverMs: this.switchoverUs / 1000, loadMs: Math.round(this.loadMs * 1000) / 1000, missing: this.missing }, 'post-copy: the VM runs here; missing pages are fetched on demand');
     o.onState(this, this.state);

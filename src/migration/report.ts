@@ -83,6 +83,12 @@ export interface MigrationReport {
   /** From the vCPU pause on the source to the vCPU resume on the destination. */
   downtimeMs: number;
   /**
+   * true: measured on one clock (both hosts on one machine: the destination's RESUMED_AT named
+   * this machine's boot); false: estimated from ACTIVATED's arrival (docs/precopy.md, Downtime).
+   * Absent when the VM was never paused.
+   */
+  downtimeExact?: boolean;
+  /**
    * QEMU's definition, for comparing with query-migrate's `downtime`: from the pause to the
    * source having handed everything (last pages, state, COMPLETE) to the kernel; it leaves out
    * the transfer's tail, the destination's load and resume. Absent when the VM was never paused.

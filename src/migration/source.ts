@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { silentLogger, type Logger } from '../util/log.js';
+import { bootId, monotonicUs } from '../util/host-clock.js';
 import { MigrationError, errorText } from './errors.js';
 import { PageSender, type FrameSink, type RoundTally } from './page-sender.js';
 import { AutoConverge } from './auto-converge.js';
@@ -63,6 +64,7 @@ import {
   type Hello,
   type Frame,
   type Message,
+  type ResumedAt,
 } from './wire/index.js';
 
 export interface MigrateOptions {
@@ -239,6 +241,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private dirtyLogging: Promise<void> | undefined;
   private pausing: Promise<void> | undefined;
   private pausedAt = 0;
+  /** CLOCK_MONOTONIC (µs) at the pause, for a destination on this machine (RESUMED_AT). */
+  private pausedMonoUs = 0;
+  private resumedAtGranted = false;
+  /** The destination's RESUMED_AT, if it sent one. */
+  private peerResumed: ResumedAt | undefined;
   private resumedAt = 0;
   private completeSentAt = 0;
   private committedAt = 0;
@@ -386,6 +393,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.sender = new PageSender(this.vm.ram, this.sink, this.zeroGranted, this.encodings.encodings);
     if (this.encodings.canFallBackToXbzrle && this.xbzrleFallbackWanted(this.opts.mode, this.opts.streams ?? 1)) this.deltaProbe = new DeltaProbe();
     this.balloonPagesGranted = (m.capabilities & Capability.BalloonPages) !== 0;
+    this.resumedAtGranted = (m.capabilities & Capability.ResumedAt) !== 0;
     this.log.info({ session: formatId(m.sessionId), zeroPages: this.zeroGranted }, 'migration: destination accepted, RAM reserved there');
     // Before any page: the destination starts running the guest's code on its standby thread.
     const image = this.warmUpImage();
@@ -487,7 +495,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages) | offeredCapabilities(this.opts) | (streamCount > 1 ? Capability.MultiStream : 0)
         | (this.xbzrleFallbackWanted(mode, streamCount) ? Capability.Xbzrle : 0)
         // The image, for the destination's warm-up: a new session that runs pre-copy first.
-        | (this.warmUpImage() !== undefined && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage : 0),
+        | (this.warmUpImage() !== undefined && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage : 0)
+        | Capability.ResumedAt,
       streamIndex: 0,
       streamCount,
       sessionId,
@@ -817,6 +826,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.status = 'device';
     this.emitProgress();
     this.pausedAt = performance.now();
+    this.pausedMonoUs = monotonicUs();
     const both = this.vm.pauseAndSave?.();
     this.pausing = both !== undefined ? both.paused : this.vm.pause();
     this.pausing.catch(noop);
@@ -1149,6 +1159,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         if (!this.isCommitted) throw this.protocolError('ACTIVATED before COMMITTED');
         this.deliver(m);
         return;
+      case FrameType.ResumedAt:
+        if (!this.isCommitted && !this.switched) throw this.protocolError('RESUMED_AT before COMMITTED');
+        if (!this.resumedAtGranted) throw this.protocolError('RESUMED_AT without the resumed-at capability');
+        this.peerResumed ??= m;
+        return;
       case FrameType.PageRequest:
         if (!this.switched) throw this.protocolError('PAGE_REQUEST before the post-copy switch');
         if (this.pusher !== undefined) this.pusher.request(m.requestId, m.pages);
@@ -1315,19 +1330,35 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   }
 
   /**
-   * Downtime, from the pause here to the resume there. The two clocks are not comparable, so
-   * it is measured on this clock: ACTIVATED left the destination right after the resume, so
-   * the resume happened about one one-way delay (min RTT / 2) before ACTIVATED arrived here.
-   * The destination's own switchover time (COMPLETE received to resume) is a lower bound.
+   * Downtime, from the pause here to the resume there. A destination on this machine (the same
+   * boot id in its RESUMED_AT) read the same CLOCK_MONOTONIC: the downtime is the difference of
+   * the two readings. Otherwise the two clocks are not comparable, so it is estimated on this
+   * clock: ACTIVATED left the destination right after the resume, so the resume happened about
+   * one one-way delay (min RTT / 2) before ACTIVATED arrived here; the destination's own
+   * switchover time (COMPLETE received to resume) is a lower bound. The estimate runs high when
+   * either side's thread is late to send or read ACTIVATED (measured: 1-4 ms on a busy 2-core
+   * machine).
    */
   private downtime(): number {
     if (this.pausedAt === 0) return 0;
-    if (!this.isCommitted) return this.resumedAt > 0 ? this.resumedAt - this.pausedAt : 0;
+    if (!this.isCommitted && !this.switched) return this.resumedAt > 0 ? this.resumedAt - this.pausedAt : 0;
+    const exact = this.sameClockDowntime();
+    if (exact !== undefined) return exact;
+    if (!this.isCommitted) return 0;
     const oneWay = this.rtt() / 2;
     const end = this.activatedAt > 0 ? this.activatedAt : this.committedAt;
     const estimate = end - this.pausedAt - oneWay;
     const lower = this.switchoverUs !== undefined ? this.switchoverUs / 1000 : 0;
     return Math.max(lower, estimate);
+  }
+
+  /** The downtime on the one clock both hosts read, when the destination runs on this machine. */
+  private sameClockDowntime(): number | undefined {
+    const r = this.peerResumed;
+    if (r === undefined || this.pausedMonoUs === 0) return undefined;
+    const mine = bootId();
+    if (mine.every((b) => b === 0) || !bytesEqual(mine, r.bootId) || r.resumedUs < this.pausedMonoUs) return undefined;
+    return (r.resumedUs - this.pausedMonoUs) / 1000;
   }
 
   private postcopyReport(): PostcopyStats {
@@ -1358,6 +1389,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       destination: this.opts.destinationName,
       totalTimeMs: round3(performance.now() - this.t0),
       downtimeMs: round3(this.downtime()),
+      ...(this.pausedAt > 0 ? { downtimeExact: this.sameClockDowntime() !== undefined } : {}),
       ...(this.pausedAt > 0 && this.completeSentAt >= this.pausedAt ? { sourceDowntimeMs: round3(this.completeSentAt - this.pausedAt) } : {}),
       setupTimeMs: round3(this.setupTimeMs),
       rounds: this.perRound.length,

@@ -3,11 +3,9 @@
 // requests are answered with demand PAGES, and a resume refused as unknown-session gives the VM
 // back to the source.
 import assert from 'node:assert/strict';
-import { createServer, type Server, type Socket } from 'node:net';
 import { after, test } from 'node:test';
 import {
   Capability,
-  FrameReader,
   FrameType,
   PROTOCOL_VERSION,
   decodeHello,
@@ -16,53 +14,13 @@ import {
   encodeActivated,
   encodeFrame,
   encodePageRequest,
-  encodePong,
   encodeRefuse,
-  decodePing,
   randomId,
-  type Frame,
 } from '../../src/migration/wire/index.js';
+import { fakeDestination, waitFor as until } from '../helpers/fake-destination.js';
 import { MiB, bootTestVm, migrate, stopAllVcpus } from '../helpers/test-hosts.js';
 
 after(() => stopAllVcpus());
-
-interface Fake {
-  server: Server;
-  port: number;
-  frames: Frame[];
-  sockets: Socket[];
-  /** Called for each frame; the socket to answer on. */
-  onFrame: (f: Frame, s: Socket) => void;
-}
-
-async function fakeDestination(): Promise<Fake> {
-  const fake: Fake = { server: undefined as unknown as Server, port: 0, frames: [], sockets: [], onFrame: () => {} };
-  fake.server = createServer((s) => {
-    fake.sockets.push(s);
-    const reader = new FrameReader({ from: 'source' });
-    s.on('error', () => {});
-    s.on('data', (chunk: Buffer) => {
-      reader.push(chunk);
-      for (let f = reader.next(); f !== undefined; f = reader.next()) {
-        const copy = { type: f.type, flags: f.flags, payload: f.payload.slice() };
-        fake.frames.push(copy);
-        if (f.type === FrameType.Ping) s.write(encodePong({ nonce: decodePing(f.payload).nonce }));
-        fake.onFrame(copy, s);
-      }
-    });
-  });
-  await new Promise<void>((r) => fake.server.listen(0, '127.0.0.1', r));
-  fake.port = (fake.server.address() as { port: number }).port;
-  return fake;
-}
-
-async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 test('hostile PAGE_REQUESTs after the switch: ignored or a pause, never a crash; unknown-session on resume gives the VM back', { timeout: 120_000 }, async () => {
   const vm = await bootTestVm('verify', 'region=4M mark=16', 16 * MiB, 'hostile');
@@ -114,6 +72,5 @@ test('hostile PAGE_REQUESTs after the switch: ignored or a pause, never a crash;
   const before = vm.count('B');
   await until(() => vm.count('B') > before, 20_000, 'the VM running at the source again');
   assert.equal(vm.count('X'), 0);
-  for (const s of fake.sockets) s.destroy();
-  fake.server.close();
+  fake.close();
 });

@@ -58,6 +58,11 @@ test('verify migrates A -> B -> A ... six times: no page lost, console whole, di
       const [incoming, info] = (await activated) as [{ name: string }, { downtimeMs: number; migrationId: string }];
       assert.equal(incoming.name, 'verify-1');
       assert.equal(info.migrationId, migration.progress().id);
+      // Both ends in one process: RESUMED_AT names this boot, so the downtime is read off one clock,
+      // and it holds the destination's own share (COMPLETE received to resume).
+      assert.equal(r.downtimeExact, true);
+      assert.ok(r.downtimeMs >= info.downtimeMs, `downtime ${r.downtimeMs} ms >= the destination's share ${info.downtimeMs} ms`);
+      assert.ok(r.downtimeMs >= r.sourceDowntimeMs!, `downtime ${r.downtimeMs} ms >= the source's share ${r.sourceDowntimeMs} ms`);
       assert.ok(info.downtimeMs > 0 && info.downtimeMs <= r.downtimeMs);
       assert.ok(progress.some((p) => p.stage === 'precopy') && progress.some((p) => p.stage === 'stop-and-copy'));
       assert.equal(progress.at(-1)!.status, 'completed');

@@ -3,6 +3,7 @@ import { FrameType, allowedFlagsFor, frameTypeName } from './constants.js';
 import {
   decodeAbort,
   decodeActivated,
+  decodeResumedAt,
   decodeCommitted,
   decodeComplete,
   decodeDiscard,
@@ -14,6 +15,7 @@ import {
   decodeState,
   encodeAbort,
   encodeActivated,
+  encodeResumedAt,
   encodeCommitted,
   encodeComplete,
   encodeDiscard,
@@ -62,6 +64,7 @@ export function decodeMessage(frame: Frame, options: DecodeOptions = {}): Messag
     case FrameType.Committed: return decodeCommitted(p);
     case FrameType.Activated: return decodeActivated(p);
     case FrameType.PostcopyStats: return decodePostcopyStats(p);
+    case FrameType.ResumedAt: return decodeResumedAt(p);
     case FrameType.Image: return decodeImage(p);
     case FrameType.PageRequest: return decodePageRequest(p);
     case FrameType.Resume: return decodeResume(p);
@@ -88,6 +91,7 @@ export function encodeMessage(m: Message): Uint8Array {
     case FrameType.Committed: return encodeCommitted(m);
     case FrameType.Activated: return encodeActivated(m);
     case FrameType.PostcopyStats: return encodePostcopyStats(m);
+    case FrameType.ResumedAt: return encodeResumedAt(m);
     case FrameType.Image: return encodeImage(m);
     case FrameType.PageRequest: return encodePageRequest(m);
     case FrameType.Resume: return encodeResume(m);

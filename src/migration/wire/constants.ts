@@ -6,9 +6,10 @@
 export const PROTOCOL_MAJOR = 1;
 /**
  * 1.1 added POSTCOPY_STATS (0x23), PAGES_COMPRESSED (0x14) and the lz4 / zstd capability bits;
- * 1.2 added IMAGE (0x15) and the warm-image capability bit.
+ * 1.2 added IMAGE (0x15) and the warm-image capability bit;
+ * 1.3 added RESUMED_AT (0x24) and the resumed-at capability bit.
  */
-export const PROTOCOL_MINOR = 2;
+export const PROTOCOL_MINOR = 3;
 
 export interface ProtocolVersion {
   readonly major: number;
@@ -43,6 +44,8 @@ export const enum FrameType {
   Activated = 0x22,
   /** Since 1.1: the destination's post-copy figures (network faults, latency, written pages). */
   PostcopyStats = 0x23,
+  /** Since 1.3: the destination's boot id and CLOCK_MONOTONIC at the vCPU resume (resumed-at capability). */
+  ResumedAt = 0x24,
   PageRequest = 0x30,
   Resume = 0x31,
   Ping = 0x40,
@@ -88,6 +91,11 @@ export const enum Capability {
    * run it on its standby vCPU thread during pre-copy and resume the VM on compiled code.
    */
   WarmImage = 1 << 8,
+  /**
+   * Since 1.3: the destination sends RESUMED_AT before ACTIVATED; a source on the same machine
+   * (same boot id) measures the downtime on the one clock both read, not as an estimate.
+   */
+  ResumedAt = 1 << 9,
 }
 
 export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
@@ -100,10 +108,11 @@ export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
   [Capability.Zstd, 'zstd'],
   [Capability.BalloonPages, 'balloon-pages'],
   [Capability.WarmImage, 'warm-image'],
+  [Capability.ResumedAt, 'resumed-at'],
 ];
 
 /** Capability bits this version defines. */
-export const KNOWN_CAPABILITIES = 0x1ff;
+export const KNOWN_CAPABILITIES = 0x3ff;
 
 export const FRAME_HEADER_BYTES = 8;
 /** The page size of protocol 1.x; a raw PAGES entry carries exactly this many bytes. */
@@ -137,6 +146,8 @@ export const DISCARD_FIXED_BYTES = 12;
 export const PAGE_REQUEST_FIXED_BYTES = 8;
 export const PAGES_COMPRESSED_FIXED_BYTES = 8;
 export const POSTCOPY_STATS_BYTES = 24;
+/** RESUMED_AT: boot id (16) + resumedUs (8). */
+export const RESUMED_AT_BYTES = 24;
 export const IMAGE_FIXED_BYTES = DIGEST_BYTES + 4;
 
 /** Worst-case entry: page u32 + encoding u8 + length u32 + a page of bytes. */
@@ -162,6 +173,7 @@ const NAMES: { [t: number]: string } = {
   [FrameType.Committed]: 'COMMITTED',
   [FrameType.Activated]: 'ACTIVATED',
   [FrameType.PostcopyStats]: 'POSTCOPY_STATS',
+  [FrameType.ResumedAt]: 'RESUMED_AT',
   [FrameType.PageRequest]: 'PAGE_REQUEST',
   [FrameType.Resume]: 'RESUME',
   [FrameType.Ping]: 'PING',
@@ -184,6 +196,7 @@ const MAX_PAYLOAD: { [t: number]: number } = {
   [FrameType.Committed]: 4 + DIGEST_BYTES,
   [FrameType.Activated]: 8,
   [FrameType.PostcopyStats]: POSTCOPY_STATS_BYTES,
+  [FrameType.ResumedAt]: RESUMED_AT_BYTES,
   [FrameType.PageRequest]: PAGE_REQUEST_FIXED_BYTES + 4 * MAX_REQUEST_PAGES,
   [FrameType.Resume]: RESUME_FIXED_BYTES + 8 * MAX_PAGE_RUNS,
   [FrameType.Ping]: 8,
@@ -211,6 +224,7 @@ const SENDERS: { [t: number]: Sender } = {
   [FrameType.Committed]: 'destination',
   [FrameType.Activated]: 'destination',
   [FrameType.PostcopyStats]: 'destination',
+  [FrameType.ResumedAt]: 'destination',
   [FrameType.PageRequest]: 'destination',
   [FrameType.Resume]: 'destination',
   [FrameType.Ping]: 'either',

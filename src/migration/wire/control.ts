@@ -14,6 +14,7 @@ import {
   MAX_STATE_BYTES,
   PAGE_REQUEST_FIXED_BYTES,
   RESUME_FIXED_BYTES,
+  RESUMED_AT_BYTES,
   ROUND_END_BYTES,
   STATE_FIXED_BYTES,
 } from './constants.js';
@@ -32,6 +33,7 @@ import {
   type Ping,
   type Pong,
   type Resume,
+  type ResumedAt,
   type RoundEnd,
   type State,
 } from './messages.js';
@@ -206,6 +208,22 @@ export function decodeActivated(payload: Uint8Array): Activated {
   const switchoverUs = r.u64('switchoverUs');
   r.end();
   return { type: FrameType.Activated, switchoverUs };
+}
+
+// ---- RESUMED_AT (1.3): bootId 16 bytes | resumedUs u64 ----------------------------------------
+
+export function encodeResumedAt(m: Body<ResumedAt>): Uint8Array {
+  checkBytes('RESUMED_AT', 'bootId', m.bootId, ID_BYTES);
+  checkU64('RESUMED_AT', 'resumedUs', m.resumedUs);
+  return new FrameWriter(FrameType.ResumedAt, RESUMED_AT_BYTES).raw(m.bootId).u64(m.resumedUs).finish();
+}
+
+export function decodeResumedAt(payload: Uint8Array): ResumedAt {
+  const r = new PayloadReader(payload, 'RESUMED_AT');
+  const bootId = r.fixed(ID_BYTES, 'bootId').slice();
+  const resumedUs = r.u64('resumedUs');
+  r.end();
+  return { type: FrameType.ResumedAt, bootId, resumedUs };
 }
 
 // ---- PAGE_REQUEST: requestId u32 | count u16 | reserved u16 | pages u32* ---------------------

@@ -79,6 +79,8 @@ export {
   decodeCommitted,
   encodeActivated,
   decodeActivated,
+  encodeResumedAt,
+  decodeResumedAt,
   encodePageRequest,
   decodePageRequest,
   encodeResume,

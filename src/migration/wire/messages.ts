@@ -153,6 +153,15 @@ export interface Activated {
   readonly switchoverUs: number;
 }
 
+/** Since 1.3: when the destination resumed the vCPU, on its own clock (sent just before ACTIVATED). */
+export interface ResumedAt {
+  readonly type: FrameType.ResumedAt;
+  /** The destination's boot id (16 bytes; all zero: unknown). */
+  readonly bootId: Uint8Array;
+  /** Its CLOCK_MONOTONIC at the vCPU resume, µs. */
+  readonly resumedUs: number;
+}
+
 /** Since 1.1: what the destination saw of a post-copy (sent before COMMITTED). */
 export interface PostcopyStats {
   readonly type: FrameType.PostcopyStats;
@@ -214,6 +223,7 @@ export type Message =
   | Activated
   | PagesCompressed
   | PostcopyStats
+  | ResumedAt
   | Image
   | PageRequest
   | Resume

@@ -12,6 +12,7 @@ import {
   decodeAbort,
   decodeAccept,
   decodeActivated,
+  decodeResumedAt,
   decodeCommitted,
   decodeComplete,
   decodeDiscard,
@@ -29,6 +30,7 @@ import {
   encodeAbort,
   encodeAccept,
   encodeActivated,
+  encodeResumedAt,
   encodeCommitted,
   encodeComplete,
   encodeDiscard,
@@ -264,6 +266,16 @@ test('ACTIVATED: hand-made bytes', () => {
   assert.deepEqual(decodeActivated(Uint8Array.from(le.u64(1234))), { type: FrameType.Activated, switchoverUs: 1234 });
 });
 
+test('RESUMED_AT (1.3): hand-made bytes; exactly 24 bytes; a boot id of 16 bytes', () => {
+  const id = Uint8Array.from({ length: 16 }, (_, i) => i + 1);
+  const payload = cat(id, le.u64(123_456_789));
+  assert.deepEqual(encodeResumedAt({ bootId: id, resumedUs: 123_456_789 }), frame(0x24, payload));
+  assert.deepEqual(decodeResumedAt(payload), { type: FrameType.ResumedAt, bootId: id, resumedUs: 123_456_789 });
+  assert.throws(() => decodeResumedAt(payload.subarray(0, 23)), WireError);
+  assert.throws(() => decodeResumedAt(cat(payload, [0])), WireError);
+  assert.throws(() => encodeResumedAt({ bootId: id.subarray(0, 15), resumedUs: 1 }), WireError);
+});
+
 test('PAGE_REQUEST: hand-made bytes', () => {
   const payload = cat(le.u32(17), le.u16(3), le.u16(0), le.u32(10), le.u32(11), le.u32(4000));
   const m = { requestId: 17, pages: Uint32Array.from([10, 11, 4000]) };
@@ -319,6 +331,7 @@ test('every message round-trips through encodeMessage/decodeMessage and the fram
     { type: FrameType.Complete, round: 3, ramDigest: sha256(new Uint8Array(0)) },
     { type: FrameType.Committed, ramDigest: undefined },
     { type: FrameType.Activated, switchoverUs: 0 },
+    { type: FrameType.ResumedAt, bootId: new Uint8Array(16).fill(9), resumedUs: 2 ** 40 },
     { type: FrameType.PageRequest, requestId: 1, pages: Uint32Array.from([9]) },
     { type: FrameType.Resume, sessionId: SESSION_ID, runs: pageRunsFromList([0], 1) },
     { type: FrameType.Ping, nonce: 5n },
