@@ -20,7 +20,7 @@ import { DataStreams } from './streams.js';
 import type { CompressionAlgorithm } from './encoding/compress.js';
 import { DynamicRateLimit, type RateLimitPolicy } from './rate-limit.js';
 import type { MigrationProgress, MigrationReport, MigrationStage, MigrationStatus, PostcopyStats, RoundStats } from './report.js';
-import { DowntimeLimitPolicy, catchUpWanted, expectedDowntimeMs, type SwitchoverPolicy } from './switchover.js';
+import { DowntimeLimitPolicy, ackWaitNeeded, catchUpWanted, expectedDowntimeMs, type SwitchoverPolicy } from './switchover.js';
 import type { MigratableVm } from './vm-port.js';
 import { PageDigests, VERIFY_KEY } from './postcopy-digest.js';
 import { FreePageHintRun } from './free-page-hint.js';
@@ -562,6 +562,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     // ahead of what the destination has taken in, and pauses the VM only once the destination
     // has every live round: the last round then does not queue behind earlier ones.
     const acks: Promise<void>[] = [];
+    const acked: boolean[] = [];
     let dirtySince = performance.now(); // when the marks being collected started (the last sync)
     let fallbackUntil = 0; // XBZRLE fallback: the last round it is given before 'not-converging' counts again
     let catchUps = 0; // live rounds added because the destination was behind at the switchover (catchUpWanted)
@@ -591,6 +592,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       if (tasks !== undefined) this.perRound[this.perRound.length - 1]!.tasks = tasks;
       if (this.autoConverge !== undefined) this.applyThrottle(this.autoConverge.afterPeriod(dirtyPages * PAGE_SIZE, tally.bytes));
       acks[round] = this.streams !== undefined ? Promise.all([this.pingAndWait(), this.streams.ping()]).then(noop) : this.pingAndWait();
+      const r = round;
+      acks[round].then(() => (acked[r] = true), noop);
       this.remainingBytes = dirtyPages * PAGE_SIZE;
       this.dirtyRateBps = dirtyRate;
       const decision = policy.decide({
@@ -620,6 +623,12 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         // As QEMU with auto-converge: not converging yet is what the throttle is for; keep
         // iterating while it can still rise (the round limit still applies).
         this.log.debug({ round, throttlePercent: this.throttlePercent }, 'pre-copy not converging; auto-converge can still slow the vCPU');
+      } else if (decision.reason !== undefined && !ackWaitNeeded({ round, previousAcked: acked[round - 1] === true, roundBytes: tally.bytes })) {
+        // The destination has the rest and this round is small: pause now, before the guest dirties more.
+        this.perRound[this.perRound.length - 1]!.ackWaitMs = 0;
+        this.switchoverReason = decision.reason;
+        this.log.info({ round, reason: decision.reason, remainingBytes: dirtyPages * PAGE_SIZE, waitedMs: 0, expectedDowntimeMs: decision.expectedDowntimeMs }, 'migration: switching over');
+        return;
       } else if (decision.reason !== undefined) {
         const waitFrom = performance.now();
         await this.guard(acks[round]!);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DowntimeLimitPolicy, MAX_CATCH_UPS, catchUpWanted, expectedDowntimeMs } from '../../src/migration/switchover.js';
+import { DowntimeLimitPolicy, MAX_CATCH_UPS, NO_WAIT_ROUND_BYTES, ackWaitNeeded, catchUpWanted, expectedDowntimeMs } from '../../src/migration/switchover.js';
 
 const MB = 1_000_000;
 /** 1 Gbit/s in bytes per second. */
@@ -67,4 +67,13 @@ test('catch-up round: wanted when the wait for the destination let the dirty set
   assert.equal(catchUpWanted({ ...base, catchUps: MAX_CATCH_UPS }), false, 'at most MAX_CATCH_UPS');
   assert.equal(catchUpWanted({ ...base, round: 30 }), false, 'the round limit holds');
   assert.equal(catchUpWanted({ ...base, waitedMs: 5, pendingPages: 60 + 140 }), false, '140 pages in 5 ms: 115 MB/s, dirtied near the bandwidth');
+});
+
+test('ackWaitNeeded: pause at once after a small last round when the destination has every earlier one', () => {
+  const base = { round: 4, previousAcked: true, roundBytes: 64 * 1024 };
+  assert.equal(ackWaitNeeded(base), false, 'small round, the one before acknowledged: no wait');
+  assert.equal(ackWaitNeeded({ ...base, roundBytes: NO_WAIT_ROUND_BYTES }), false, 'at the bound');
+  assert.equal(ackWaitNeeded({ ...base, roundBytes: NO_WAIT_ROUND_BYTES + 1 }), true, 'a big round may still be queued there');
+  assert.equal(ackWaitNeeded({ ...base, previousAcked: false }), true, 'the destination is behind (or its standby not ready: it holds PONGs)');
+  assert.equal(ackWaitNeeded({ ...base, round: 1, previousAcked: false }), true, 'after round 1 no PONG has proved the destination ready');
 });
