@@ -8,7 +8,10 @@
  * Counts are ULEB128 in one or two bytes (< 2^14). Unchanged bytes at the end of the page are
  * not encoded. The encoder also folds changed runs separated by one or two unchanged bytes into
  * one run (costs no more than a new run's headers, and decodes faster); the result is still a
- * valid QEMU delta. Scans compare 32-bit words where it can; nothing is allocated per page.
+ * valid QEMU delta. A page is first compared whole with a native memcmp (an unchanged page
+ * costs just that), and after a changed run the rest of it again (a page with one changed spot
+ * costs a scan up to it); scans compare 32-bit words four at a time where they can. Nothing is
+ * allocated per page.
  */
 import { PAGE_SIZE } from '../../machine/memory/layout.js';
 import { PageEncoding, WireError, type PageBatchBuilder } from '../wire/index.js';
@@ -23,6 +26,14 @@ export const DEFAULT_XBZRLE_CACHE_BYTES = 64 * 1024 * 1024;
 const FOLD = 2;
 /** Changed runs this short are copied byte by byte (no subarray per run). */
 const SHORT_RUN = 32;
+/**
+ * After a changed run, the rest of the page is compared natively (memcmp, no allocation) at most
+ * this many times per page, and only while at least TAIL_CHECK_MIN bytes remain: a page with one
+ * changed spot then costs a JS scan up to it and one memcmp, not a JS scan of the whole page.
+ */
+const TAIL_CHECKS = 4;
+const TAIL_CHECK_MIN = 512;
+const memcmp = Buffer.prototype.compare;
 
 function ulebSize(n: number): number {
   return n < 0x80 ? 1 : 2;
@@ -53,8 +64,11 @@ export function xbzrleEncode(
   const n = PAGE_SIZE;
   const ow = (old.byteOffset + oldAt - old32.byteOffset) >> 2;
   const nwW = (nw.byteOffset + nwAt - nw32.byteOffset) >> 2;
+  // The whole page first: an unchanged page costs one memcmp.
+  if (memcmp.call(nw, old, oldAt, oldAt + n, nwAt, nwAt + n) === 0) return 0;
   let i = 0;
   let d = 0;
+  let tailChecks = TAIL_CHECKS;
   for (;;) {
     // Unchanged run: four words at a time, then word by word while aligned, then byte by byte.
     const z = i;
@@ -95,6 +109,10 @@ export function xbzrleEncode(
       dst.set(nw.subarray(nwAt + s, nwAt + i), dstAt + d);
     }
     d += len;
+    if (tailChecks > 0 && n - i >= TAIL_CHECK_MIN) {
+      tailChecks--;
+      if (memcmp.call(nw, old, oldAt + i, oldAt + n, nwAt + i, nwAt + n) === 0) return d;
+    }
   }
 }
 
