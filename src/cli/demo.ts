@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import type { MigrationReport } from '../migration/report.js';
 import { TernClient } from './client.js';
 import { examples, printJson, table } from './output.js';
-import { UsageError, formatBytes, parseDuration, parseRate, parseSize } from './units.js';
+import { UsageError, formatBytes, parseDuration, parseRate, parseRateOrUnlimited, parseSize } from './units.js';
 
 interface DemoOptions {
   migrations: string;
@@ -13,6 +13,7 @@ interface DemoOptions {
   mem: string;
   append: string;
   maxBandwidth: string;
+  stopCopyBandwidth?: string;
   downtimeLimit: string;
   verify?: boolean;
   json?: boolean;
@@ -36,6 +37,7 @@ export function registerDemo(program: Command): void {
     .option('-m, --mem <size>', 'guest RAM', '128M')
     .option('-a, --append <args>', 'guest boot arguments (verify: rewrites a 4 MiB region, a pass every 20 ms of guest time)', 'region=4M pace=20ms')
     .option('--max-bandwidth <rate>', 'migration bandwidth cap (0 = unlimited)', '1Gbit')
+    .option('--stop-copy-bandwidth <rate>', "rate of the stop-and-copy round: a rate or unlimited, as QEMU's completion (default: --max-bandwidth; see tern migrate --help)")
     .option('--downtime-limit <duration>', 'target downtime (QEMU downtime-limit)', '50ms')
     .option('--verify', 'also compare a SHA-256 of all RAM on both sides at each switchover (adds the hashing to the downtime)')
     .option('--json', 'print one JSON object: every migration report and the console check')
@@ -45,7 +47,7 @@ a, migrates it back and forth while it runs, then checks its console: the verify
 after every pass over its memory region and 'X' if it ever finds memory that is not what it wrote,
 so a migration that lost or reordered a page shows up as an X. Both daemons are stopped at the end.
 Exit code 0 when every migration completed and no X was seen, 1 otherwise.
-${examples(['tern demo', 'tern demo --migrations 10 --max-bandwidth 0 --json', 'tern demo --image guests/images/munch.elf --append "wws=8M rate=16M rss=32M"'])}`)
+${examples(['tern demo', 'tern demo --stop-copy-bandwidth unlimited', 'tern demo --migrations 10 --max-bandwidth 0 --json', 'tern demo --image guests/images/munch.elf --append "wws=8M rate=16M rss=32M"'])}`)
     .action(async (opts: DemoOptions) => {
       process.exitCode = await demo(opts);
     });
@@ -101,6 +103,7 @@ async function demo(opts: DemoOptions): Promise<number> {
   if (!Number.isInteger(count) || count < 1 || count > 1000) throw new UsageError(`--migrations: '${opts.migrations}' is not a number from 1 to 1000`);
   const memBytes = parseSize(opts.mem, '--mem', true);
   const maxBandwidthBps = parseRate(opts.maxBandwidth, '--max-bandwidth');
+  const stopCopy = opts.stopCopyBandwidth !== undefined ? { stopCopyBandwidthBps: parseRateOrUnlimited(opts.stopCopyBandwidth, '--stop-copy-bandwidth') } : {};
   const downtimeLimitMs = parseDuration(opts.downtimeLimit, '--downtime-limit');
   let image: Buffer;
   try {
@@ -142,7 +145,7 @@ async function demo(opts: DemoOptions): Promise<number> {
     let here = { name: 'a', client: ca, api: a.api };
     let there = { name: 'b', client: cb, api: b.api };
     for (let i = 1; i <= count; i++) {
-      const started = await here.client.startMigration({ vm: name, to: there.api, maxBandwidthBps, downtimeLimitMs, verifyRam: opts.verify === true });
+      const started = await here.client.startMigration({ vm: name, to: there.api, maxBandwidthBps, ...stopCopy, downtimeLimitMs, verifyRam: opts.verify === true });
       const report = await waitForReport(here.client, started.id, (line) => {
         if (tty) process.stdout.write(`\r  #${i} ${here.name} -> ${there.name}: ${line}\x1b[K`);
       });

@@ -3,7 +3,7 @@ import type { MigrationInfo, StartMigrationRequest } from '../host/api-types.js'
 import type { MigrationProgress, MigrationReport } from '../migration/report.js';
 import { ApiError, CliError, DEFAULT_HOST, TernClient } from './client.js';
 import { age, examples, keyValues, printJson, table } from './output.js';
-import { UsageError, formatBytes, formatDuration, formatRate, parseDuration, parseRate, parseSize } from './units.js';
+import { UsageError, formatBytes, formatDuration, formatRate, parseDuration, parseRate, parseRateOrUnlimited, parseSize } from './units.js';
 import { withHostOptions } from './vm.js';
 
 interface MigrateOpts {
@@ -232,7 +232,7 @@ async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
     vm,
     to: opts.to!,
     maxBandwidthBps: parseRate(opts.maxBandwidth ?? '0', '--max-bandwidth'),
-    ...(opts.stopCopyBandwidth !== undefined ? { stopCopyBandwidthBps: opts.stopCopyBandwidth === 'unlimited' ? 0 : parseRate(opts.stopCopyBandwidth, '--stop-copy-bandwidth') } : {}),
+    ...(opts.stopCopyBandwidth !== undefined ? { stopCopyBandwidthBps: parseRateOrUnlimited(opts.stopCopyBandwidth, '--stop-copy-bandwidth') } : {}),
     minBandwidthBps: parseRate(opts.minBandwidth ?? '0', '--min-bandwidth'),
     rateIncrementBps: parseRate(opts.rateIncrement ?? '0', '--rate-increment'),
     downtimeLimitMs: Math.max(1, Math.round(parseDuration(opts.downtimeLimit ?? '300ms', '--downtime-limit'))),

@@ -78,6 +78,11 @@ export function parseRate(text: string, what: string): number {
   return v;
 }
 
+/** parseRate, or 'unlimited' (0). */
+export function parseRateOrUnlimited(text: string, what: string): number {
+  return text.trim() === 'unlimited' ? 0 : parseRate(text, what);
+}
+
 /** A rate for people: bits per second, as network people and QEMU's 'mbps' speak of bandwidth. */
 export function formatRate(bytesPerSec: number): string {
   if (!Number.isFinite(bytesPerSec) || bytesPerSec <= 0) return '0 bit/s';
