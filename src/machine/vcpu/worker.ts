@@ -8,8 +8,13 @@ import type { Logger } from '../../util/log.js';
 import { VcpuCommand, VcpuState } from './control.js';
 import type { FromVcpu, ToVcpu, VcpuWorkerData } from './messages.js';
 
-/** Instructions per slice: bounds pause latency and interrupt latency (~0.1 ms at 100 MIPS). */
-const SLICE = 10_000;
+/**
+ * Instructions per slice: bounds pause latency and interrupt latency. A guest polling mtime runs
+ * far fewer instructions per ms than a computing one (munch idle=poll: p50 0.11 ms, p90 0.35 ms
+ * a slice of 10 000); a migration's pause waited 0.6-1.1 ms for the slice to end, 0.5-0.8 ms at
+ * 4 000. bench:cpu: 153-164 MIPS at 4 000, 155-157 at 10 000 (within the machine's noise).
+ */
+const SLICE = 4_000;
 /** Return to the event loop this often so host messages (input, save) get in. */
 const YIELD_MS = 10;
 /**
