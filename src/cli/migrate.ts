@@ -426,6 +426,11 @@ export function progressLine(p: MigrationProgress, columns: number): string {
 }
 
 /** The report of a finished migration, for people. */
+/** A rate cap for people; 0: unlimited. */
+function capText(bps: number): string {
+  return bps > 0 ? formatRate(bps) : 'unlimited';
+}
+
 export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr?: string): string {
   const route = `${r.source}${sourceAddr !== undefined ? ` (${sourceAddr})` : ''} -> ${r.destination}${destAddr !== undefined ? ` (${destAddr})` : ''}`;
   const pairs: [string, string][] = [
@@ -436,7 +441,7 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
     ['rounds', `${r.rounds}${r.switchoverReason !== '' ? ` (switchover: ${r.switchoverReason})` : ''}`],
     ['RAM', formatBytes(r.ramBytes)],
     ['transferred', `${formatBytes(r.bytesTransferred)} in ${r.pagesTransferred} pages (${r.zeroPages} zero), state ${formatBytes(r.stateBytes)}`],
-    ['bandwidth cap', `${r.maxBandwidthBps > 0 ? formatRate(r.maxBandwidthBps) : 'unlimited'}${r.stopCopyBandwidthBps !== undefined && r.stopCopyBandwidthBps !== r.maxBandwidthBps ? `; stop-and-copy ${r.stopCopyBandwidthBps > 0 ? formatRate(r.stopCopyBandwidthBps) : 'unlimited'}` : ''}`],
+    ['bandwidth cap', `${capText(r.maxBandwidthBps)}${r.stopCopyBandwidthBps !== undefined && r.stopCopyBandwidthBps !== r.maxBandwidthBps ? `; stop-and-copy ${capText(r.stopCopyBandwidthBps)}` : ''}`],
   ];
   const sk = r.skippedPages;
   if (sk !== undefined && sk.balloon + sk.freeHint > 0) pairs.push(['not sent', `${sk.balloon} ballooned page entries, ${sk.freeHint} free-hinted pages (${formatBytes((sk.balloon + sk.freeHint) * 4096)})`]);

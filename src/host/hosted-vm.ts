@@ -124,7 +124,11 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
 
   async pause(): Promise<void> {
     await this.vcpu.pause();
-    // Stop relaying; what the guest sent and what it has not yet received go into the state.
+    this.freezeRelay();
+  }
+
+  /** Stop relaying; what the guest sent and what it has not yet received go into the state. */
+  private freezeRelay(): void {
     this.network?.freeze();
     this.ownEndpoint?.freeze();
   }
@@ -146,10 +150,7 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
 
   pauseAndSave(): { paused: Promise<void>; state: Promise<Uint8Array> } {
     const p = this.vcpu.pauseAndSave();
-    const paused = p.paused.then(() => {
-      this.network?.freeze();
-      this.ownEndpoint?.freeze();
-    });
+    const paused = p.paused.then(() => this.freezeRelay());
     // The network section once the relay is frozen, the machine state whenever it comes.
     const state = Promise.all([p.state, paused]).then(([machine]) => encodeEnvelope(machine, this.network?.saveState()));
     return { paused, state };

@@ -441,8 +441,8 @@ class IncomingSession {
     switch (f.type) {
       case FrameType.Ping: {
         const pong = encodePong({ nonce: decodePing(f.payload).nonce });
-        // Until the host can load a state at once (its standby vCPU thread has started), PONGs
-        // wait: the source pauses the VM only after the PONG behind its last live round, so the
+        // Until the host can load a state at once (its standby, as rebuilt after any warm-up, is
+        // ready), PONGs wait: the source pauses the VM only after the PONG behind its last live round, so the
         // downtime does not include a thread start (measured: 53 ms on a first visit without a
         // spare thread, the state arriving before the thread could take it).
         const ready = this.reservation?.ready;

@@ -54,12 +54,8 @@ export interface DowntimeLimitOptions {
   readonly shrinkToContinue?: number;
 }
 
-/**
- * Expected downtime: the remaining pages and the state at `bandwidthBps`, plus one round trip,
- * plus the destination's own switchover (load and resume).
- */
-/** Catch-up rounds a migration may add before its stop-and-copy (see catchUpWanted). */
 const PAGE_BYTES = 4096;
+/** Catch-up rounds a migration may add before its stop-and-copy (see catchUpWanted). */
 export const MAX_CATCH_UPS = 2;
 
 export interface CatchUpInput {
@@ -125,6 +121,10 @@ export function ackWaitNeeded(i: AckWaitInput): boolean {
   return !(i.round >= 2 && i.previousAcked && i.roundBytes <= NO_WAIT_ROUND_BYTES);
 }
 
+/**
+ * Expected downtime: the remaining pages and the state at `bandwidthBps`, plus one round trip,
+ * plus the destination's own switchover (load and resume).
+ */
 export function expectedDowntimeMs(remainingBytes: number, stateBytes: number, bandwidthBps: number, rttMs: number, switchoverMs = 0): number {
   const bw = bandwidthBps > 0 ? bandwidthBps : 1;
   return ((remainingBytes + stateBytes) * 1000) / bw + rttMs + switchoverMs;

@@ -327,7 +327,9 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
   /**
    * pause() and saveState() in one: the save request is queued before the vCPU stops, so the
    * thread saves the state as soon as it has stopped, without a second message after the pause
-   * (stop-and-copy waits for the state).
+   * (stop-and-copy waits for the state). The command is set before the request leaves (as
+   * pause() sets it again), so a worker that reads the request between slices sees the pause
+   * asked for and stops there.
    */
   pauseAndSave(): { paused: Promise<void>; state: Promise<Uint8Array> } {
     Atomics.store(this.sig, Sig.Command, VcpuCommand.Pause);
