@@ -64,7 +64,7 @@ export interface IncomingVm extends VmIdentity {
 export interface Reservation {
   /** All zero where no page arrives: the source never sends ballooned pages nor (round 1) free-hinted ones. */
   readonly ram: GuestRam;
-  /** Resolves once the host can load a state at once (e.g. its standby vCPU thread has started). */
+  /** Resolves once the host can load a state at once (e.g. its standby vCPU thread is ready; read at each PING, so it may change, as after a warm-up). */
   readonly ready?: Promise<void>;
   /** Every byte of `ram` is zero (fresh or cleared): round 1 need not write zero pages. */
   readonly zeroed?: boolean;
