@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import type { MigrationInfo, StartMigrationRequest } from '../host/api-types.js';
-import type { MigrationProgress, MigrationReport } from '../migration/report.js';
+import { GUEST_CLOCKS, type GuestClock, type MigrationProgress, type MigrationReport } from '../migration/report.js';
 import { ApiError, CliError, DEFAULT_HOST, TernClient } from './client.js';
 import { age, examples, keyValues, printJson, table } from './output.js';
 import { UsageError, formatBytes, formatDuration, formatRate, parseDuration, parseRate, parseRateOrUnlimited, parseSize } from './units.js';
@@ -11,6 +11,7 @@ interface MigrateOpts {
   to?: string;
   maxBandwidth?: string;
   stopCopyBandwidth?: string;
+  guestClock?: string;
   minBandwidth?: string;
   rateIncrement?: string;
   downtimeLimit?: string;
@@ -50,6 +51,7 @@ export function registerMigrate(program: Command): void {
     .option('--to <addr>', 'the destination host: host:port of its API (required)')
     .option('--max-bandwidth <rate>', 'cap on migration bandwidth: 1Gbit, 100Mbit, 500MB/s, 64MiB/s; 0 = unlimited', '0')
     .option('--stop-copy-bandwidth <rate>', "rate of the stop-and-copy round, while the VM is paused: a rate, or unlimited (QEMU's completion ignores its rate limit); default: --max-bandwidth (Clark: stop-and-copy runs at the maximum)")
+    .option('--guest-clock <mode>', "guest time across the switchover pause: continuous (the guest clock counts the pause and keeps up with wall time, as on Xen) or frozen (it stands still while paused, as QEMU's)", 'continuous')
     .option('--min-bandwidth <rate>', "floor of Clark's dynamic rate limit: round 1 runs at it, later rounds at the dirtying rate + --rate-increment; 0 = no floor (round 1 at --max-bandwidth)", '0')
     .option('--rate-increment <rate>', "dynamic rate limit: each live round after the first runs at the last round's dirtying rate + this; 0 = auto: max(50Mbit (Clark), --max-bandwidth / 2), no pacing when --max-bandwidth is unlimited", '0')
     .option('--downtime-limit <duration>', 'switch over once the expected downtime is below this: 50ms, 1s (QEMU downtime-limit)', '300ms')
@@ -82,6 +84,12 @@ not cap its completion: it sends what is left at full speed while the VM is paus
 same, --stop-copy-bandwidth unlimited (or any rate); the downtime then falls by the time the last
 pages would have waited for the cap. The switchover decision still expects the bandwidth the live
 rounds measured, so it stays on the safe side of --downtime-limit.
+
+Guest time (--guest-clock): by default the guest clock counts the switchover pause, so after the
+move it reads wall time again and a timer that fell due during the pause fires at once (a 20 Hz
+game server sends its next update on time, not one downtime late). With frozen, guest time stands
+still while the VM is paused, as QEMU's virtual clock does, and runs that much behind afterwards.
+A pause you ask for (tern vm pause) always freezes guest time.
 
 Post-copy and hybrid (docs/postcopy.md): once the VM has switched to the destination, neither
 Ctrl-C nor --timeout can cancel it. A broken connection pauses both sides (status
@@ -233,6 +241,7 @@ async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
     to: opts.to!,
     maxBandwidthBps: parseRate(opts.maxBandwidth ?? '0', '--max-bandwidth'),
     ...(opts.stopCopyBandwidth !== undefined ? { stopCopyBandwidthBps: parseRateOrUnlimited(opts.stopCopyBandwidth, '--stop-copy-bandwidth') } : {}),
+    guestClock: parseGuestClock(opts.guestClock ?? 'continuous'),
     minBandwidthBps: parseRate(opts.minBandwidth ?? '0', '--min-bandwidth'),
     rateIncrementBps: parseRate(opts.rateIncrement ?? '0', '--rate-increment'),
     downtimeLimitMs: Math.max(1, Math.round(parseDuration(opts.downtimeLimit ?? '300ms', '--downtime-limit'))),
@@ -427,6 +436,11 @@ export function progressLine(p: MigrationProgress, columns: number): string {
 
 /** The report of a finished migration, for people. */
 /** A rate cap for people; 0: unlimited. */
+function parseGuestClock(v: string): GuestClock {
+  if (!(GUEST_CLOCKS as readonly string[]).includes(v)) throw new UsageError(`--guest-clock: '${v}' is not one of ${GUEST_CLOCKS.join(', ')}`);
+  return v as GuestClock;
+}
+
 function capText(bps: number): string {
   return bps > 0 ? formatRate(bps) : 'unlimited';
 }
@@ -443,6 +457,7 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
     ['transferred', `${formatBytes(r.bytesTransferred)} in ${r.pagesTransferred} pages (${r.zeroPages} zero), state ${formatBytes(r.stateBytes)}`],
     ['bandwidth cap', `${capText(r.maxBandwidthBps)}${r.stopCopyBandwidthBps !== undefined && r.stopCopyBandwidthBps !== r.maxBandwidthBps ? `; stop-and-copy ${capText(r.stopCopyBandwidthBps)}` : ''}`],
   ];
+  if (r.guestClock !== undefined && r.status === 'completed') pairs.push(['guest clock', r.guestClock === 'continuous' ? 'continuous (counted the pause)' : 'frozen during the pause']);
   const sk = r.skippedPages;
   if (sk !== undefined && sk.balloon + sk.freeHint > 0) pairs.push(['not sent', `${sk.balloon} ballooned page entries, ${sk.freeHint} free-hinted pages (${formatBytes((sk.balloon + sk.freeHint) * 4096)})`]);
   if (r.ramDigestMatch !== undefined) pairs.push(['RAM digest', r.ramDigestMatch ? 'match' : 'MISMATCH']);

@@ -123,6 +123,11 @@ export interface StartMigrationRequest {
   maxBandwidthBps?: number;
   /** The stop-and-copy round's rate; 0 = unlimited (QEMU's completion); absent: maxBandwidthBps. */
   stopCopyBandwidthBps?: number;
+  /**
+   * Guest time across the switchover pause: 'continuous' (default; the destination moves the guest
+   * clock forward by the pause, as on Xen) or 'frozen' (stands still while paused, as QEMU's).
+   */
+  guestClock?: 'continuous' | 'frozen';
   minBandwidthBps?: number;
   /** Dynamic rate limit increment; 0 or absent: max(50 Mbit/s, max/2), none when max is unlimited. */
   rateIncrementBps?: number;

@@ -42,6 +42,7 @@ export const START_MIGRATION: Schema = {
   to: { type: 'string', required: true, minLength: 1, maxLength: 300 },
   maxBandwidthBps: { type: 'integer', min: 0, max: 1e15 },
   stopCopyBandwidthBps: { type: 'integer', min: 0, max: 1e15 },
+  guestClock: { type: 'string', maxLength: 10, pattern: /^(continuous|frozen)$/, patternHint: 'continuous or frozen' },
   minBandwidthBps: { type: 'integer', min: 0, max: 1e15 },
   rateIncrementBps: { type: 'integer', min: 0, max: 1e15 },
   downtimeLimitMs: { type: 'integer', min: 1, max: 3_600_000 },

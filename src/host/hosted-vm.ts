@@ -11,6 +11,7 @@ import type { MachineConfig } from '../migration/wire/messages.js';
 import type { VmNetwork } from '../net/vm-network.js';
 import { GuestStream } from '../net/guest-stream.js';
 import { VsockEndpoint } from '../net/vsock-endpoint.js';
+import { elapsedSinceUs } from '../util/host-clock.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { ThreadPool } from './thread-pool.js';
 import { encodeEnvelope } from './vm-envelope.js';
@@ -133,11 +134,11 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     this.ownEndpoint?.freeze();
   }
 
-  resume(): void {
+  resume(pausedSinceUs?: number): void {
     this.network?.thaw();
     this.ownEndpoint?.thaw();
     // A VM the user paused stays paused whatever the engine does.
-    if (!this.userPaused) this.vcpu.resume();
+    if (!this.userPaused) this.vcpu.resume(elapsedSinceUs(pausedSinceUs));
   }
 
   setThrottle(percent: number): void {

@@ -9,6 +9,7 @@ import { arrivedNetwork, attachNetwork, preconnect } from './vm-net-setup.js';
 import { HostedVm, formatUuid, type HostedVmConfig } from './hosted-vm.js';
 import { STUN_CONFIG_KEY, resumeStunnedTasks } from '../migration/stun.js';
 import { warmUpThread } from './warm-up.js';
+import { elapsedSinceUs } from '../util/host-clock.js';
 
 /** This host's reservation for one incoming VM: the RAM, and the claim on the memory budget. */
 interface HostReservation extends Reservation {
@@ -156,7 +157,7 @@ export class IncomingVms implements DestinationHost {
     const hosted = new HostedVm({ uuid: vm.uuid, name: vm.name, config: hostedConfig(vm), vcpu, origin: 'migration', ...(r.image !== undefined ? { image: r.image } : {}) });
     let done = false;
     return {
-      resume: (): void => {
+      resume: (pausedSinceUs?: number): void => {
         if (done) return;
         done = true;
         this.drop(r);
@@ -170,8 +171,9 @@ export class IncomingVms implements DestinationHost {
             this.host.log.error({ vm: vm.name, err: (e as Error).message }, 'incoming migration: the VM network could not be restored; its connections are lost');
           }
         }
-        vcpu.resume();
-        this.host.log.info({ vm: vm.name }, 'incoming migration: VM activated');
+        const clockAdvanceUs = elapsedSinceUs(pausedSinceUs);
+        vcpu.resume(clockAdvanceUs);
+        this.host.log.info({ vm: vm.name, ...(pausedSinceUs !== undefined ? { clockAdvanceUs } : {}) }, 'incoming migration: VM activated');
         // The source may have stunned guest tasks (docs/assist.md): they resume here.
         if (vm.config[STUN_CONFIG_KEY] === true) void resumeStunnedTasks(hosted, this.host.log);
       },

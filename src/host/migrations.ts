@@ -98,6 +98,7 @@ export class Migrations {
       ...(req.prepaging !== undefined ? { prepaging: req.prepaging } : {}),
       maxBandwidthBps: req.maxBandwidthBps ?? MIGRATION_DEFAULTS.maxBandwidthBps,
       ...(req.stopCopyBandwidthBps !== undefined ? { stopCopyBandwidthBps: req.stopCopyBandwidthBps } : {}),
+      ...(req.guestClock !== undefined ? { guestClock: req.guestClock } : {}),
       minBandwidthBps: req.minBandwidthBps ?? MIGRATION_DEFAULTS.minBandwidthBps,
       ...(req.rateIncrementBps !== undefined && req.rateIncrementBps > 0 ? { rateIncrementBps: req.rateIncrementBps } : {}),
       downtimeLimitMs: req.downtimeLimitMs ?? MIGRATION_DEFAULTS.downtimeLimitMs,

@@ -2,7 +2,9 @@ import { TIMEBASE_HZ } from './memory/layout.js';
 
 /**
  * The guest's virtual clock (mtime, 10 MHz). It follows wall time while the VM runs, stands
- * still while it is paused, and its value travels with the VM, so guest time never jumps.
+ * still while it is paused, and its value travels with the VM, so guest time never goes back.
+ * It jumps forward only when the host says so (advance): a migration may count its switchover
+ * pause as guest time (docs/precopy.md, guest time across the switchover).
  */
 export class VirtualClock {
   private baseTicks = 0;
@@ -40,6 +42,11 @@ export class VirtualClock {
   set(ticks: number): void {
     this.baseTicks = ticks;
     this.startedAtMs = this.now();
+  }
+
+  /** Moves the clock forward by `ticks` (a non-negative integer), running or not. */
+  advance(ticks: number): void {
+    if (ticks > 0) this.baseTicks += ticks;
   }
 
   /** Milliseconds of wall time until the clock reads `ticks` (0 if past). */

@@ -33,6 +33,7 @@ import {
   decodeDiscard,
   decodeHello,
   decodePing,
+  decodePausedAt,
   decodeRoundEnd,
   decodeState,
   encodeAbort,
@@ -303,6 +304,8 @@ class IncomingSession {
   private verify = false;
   private imageSeen = false;
   private granted = 0;
+  /** When the source paused the VM, on this host's CLOCK_MONOTONIC (µs), from PAUSED_AT. */
+  private pausedSinceUs: number | undefined;
   private sessionId: Uint8Array | undefined;
   /** Past the post-copy switch: frames go to the receiver, a lost link pauses instead of failing. */
   private postcopy: PostcopyReceiver | undefined;
@@ -460,6 +463,9 @@ class IncomingSession {
       case FrameType.Pong:
         decodePing(f.payload);
         return;
+      case FrameType.PausedAt:
+        this.onPausedAt(f);
+        return;
       case FrameType.Abort: {
         const m = decodeAbort(f.payload);
         if (this.phase === 'committed') {
@@ -549,7 +555,7 @@ class IncomingSession {
     if (this.server.takeFault('reservation')) return this.fault('reservation');
     this.phase = 'transfer';
     this.sessionId = sessionId;
-    this.granted = (h.capabilities & (h.mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages)) | grantedEncodings(h.capabilities) | (h.capabilities & Capability.ResumedAt);
+    this.granted = (h.capabilities & (h.mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages)) | grantedEncodings(h.capabilities) | (h.capabilities & (Capability.ResumedAt | Capability.PausedAt));
     // The image for a warm-up, if this host does them and pre-copy comes first.
     if (h.mode !== 'postcopy' && this.host.warmUp !== undefined) this.granted |= h.capabilities & Capability.WarmImage;
     if (h.streamCount > 1) {
@@ -644,6 +650,7 @@ class IncomingSession {
       capabilities: this.granted,
       round: this.lastRoundEnded + 1,
       verify: this.verify,
+      pausedSinceUs: () => this.pausedSinceUs,
       log: this.log,
       onState: (rec, state) => this.server.postcopyState(rec, state),
       onComplete: (rec, info) => {
@@ -759,6 +766,25 @@ class IncomingSession {
     this.pagesInRound = 0;
   }
 
+  /**
+   * PAUSED_AT (1.4, paused-at granted), once, before STATE: when the source paused the VM, taken
+   * onto this host's clock (the same instant with the same boot id; else now minus the time the
+   * source says had passed when it sent this, one-way transit not counted). The guest clock moves
+   * forward by the time since at the resume.
+   */
+  private onPausedAt(f: Frame): void {
+    const m = decodePausedAt(f.payload);
+    if ((this.granted & Capability.PausedAt) === 0) throw violation('PAUSED_AT without the paused-at capability', 'PAUSED_AT');
+    if (this.owner !== undefined) throw violation('PAUSED_AT on a data stream', 'PAUSED_AT');
+    if (this.pausedSinceUs !== undefined) throw violation('a second PAUSED_AT', 'PAUSED_AT');
+    if (this.phase !== 'transfer' || this.state !== undefined || this.postcopy?.stateReceived === true) {
+      throw violation('PAUSED_AT after STATE', 'PAUSED_AT');
+    }
+    const now = monotonicUs();
+    const mine = bootId();
+    this.pausedSinceUs = !isZeroId(mine) && bytesEqual(mine, m.bootId) && m.pausedUs <= now ? m.pausedUs : now - (m.sentUs - m.pausedUs);
+  }
+
   private onState(f: Frame): void {
     if (this.owner !== undefined) throw violation('STATE on a data stream', 'STATE');
     if (this.server.takeFault('stop-and-copy')) return this.fault('stop-and-copy');
@@ -821,7 +847,7 @@ class IncomingSession {
       return;
     }
     try {
-      prepared.resume();
+      prepared.resume(this.pausedSinceUs);
     } catch (e) {
       this.log.error({ err: errorText(e) }, 'the committed VM did not resume');
     }

@@ -69,6 +69,8 @@ export interface PostcopyReceiverOptions {
   readonly round: number;
   /** The source sends a per-page RAM digest in COMPLETE (--verify). */
   readonly verify: boolean;
+  /** When the source paused the VM (this host's CLOCK_MONOTONIC, µs; PAUSED_AT), read at the resume. */
+  readonly pausedSinceUs?: () => number | undefined;
   readonly log: Logger;
   /** The VM runs here now (the 'activated' of a post-copy is at its completion; this is the switch). */
   readonly onState: (r: PostcopyReceiver, state: PostcopyState) => void;
@@ -173,6 +175,11 @@ export class PostcopyReceiver {
     }
   }
 
+  /** STATE has arrived (the VM may be loading or running here). */
+  get stateReceived(): boolean {
+    return this.stateAt !== 0;
+  }
+
   /** The switch: load the state over the RAM (absent pages marked), run the VM, say ACTIVATED. */
   private onStateFrame(payload: Uint8Array): void {
     if (this.stateAt !== 0) throw new WireError('unexpected-type', 'a second STATE', { message: 'STATE' });
@@ -207,7 +214,7 @@ export class PostcopyReceiver {
     }
     this.stateBlob = undefined;
     this.prepared = prepared;
-    prepared.resume();
+    prepared.resume(o.pausedSinceUs?.());
     const resumedUs = monotonicUs();
     this.switchoverUs = Math.round((performance.now() - this.stateAt) * 1000);
     this.state = this.link !== undefined ? 'running' : 'paused';

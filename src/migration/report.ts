@@ -19,6 +19,14 @@ export type MigrationStatus =
   | 'lost';
 
 /** Clark's stages, for progress and for saying where a failure happened. */
+/**
+ * Guest time across the switchover pause: 'continuous' counts the pause (the guest clock keeps
+ * up with wall time, as on Xen); 'frozen' stands still while paused (QEMU's virtual clock).
+ */
+export type GuestClock = 'continuous' | 'frozen';
+
+export const GUEST_CLOCKS: readonly GuestClock[] = ['continuous', 'frozen'];
+
 export type MigrationStage = 'reservation' | 'precopy' | 'stop-and-copy' | 'postcopy' | 'commitment' | 'activation' | 'done';
 
 /** Per-round writable-working-set statistics (Clark §4). */
@@ -106,6 +114,11 @@ export interface MigrationReport {
   maxBandwidthBps: number;
   /** The stop-and-copy round's rate cap, bytes per second; 0 = unlimited. */
   stopCopyBandwidthBps?: number;
+  /**
+   * How guest time passed the switchover pause: 'continuous' (the destination moved the guest
+   * clock forward by the pause) or 'frozen' (asked for, or a destination without PAUSED_AT).
+   */
+  guestClock?: GuestClock;
   downtimeLimitMs: number;
   /** Why the iteration stopped: 'downtime-limit' | 'small-remainder' | 'not-converging' | 'max-rounds'. */
   switchoverReason: string;

@@ -19,7 +19,7 @@ import { SourceEncodings, offeredCapabilities } from './encoding/negotiate.js';
 import { DataStreams } from './streams.js';
 import type { CompressionAlgorithm } from './encoding/compress.js';
 import { DynamicRateLimit, type RateLimitPolicy } from './rate-limit.js';
-import type { MigrationProgress, MigrationReport, MigrationStage, MigrationStatus, PostcopyStats, RoundStats } from './report.js';
+import type { GuestClock, MigrationProgress, MigrationReport, MigrationStage, MigrationStatus, PostcopyStats, RoundStats } from './report.js';
 import { DowntimeLimitPolicy, ackWaitNeeded, catchUpWanted, expectedDowntimeMs, type SwitchoverPolicy } from './switchover.js';
 import type { MigratableVm } from './vm-port.js';
 import { PageDigests, VERIFY_KEY } from './postcopy-digest.js';
@@ -48,6 +48,7 @@ import {
   encodeComplete,
   encodeHello,
   encodeImage,
+  encodePausedAt,
   isZeroId,
   MAX_IMAGE_BYTES,
   encodePing,
@@ -93,6 +94,13 @@ export interface MigrateOptions {
    * limit). Absent: `maxBandwidthBps` (Clark: stop-and-copy runs at the maximum).
    */
   readonly stopCopyBandwidthBps?: number;
+  /**
+   * Guest time across the switchover pause: 'continuous' (default) counts the pause as guest
+   * time, so the guest clock keeps up with wall time (as on Xen): the destination moves it
+   * forward as it resumes the VM (PAUSED_AT), and a failed migration's resume here does the
+   * same. 'frozen': guest time stands still while paused, as QEMU's virtual clock does.
+   */
+  readonly guestClock?: GuestClock;
   /** Floor of the dynamic rate limiter, bytes per second. */
   readonly minBandwidthBps: number;
   /** Added to the last dirtying rate for each live round's limit; 0 or absent: `defaultRateIncrement`. */
@@ -244,6 +252,10 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   /** CLOCK_MONOTONIC (µs) at the pause, for a destination on this machine (RESUMED_AT). */
   private pausedMonoUs = 0;
   private resumedAtGranted = false;
+  /** The destination takes PAUSED_AT (guest clock 'continuous'). */
+  private pausedAtGranted = false;
+  /** CLOCK_MONOTONIC (µs) once the vCPU had stopped: where the guest clock stood still from. */
+  private clockStoppedUs = 0;
   /** The destination's RESUMED_AT, if it sent one. */
   private peerResumed: ResumedAt | undefined;
   private resumedAt = 0;
@@ -394,6 +406,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (this.encodings.canFallBackToXbzrle && this.xbzrleFallbackWanted(this.opts.mode, this.opts.streams ?? 1)) this.deltaProbe = new DeltaProbe();
     this.balloonPagesGranted = (m.capabilities & Capability.BalloonPages) !== 0;
     this.resumedAtGranted = (m.capabilities & Capability.ResumedAt) !== 0;
+    this.pausedAtGranted = (m.capabilities & Capability.PausedAt) !== 0;
     this.log.info({ session: formatId(m.sessionId), zeroPages: this.zeroGranted }, 'migration: destination accepted, RAM reserved there');
     // Before any page: the destination starts running the guest's code on its standby thread.
     const image = this.warmUpImage();
@@ -496,7 +509,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         | (this.xbzrleFallbackWanted(mode, streamCount) ? Capability.Xbzrle : 0)
         // The image, for the destination's warm-up: a new session that runs pre-copy first.
         | (this.warmUpImage() !== undefined && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage : 0)
-        | Capability.ResumedAt,
+        | Capability.ResumedAt
+        | (this.guestClock === 'continuous' ? Capability.PausedAt : 0),
       streamIndex: 0,
       streamCount,
       sessionId,
@@ -693,6 +707,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.stateBytes = state.length;
     // The switch: once STATE is on its way the destination may run the VM.
     this.switched = true;
+    this.sendPausedAt();
     const [head, blob] = encodeStateParts(state);
     this.write(head);
     this.write(blob);
@@ -838,9 +853,25 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.pausing.catch(noop);
     both?.state.catch(noop);
     await this.guard(this.pausing);
+    this.clockStoppedUs = monotonicUs();
     const saving = both !== undefined ? both.state : this.vm.saveState();
     saving.catch(noop);
     return { saving }; // wrapped: awaiting must not wait for the state too
+  }
+
+  /** PAUSED_AT, just before STATE: the destination counts the pause as guest time (guest clock 'continuous'). */
+  private sendPausedAt(): void {
+    if (!this.pausedAtGranted || this.clockStoppedUs === 0) return;
+    this.write(encodePausedAt({ bootId: bootId(), pausedUs: this.clockStoppedUs, sentUs: Math.max(monotonicUs(), this.clockStoppedUs) }));
+  }
+
+  /** The guest clock as this migration ran it: 'continuous' only where the destination took PAUSED_AT. */
+  private guestClockUsed(): GuestClock {
+    return this.guestClock === 'continuous' && this.pausedAtGranted ? 'continuous' : 'frozen';
+  }
+
+  private get guestClock(): GuestClock {
+    return this.opts.guestClock ?? 'continuous';
   }
 
   /** Stage 3: pause, send what is still dirty and the machine state, ask to commit. */
@@ -863,6 +894,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (this.streams !== undefined) await this.guard(this.streams.ping());
 
     const state = await this.guard(saving);
+    this.sendPausedAt();
     const [head, blob] = encodeStateParts(state);
     this.write(head);
     this.write(blob);
@@ -1027,7 +1059,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         /* the vCPU never paused; resume anyway */
       }
       try {
-        this.vm.resume();
+        this.vm.resume(this.guestClock === 'continuous' && this.clockStoppedUs > 0 ? this.clockStoppedUs : undefined);
         this.resumedAt = performance.now();
         this.log.info({ pausedMs: this.resumedAt - this.pausedAt }, 'the VM resumed on the source');
       } catch (e) {
@@ -1410,6 +1442,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       expectedDowntimeMs: round3(this.expectedMs),
       maxBandwidthBps: this.opts.maxBandwidthBps,
       stopCopyBandwidthBps: this.stopCopyBps,
+      guestClock: this.guestClockUsed(),
       downtimeLimitMs: this.opts.downtimeLimitMs,
       switchoverReason: this.switchoverReason,
       stateBytes: this.stateBytes,

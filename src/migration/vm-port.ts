@@ -21,7 +21,12 @@ export interface MigratableVm extends VmIdentity {
   readonly config: MachineConfig;
   /** Stops the vCPU at an instruction boundary; resolves once it has (guest time stops too). */
   pause(): Promise<void>;
-  resume(): void;
+  /**
+   * Runs the vCPU again (a failed migration gives the VM back). `pausedSinceUs`: this host's
+   * CLOCK_MONOTONIC (µs, util/host-clock.ts) when the pause began; the guest clock then counts the
+   * pause (guest clock 'continuous'). Omitted, guest time resumes where it stopped.
+   */
+  resume(pausedSinceUs?: number): void;
   /** Percent of wall time the vCPU sleeps, 0..99 (auto-converge). */
   setThrottle(percent: number): void;
   /** Resolves once every later guest store is (or is not) marked in ram.dirty. */
@@ -79,8 +84,12 @@ export class RefusedError extends Error {
 
 /** A VM loaded at the destination from the received state, not yet running. */
 export interface PreparedVm {
-  /** Stage 5, activation: the vCPU runs here from now on. */
-  resume(): void;
+  /**
+   * Stage 5, activation: the vCPU runs here from now on. `pausedSinceUs`: when the source paused
+   * the VM, on this host's CLOCK_MONOTONIC (µs); the guest clock first moves forward by the time
+   * since (guest clock 'continuous', PAUSED_AT). Omitted, guest time resumes where it stopped.
+   */
+  resume(pausedSinceUs?: number): void;
   /** Before commitment only: drop it (the source keeps running the VM). */
   discard(): Promise<void>;
   /**

@@ -8,6 +8,7 @@ import type { MigrationReport } from '../../src/migration/report.js';
 import { OutgoingMigration, type MigrateOptions } from '../../src/migration/source.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type MigratableVm, type PreparedVm, type Reservation } from '../../src/migration/vm-port.js';
 import type { MachineConfig } from '../../src/migration/wire/index.js';
+import { elapsedSinceUs } from '../../src/util/host-clock.js';
 import { imageBytes, text } from './images.js';
 
 export const MiB = 1024 * 1024;
@@ -59,9 +60,9 @@ export class TestVm implements MigratableVm {
     this.onPause?.();
     return this.vcpu.pause();
   }
-  resume(): void {
+  resume(pausedSinceUs?: number): void {
     this.resumes++;
-    this.vcpu.resume();
+    this.vcpu.resume(elapsedSinceUs(pausedSinceUs));
   }
   setThrottle(percent: number): void {
     this.vcpu.setThrottle(percent);
@@ -168,12 +169,12 @@ export class TestDestinationHost implements DestinationHost {
     }
     let done = false;
     return {
-      resume: (): void => {
+      resume: (pausedSinceUs?: number): void => {
         if (done) throw new Error('resume after resume/discard');
         done = true;
         this.drop(reservation);
         this.vms.set(vm.name, new TestVm(vcpu, vm.uuid, vm.name, vm.config));
-        vcpu.resume();
+        vcpu.resume(elapsedSinceUs(pausedSinceUs));
       },
       discard: async (): Promise<void> => {
         if (done) throw new Error('discard after resume/discard');

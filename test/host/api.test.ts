@@ -192,6 +192,7 @@ describe('host daemon API', { timeout: 180_000 }, () => {
       ['POST', '/v1/migrations', { vm: 'nope', to: '127.0.0.1:1', maxBandwidthBps: -1 }, 400, 'bad-request'],
       ['POST', '/v1/migrations', { vm: 'nope', to: '127.0.0.1:1', stopCopyBandwidthBps: -1 }, 400, 'bad-request'],
       ['POST', '/v1/migrations', { vm: 'nope', to: '127.0.0.1:1', stopCopyBandwidthBps: 'unlimited' }, 400, 'bad-request'],
+      ['POST', '/v1/migrations', { vm: 'nope', to: '127.0.0.1:1', guestClock: 'sometimes' }, 400, 'bad-request'],
       ['POST', '/v1/migrations', { vm: 'nope', to: '127.0.0.1:1', verifyRam: 'yes' }, 400, 'bad-request'],
     ];
     for (const [method, path, body, status, code] of cases) {
@@ -259,7 +260,7 @@ describe('host daemon API', { timeout: 180_000 }, () => {
 
 describe('CLI errors', { timeout: 60_000 }, () => {
   test('usage errors exit 2, unreachable hosts exit 1 with a clear message', async () => {
-    for (const args of [['vm', 'list', '--bogus'], ['vm', 'inspect'], ['vm', 'start', VERIFY, '--mem', 'lots'], ['vm', 'list', '--host', 'nohostport'], ['migrate', 'v1'], ['migrate', 'v1', '--to', '127.0.0.1:1', '--max-bandwidth', 'fast']]) {
+    for (const args of [['vm', 'list', '--bogus'], ['vm', 'inspect'], ['vm', 'start', VERIFY, '--mem', 'lots'], ['vm', 'list', '--host', 'nohostport'], ['migrate', 'v1'], ['migrate', 'v1', '--to', '127.0.0.1:1', '--max-bandwidth', 'fast'], ['migrate', 'v1', '--to', '127.0.0.1:1', '--guest-clock', 'sometimes']]) {
       const r = await tern(args);
       assert.equal(r.code, 2, `tern ${args.join(' ')}: ${r.stderr}`);
       assert.ok(r.stderr.length > 0);
@@ -271,6 +272,9 @@ describe('CLI errors', { timeout: 60_000 }, () => {
     assert.equal(help.code, 0);
     assert.match(help.stdout, /Examples:/);
     assert.match(help.stdout, /--max-bandwidth/);
+    assert.match(help.stdout, /--guest-clock <mode>/);
+    const bad = await tern(['migrate', 'v1', '--to', '127.0.0.1:1', '--guest-clock', 'sometimes']);
+    assert.match(bad.stderr, /--guest-clock: 'sometimes' is not one of continuous, frozen/);
   });
 });
 

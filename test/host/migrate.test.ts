@@ -43,6 +43,16 @@ describe('live migration between two daemons', { skip, timeout: 600_000 }, () =>
     await bRises(a, 'v1', 2);
     let from = a;
     let to = b;
+    // Guest time against wall time: the guest clock counts each switchover pause (guest clock
+    // 'continuous', the default), so over the moves guest time falls behind wall time by far less
+    // than the VM spent paused (each pause holds two SHA-256s of 64 MiB here: --verify).
+    const clockAt = async (d: Daemon): Promise<{ guestMs: number; wallMs: number }> => {
+      const t0 = performance.now();
+      const v = await (await http(d.api, 'GET', '/v1/vms/v1')).json<VmInfo>();
+      return { guestMs: v.guestTimeMs!, wallMs: (t0 + performance.now()) / 2 };
+    };
+    const clock0 = await clockAt(a);
+    let pausedMs = 0;
     for (let i = 0; i < 20; i++) {
       const before = await consoleOf(from, 'v1');
       // --verify: a SHA-256 of all RAM on both sides; from the second move on, the destination
@@ -60,6 +70,8 @@ describe('live migration between two daemons', { skip, timeout: 600_000 }, () =>
       // QEMU's downtime (until the source has sent everything) is part of ours.
       assert.ok(rep.sourceDowntimeMs !== undefined && rep.sourceDowntimeMs > 0 && rep.sourceDowntimeMs <= rep.downtimeMs, `sourceDowntimeMs ${rep.sourceDowntimeMs} within downtimeMs ${rep.downtimeMs}`);
       assert.equal(rep.downtimeLimitMs, 50);
+      assert.equal(rep.guestClock, 'continuous');
+      pausedMs += rep.downtimeMs;
 
       // The VM left the source and runs at the destination, with its whole console history.
       assert.equal(await statusOn(from, 'v1'), undefined, 'the source dropped the VM');
@@ -81,6 +93,10 @@ describe('live migration between two daemons', { skip, timeout: 600_000 }, () =>
       }
       [from, to] = [to, from];
     }
+    const clock1 = await clockAt(from);
+    const lagMs = clock1.wallMs - clock0.wallMs - (clock1.guestMs - clock0.guestMs);
+    console.log(`guest clock: ${lagMs.toFixed(1)} ms behind wall time after 20 moves with ${pausedMs.toFixed(1)} ms of pauses`);
+    assert.ok(lagMs < pausedMs / 4 + 50, `guest time fell ${lagMs.toFixed(1)} ms behind wall time over 20 moves that paused the VM ${pausedMs.toFixed(1)} ms`);
     const list = await ternJson<MigrationInfo[]>(['migrate', 'list', '--host', a.api]);
     const out = list.value.filter((m) => m.direction === 'outgoing');
     const inc = list.value.filter((m) => m.direction === 'incoming');

@@ -19,7 +19,9 @@ import {
   decodeRefuse,
   encodeHello,
   encodeImage,
+  encodePausedAt,
   encodeRoundEnd,
+  encodeState,
   type Frame,
 } from '../../src/migration/wire/index.js';
 import { until } from '../helpers/images.js';
@@ -256,6 +258,20 @@ test('hostile streams get a clear answer: a page beyond RAM, a non-tern peer, a 
     corrupt[corrupt.length - 1]! ^= 1;
     await imageAbort(cat(withImage, corrupt), /SHA-256 of the 5000-byte image does not match/);
     assert.equal(host.warmImages.length, 1, 'only the well-formed IMAGE reached the host');
+
+    // PAUSED_AT (protocol 1.4): only with the paused-at capability, once, on stream 0, before STATE.
+    const withClock = encodeHello({
+      version: PROTOCOL_VERSION, vmId: vm.uuid, vmName: 'hostile', ramBytes: 1 * MiB, pageSize: 4096, config: vm.config,
+      mode: 'precopy', capabilities: Capability.ZeroPages | Capability.PausedAt, streamIndex: 0, streamCount: 1, sessionId: new Uint8Array(16),
+    });
+    const pausedAt = encodePausedAt({ bootId: new Uint8Array(16), pausedUs: 1_000, sentUs: 2_000 });
+    const round1 = cat(ok, encodeRoundEnd({ round: 1, pagesSent: 1, pagesDirtied: 0, durationUs: 1, bytes: ok.length }));
+    await imageAbort(cat(hello, round1, pausedAt), /PAUSED_AT without the paused-at capability/);
+    await imageAbort(cat(withClock, round1, pausedAt, pausedAt), /a second PAUSED_AT/);
+    await imageAbort(cat(withClock, round1, encodeState({ state: Uint8Array.of(1, 2, 3) }), pausedAt), /PAUSED_AT after STATE/);
+    const backwards = pausedAt.slice();
+    backwards[8 + 16 + 2] = 0xff; // pausedUs (little-endian) now beyond sentUs
+    await imageAbort(cat(withClock, round1, backwards), /sentUs 2000 is before pausedUs/);
 
     // A round that lies about its page count.
     frames = await exchange(port, cat(hello, ok, encodeRoundEnd({ round: 1, pagesSent: 5, pagesDirtied: 0, durationUs: 1, bytes: 1 })), rand);

@@ -37,7 +37,13 @@ export const enum Sig {
   HintCommand = 15,
   /** virtio-balloon: the driver as the device sees it, BalloonDriverBits (published by the device). */
   BalloonDriver = 16,
-  Count = 17,
+  /**
+   * Microseconds the guest clock jumps forward at the next resume (written by the host with the
+   * Run command, taken by the vCPU thread as it starts the clock; 0: none). A migration's
+   * destination sets it to the time the VM spent paused, so guest time keeps up with wall time.
+   */
+  ClockAdvanceUs = 17,
+  Count = 18,
 }
 
 /** Bits of Sig.BalloonDriver. */

@@ -299,9 +299,14 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
     }
   }
 
-  resume(): void {
+  /**
+   * Runs the vCPU again. `clockAdvanceUs`: move the guest clock forward by that much first (a
+   * migration counting its pause as guest time); by default the clock resumes where it stopped.
+   */
+  resume(clockAdvanceUs = 0): void {
     const s = Atomics.load(this.sig, Sig.State);
     if (s === VcpuState.Exited || s === VcpuState.Crashed) throw new VcpuError(`cannot resume a vCPU that is ${vcpuStateName(s)}`, this.name);
+    Atomics.store(this.sig, Sig.ClockAdvanceUs, clampAdvance(clockAdvanceUs));
     Atomics.store(this.sig, Sig.Command, VcpuCommand.Run);
     ring(this.sig);
     this.worker.postMessage({ type: 'resume' } satisfies ToVcpu);
@@ -459,4 +464,10 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
     await this.worker.terminate();
     this.ended('the vCPU thread has been stopped');
   }
+}
+
+/** A clock advance as the Int32 slot holds it: whole microseconds, 0 to 2^31 - 1 (about 35 minutes). */
+function clampAdvance(us: number): number {
+  if (!(us > 0)) return 0;
+  return Math.min(Math.round(us), 0x7fff_ffff);
 }

@@ -2,6 +2,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { StopReason } from '../cpu/hart.js';
 import { Machine } from '../machine.js';
+import { TIMEBASE_HZ } from '../memory/layout.js';
 import { GuestRam } from '../memory/ram.js';
 import { Sig } from '../memory/signals.js';
 import type { Logger } from '../../util/log.js';
@@ -180,7 +181,7 @@ function onAbsentPage(page: number): void {
       setState(VcpuState.PausedInFault);
       pausedHere = true;
     } else if (cmd === VcpuCommand.Run && pausedHere) {
-      machine.clock.start();
+      startClock();
       setState(VcpuState.Running);
       pausedHere = false;
     }
@@ -193,9 +194,16 @@ function onAbsentPage(page: number): void {
       const bell = Atomics.load(sig, Sig.Doorbell);
       Atomics.wait(sig, Sig.Doorbell, bell, 50);
     }
-    machine.clock.start();
+    startClock();
     setState(VcpuState.Running);
   }
+}
+
+/** Starts the guest clock, first moving it forward by what the host asked (Sig.ClockAdvanceUs). */
+function startClock(): void {
+  const us = Atomics.exchange(sig, Sig.ClockAdvanceUs, 0);
+  if (us > 0) machine.clock.advance(us * (TIMEBASE_HZ / 1_000_000));
+  machine.clock.start();
 }
 
 function enterPaused(): void {
@@ -335,7 +343,7 @@ function resume(): void {
   // The host set Run before posting 'resume'; a pause requested since then wins (else that pause
   // would return at once, seeing Paused, while this resume set the vCPU running again).
   if (Atomics.load(sig, Sig.Command) !== VcpuCommand.Run) return;
-  machine.clock.start();
+  startClock();
   setState(VcpuState.Running);
   loop();
 }

@@ -4,6 +4,7 @@ import {
   decodeAbort,
   decodeActivated,
   decodeResumedAt,
+  decodePausedAt,
   decodeCommitted,
   decodeComplete,
   decodeDiscard,
@@ -16,6 +17,7 @@ import {
   encodeAbort,
   encodeActivated,
   encodeResumedAt,
+  encodePausedAt,
   encodeCommitted,
   encodeComplete,
   encodeDiscard,
@@ -65,6 +67,7 @@ export function decodeMessage(frame: Frame, options: DecodeOptions = {}): Messag
     case FrameType.Activated: return decodeActivated(p);
     case FrameType.PostcopyStats: return decodePostcopyStats(p);
     case FrameType.ResumedAt: return decodeResumedAt(p);
+    case FrameType.PausedAt: return decodePausedAt(p);
     case FrameType.Image: return decodeImage(p);
     case FrameType.PageRequest: return decodePageRequest(p);
     case FrameType.Resume: return decodeResume(p);
@@ -92,6 +95,7 @@ export function encodeMessage(m: Message): Uint8Array {
     case FrameType.Activated: return encodeActivated(m);
     case FrameType.PostcopyStats: return encodePostcopyStats(m);
     case FrameType.ResumedAt: return encodeResumedAt(m);
+    case FrameType.PausedAt: return encodePausedAt(m);
     case FrameType.Image: return encodeImage(m);
     case FrameType.PageRequest: return encodePageRequest(m);
     case FrameType.Resume: return encodeResume(m);

@@ -7,9 +7,10 @@ export const PROTOCOL_MAJOR = 1;
 /**
  * 1.1 added POSTCOPY_STATS (0x23), PAGES_COMPRESSED (0x14) and the lz4 / zstd capability bits;
  * 1.2 added IMAGE (0x15) and the warm-image capability bit;
- * 1.3 added RESUMED_AT (0x24) and the resumed-at capability bit.
+ * 1.3 added RESUMED_AT (0x24) and the resumed-at capability bit;
+ * 1.4 added PAUSED_AT (0x25) and the paused-at capability bit.
  */
-export const PROTOCOL_MINOR = 3;
+export const PROTOCOL_MINOR = 4;
 
 export interface ProtocolVersion {
   readonly major: number;
@@ -46,6 +47,8 @@ export const enum FrameType {
   PostcopyStats = 0x23,
   /** Since 1.3: the destination's boot id and CLOCK_MONOTONIC at the vCPU resume (resumed-at capability). */
   ResumedAt = 0x24,
+  /** Since 1.4: the source's boot id, its CLOCK_MONOTONIC at the vCPU pause and at sending (paused-at capability). */
+  PausedAt = 0x25,
   PageRequest = 0x30,
   Resume = 0x31,
   Ping = 0x40,
@@ -96,6 +99,12 @@ export const enum Capability {
    * (same boot id) measures the downtime on the one clock both read, not as an estimate.
    */
   ResumedAt = 1 << 9,
+  /**
+   * Since 1.4: the source sends PAUSED_AT before STATE; the destination moves the guest clock
+   * forward by the switchover pause as it resumes the VM (guest clock 'continuous'). Offered only
+   * by a source that wants it; a destination that does not grant it resumes the clock where it stopped.
+   */
+  PausedAt = 1 << 10,
 }
 
 export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
@@ -109,10 +118,11 @@ export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
   [Capability.BalloonPages, 'balloon-pages'],
   [Capability.WarmImage, 'warm-image'],
   [Capability.ResumedAt, 'resumed-at'],
+  [Capability.PausedAt, 'paused-at'],
 ];
 
 /** Capability bits this version defines. */
-export const KNOWN_CAPABILITIES = 0x3ff;
+export const KNOWN_CAPABILITIES = 0x7ff;
 
 export const FRAME_HEADER_BYTES = 8;
 /** The page size of protocol 1.x; a raw PAGES entry carries exactly this many bytes. */
@@ -148,6 +158,8 @@ export const PAGES_COMPRESSED_FIXED_BYTES = 8;
 export const POSTCOPY_STATS_BYTES = 24;
 /** RESUMED_AT: boot id (16) + resumedUs (8). */
 export const RESUMED_AT_BYTES = 24;
+/** PAUSED_AT: boot id (16) + pausedUs (8) + sentUs (8). */
+export const PAUSED_AT_BYTES = 32;
 export const IMAGE_FIXED_BYTES = DIGEST_BYTES + 4;
 
 /** Worst-case entry: page u32 + encoding u8 + length u32 + a page of bytes. */
@@ -174,6 +186,7 @@ const NAMES: { [t: number]: string } = {
   [FrameType.Activated]: 'ACTIVATED',
   [FrameType.PostcopyStats]: 'POSTCOPY_STATS',
   [FrameType.ResumedAt]: 'RESUMED_AT',
+  [FrameType.PausedAt]: 'PAUSED_AT',
   [FrameType.PageRequest]: 'PAGE_REQUEST',
   [FrameType.Resume]: 'RESUME',
   [FrameType.Ping]: 'PING',
@@ -197,6 +210,7 @@ const MAX_PAYLOAD: { [t: number]: number } = {
   [FrameType.Activated]: 8,
   [FrameType.PostcopyStats]: POSTCOPY_STATS_BYTES,
   [FrameType.ResumedAt]: RESUMED_AT_BYTES,
+  [FrameType.PausedAt]: PAUSED_AT_BYTES,
   [FrameType.PageRequest]: PAGE_REQUEST_FIXED_BYTES + 4 * MAX_REQUEST_PAGES,
   [FrameType.Resume]: RESUME_FIXED_BYTES + 8 * MAX_PAGE_RUNS,
   [FrameType.Ping]: 8,
@@ -225,6 +239,7 @@ const SENDERS: { [t: number]: Sender } = {
   [FrameType.Activated]: 'destination',
   [FrameType.PostcopyStats]: 'destination',
   [FrameType.ResumedAt]: 'destination',
+  [FrameType.PausedAt]: 'source',
   [FrameType.PageRequest]: 'destination',
   [FrameType.Resume]: 'destination',
   [FrameType.Ping]: 'either',

@@ -15,6 +15,7 @@ import {
   PAGE_REQUEST_FIXED_BYTES,
   RESUME_FIXED_BYTES,
   RESUMED_AT_BYTES,
+  PAUSED_AT_BYTES,
   ROUND_END_BYTES,
   STATE_FIXED_BYTES,
 } from './constants.js';
@@ -34,6 +35,7 @@ import {
   type Pong,
   type Resume,
   type ResumedAt,
+  type PausedAt,
   type RoundEnd,
   type State,
 } from './messages.js';
@@ -224,6 +226,26 @@ export function decodeResumedAt(payload: Uint8Array): ResumedAt {
   const resumedUs = r.u64('resumedUs');
   r.end();
   return { type: FrameType.ResumedAt, bootId, resumedUs };
+}
+
+// ---- PAUSED_AT (1.4): bootId 16 bytes | pausedUs u64 | sentUs u64 ---------------------------
+
+export function encodePausedAt(m: Body<PausedAt>): Uint8Array {
+  checkBytes('PAUSED_AT', 'bootId', m.bootId, ID_BYTES);
+  checkU64('PAUSED_AT', 'pausedUs', m.pausedUs);
+  checkU64('PAUSED_AT', 'sentUs', m.sentUs);
+  if (m.sentUs < m.pausedUs) throw new WireError('bad-value', `PAUSED_AT sentUs ${m.sentUs} is before pausedUs ${m.pausedUs}`, { message: 'PAUSED_AT', field: 'sentUs' });
+  return new FrameWriter(FrameType.PausedAt, PAUSED_AT_BYTES).raw(m.bootId).u64(m.pausedUs).u64(m.sentUs).finish();
+}
+
+export function decodePausedAt(payload: Uint8Array): PausedAt {
+  const r = new PayloadReader(payload, 'PAUSED_AT');
+  const bootId = r.fixed(ID_BYTES, 'bootId').slice();
+  const pausedUs = r.u64('pausedUs');
+  const sentUs = r.u64('sentUs');
+  r.end();
+  if (sentUs < pausedUs) throw new WireError('bad-value', `PAUSED_AT sentUs ${sentUs} is before pausedUs ${pausedUs}`, { message: 'PAUSED_AT', field: 'sentUs' });
+  return { type: FrameType.PausedAt, bootId, pausedUs, sentUs };
 }
 
 // ---- PAGE_REQUEST: requestId u32 | count u16 | reserved u16 | pages u32* ---------------------

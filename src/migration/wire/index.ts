@@ -81,6 +81,8 @@ export {
   decodeActivated,
   encodeResumedAt,
   decodeResumedAt,
+  encodePausedAt,
+  decodePausedAt,
   encodePageRequest,
   decodePageRequest,
   encodeResume,

@@ -162,6 +162,21 @@ export interface ResumedAt {
   readonly resumedUs: number;
 }
 
+/**
+ * Since 1.4: when the source paused the vCPU and when it sent this, both on its own clock (sent
+ * just before STATE). The destination learns how long the VM has been paused so far, and with the
+ * same boot id the exact instant.
+ */
+export interface PausedAt {
+  readonly type: FrameType.PausedAt;
+  /** The source's boot id (16 bytes; all zero: unknown). */
+  readonly bootId: Uint8Array;
+  /** Its CLOCK_MONOTONIC at the vCPU pause, µs. */
+  readonly pausedUs: number;
+  /** Its CLOCK_MONOTONIC as it wrote this frame, µs (not before pausedUs). */
+  readonly sentUs: number;
+}
+
 /** Since 1.1: what the destination saw of a post-copy (sent before COMMITTED). */
 export interface PostcopyStats {
   readonly type: FrameType.PostcopyStats;
@@ -224,6 +239,7 @@ export type Message =
   | PagesCompressed
   | PostcopyStats
   | ResumedAt
+  | PausedAt
   | Image
   | PageRequest
   | Resume

@@ -13,6 +13,7 @@ import {
   decodeAccept,
   decodeActivated,
   decodeResumedAt,
+  decodePausedAt,
   decodeCommitted,
   decodeComplete,
   decodeDiscard,
@@ -31,6 +32,7 @@ import {
   encodeAccept,
   encodeActivated,
   encodeResumedAt,
+  encodePausedAt,
   encodeCommitted,
   encodeComplete,
   encodeDiscard,
@@ -274,6 +276,18 @@ test('RESUMED_AT (1.3): hand-made bytes; exactly 24 bytes; a boot id of 16 bytes
   assert.throws(() => decodeResumedAt(payload.subarray(0, 23)), WireError);
   assert.throws(() => decodeResumedAt(cat(payload, [0])), WireError);
   assert.throws(() => encodeResumedAt({ bootId: id.subarray(0, 15), resumedUs: 1 }), WireError);
+});
+
+test('PAUSED_AT (1.4): hand-made bytes; exactly 32 bytes; sentUs not before pausedUs', () => {
+  const id = Uint8Array.from({ length: 16 }, (_, i) => 0xf0 - i);
+  const payload = cat(id, le.u64(5_000_000), le.u64(5_001_250));
+  assert.deepEqual(encodePausedAt({ bootId: id, pausedUs: 5_000_000, sentUs: 5_001_250 }), frame(0x25, payload));
+  assert.deepEqual(decodePausedAt(payload), { type: FrameType.PausedAt, bootId: id, pausedUs: 5_000_000, sentUs: 5_001_250 });
+  assert.throws(() => decodePausedAt(payload.subarray(0, 31)), WireError);
+  assert.throws(() => decodePausedAt(cat(payload, [0])), WireError);
+  assert.throws(() => decodePausedAt(cat(id, le.u64(5_000_001), le.u64(5_000_000))), /sentUs 5000000 is before pausedUs 5000001/);
+  assert.throws(() => encodePausedAt({ bootId: id, pausedUs: 2, sentUs: 1 }), WireError);
+  assert.throws(() => encodePausedAt({ bootId: id.subarray(0, 15), pausedUs: 1, sentUs: 1 }), WireError);
 });
 
 test('PAGE_REQUEST: hand-made bytes', () => {
