@@ -10,7 +10,8 @@ import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { TokenBucket } from './rate-limit.js';
 import { CompressionBackoff, type PageStreamCompressor } from './encoding/compress.js';
 import { XbzrleOutcome, type XbzrleEncoder } from './encoding/xbzrle.js';
-import { FRAME_HEADER_BYTES, MAX_BATCH_PAGES, PageBatchBuilder, encodePagesCompressedHead } from './wire/index.js';
+import { FRAME_HEADER_BYTES, type PageBatchBuilder, encodePagesCompressedHead } from './wire/index.js';
+import { giveBuilder, takeBuilder } from './builder-pool.js';
 
 /** Where frames go; implemented by the outgoing migration over its socket. */
 export interface FrameSink {
@@ -76,6 +77,11 @@ export class PageSender {
   private readonly release: (() => void)[] = [];
   private readonly onWritten: ((err?: Error | null) => void)[] = [];
   private next = 0;
+  /** The builder sendRound is filling (acquired, not yet flushed), or -1. */
+  private filling = -1;
+  /** dispose() was called: builders go back to the pool as their writes complete. */
+  private disposed = false;
+  private readonly returned: boolean[] = [];
   private lastTurn = performance.now();
   private readonly bucket = new TokenBucket();
   private batchBytes = UNLIMITED_BATCH_BYTES;
@@ -101,11 +107,32 @@ export class PageSender {
     this.xbzrle = encodings.xbzrle;
     this.compressor = encodings.compressor;
     for (let i = 0; i < BUILDERS; i++) {
-      this.builders.push(new PageBatchBuilder(MAX_BATCH_PAGES));
+      this.builders.push(takeBuilder());
       this.inFlight.push(undefined);
+      this.returned.push(false);
       this.release.push(() => {});
-      this.onWritten.push(() => this.release[i]!());
+      this.onWritten.push(() => {
+        this.release[i]!();
+        if (this.disposed) this.giveBack(i);
+      });
     }
+  }
+
+  /**
+   * The migration is over: no more rounds. Each builder returns to the pool (builder-pool.ts) once
+   * nothing reads it: at once if idle, else when its frame's write completes. A builder a stopped
+   * round still holds is left to the garbage collector.
+   */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (let i = 0; i < BUILDERS; i++) if (this.inFlight[i] === undefined) this.giveBack(i);
+  }
+
+  private giveBack(i: number): void {
+    if (this.returned[i] || i === this.filling || this.inFlight[i] !== undefined) return;
+    this.returned[i] = true;
+    giveBuilder(this.builders[i]!);
   }
 
   /** XBZRLE from the next round on (the fallback of a pre-copy that stopped converging). */
@@ -169,7 +196,8 @@ export class PageSender {
         b = await this.acquire(round);
       }
     }
-    if (b.count > 0) await this.flush(b, tally); // else the begun, empty builder is begun again next time
+    if (b.count > 0) await this.flush(b, tally);
+    else this.filling = -1; // the begun, empty builder is begun again next time
     await this.settle();
     this.totalZeroPages += tally.zeroPages;
     return tally;
@@ -184,6 +212,8 @@ export class PageSender {
     const i = this.next;
     const pending = this.inFlight[i];
     if (pending !== undefined) await this.sink.guard(pending);
+    if (this.disposed) throw new Error('the page sender was disposed (the migration is over)');
+    this.filling = i;
     return this.builders[i]!.begin(round);
   }
 
@@ -214,6 +244,8 @@ export class PageSender {
       await this.sink.guard(nextTurn());
       this.lastTurn = performance.now();
     }
+    if (this.disposed) throw new Error('the page sender was disposed (the migration is over)');
+    this.filling = -1;
     this.inFlight[i] = new Promise<void>((resolve) => {
       this.release[i] = () => {
         this.inFlight[i] = undefined;

@@ -593,7 +593,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       // nothing cached and send every page whole.
       const xbzrle = this.encodings?.xbzrle !== undefined;
       // The XBZRLE fallback's sample: these pages as they are before the round (delta-probe.ts).
-      if (!xbzrle) this.deltaProbe?.snapshot(ram, list);
+      // Not round 1's: the fallback is decided after round 2 at the earliest, on that round's sample.
+      if (!xbzrle && round >= 2) this.deltaProbe?.snapshot(ram, list);
       const tally = await this.sendRoundAll(list, round, !(xbzrle && round >= 2), limit);
       if (round === 1) this.hintRun?.stop(); // as QEMU: hints serve the bulk round only
       const durationMs = Math.max(performance.now() - started, 0.001);
@@ -1419,6 +1420,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.finished = true;
     this.hintRun?.finish();
     this.streams?.close();
+    this.sender?.dispose();
     this.status = status;
     if (status === 'completed') this.stage = 'done';
     const sender = this.sender;

@@ -270,11 +270,17 @@ export class DataStreams {
 
   /** The migration is over: close the data streams. */
   close(): void {
-    for (const st of this.streams) st.close();
+    for (const st of this.streams) {
+      st.close();
+      st.sender?.dispose();
+    }
   }
 
   destroy(): void {
-    for (const st of this.streams) st.destroy();
+    for (const st of this.streams) {
+      st.destroy();
+      st.sender?.dispose();
+    }
   }
 
   private fail(err: Error): void {
