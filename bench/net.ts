@@ -1,11 +1,11 @@
 // bench:net — what clients see of a live migration through the gateway. A gateway and two host
 // daemons on loopback; a kv VM and a tick VM exposed through the gateway; clients measure from
 // outside: a redis client doing one request at a time (latency per request, throughput per
-// phase), redis-benchmark alongside, and a tick client timestamping every 20 Hz update. Each VM
-// migrates back and forth; the largest client-observed gap is compared with the downtime the
-// migration reports. Not a test: it prints figures.
+// phase), redis-benchmark alongside (with --tick-alone: during kv's migrations only), and a tick
+// client timestamping every 20 Hz update. Each VM migrates back and forth; the largest client-observed gap is compared with
+// the downtime the migration reports. Not a test: it prints figures.
 //
-//   npm run bench:net -- [--migrations N] [--max-bandwidth 1Gbit] [--no-redis-benchmark] [--host-arg 'OPTIONS'] [--json]
+//   npm run bench:net -- [--migrations N] [--max-bandwidth 1Gbit] [--no-redis-benchmark] [--tick-alone] [--host-arg 'OPTIONS'] [--json]
 import { execFile, spawn } from 'node:child_process';
 import { get as httpGet, type ClientRequest } from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
@@ -20,21 +20,24 @@ interface Args {
   maxBandwidth: string;
   json: boolean;
   redisBenchmark: boolean;
+  /** Stop redis-benchmark before tick's migrations (Clark's Quake 3 case: the game server alone). Default: it runs throughout. */
+  tickAlone: boolean;
   /** Extra `tern host serve` options for both hosts (--host-arg, repeatable), for A/B runs. */
   hostArgs: string[];
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { migrations: 4, maxBandwidth: '1Gbit', json: false, redisBenchmark: true, hostArgs: [] };
+  const a: Args = { migrations: 4, maxBandwidth: '1Gbit', json: false, redisBenchmark: true, tickAlone: false, hostArgs: [] };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     if (k === '--migrations') a.migrations = Math.max(1, Number(argv[++i]));
     else if (k === '--max-bandwidth') a.maxBandwidth = argv[++i] ?? a.maxBandwidth;
     else if (k === '--json') a.json = true;
     else if (k === '--no-redis-benchmark') a.redisBenchmark = false;
+    else if (k === '--tick-alone') a.tickAlone = true;
     else if (k === '--host-arg') a.hostArgs.push(...(argv[++i] ?? '').split(' ').filter((s) => s !== ''));
     else if (k === '--help' || k === '-h') {
-      process.stdout.write("usage: npm run bench:net -- [--migrations N (4)] [--max-bandwidth RATE (1Gbit)] [--no-redis-benchmark] [--host-arg 'OPTIONS' (for both hosts' tern host serve; repeatable)] [--json]\n");
+      process.stdout.write("usage: npm run bench:net -- [--migrations N (4)] [--max-bandwidth RATE (1Gbit)] [--no-redis-benchmark] [--tick-alone] [--host-arg 'OPTIONS' (for both hosts' tern host serve; repeatable)] [--json]\n");
       process.exit(0);
     } else throw new Error(`unknown argument ${k}`);
   }
@@ -58,6 +61,8 @@ function cli(args: string[], timeoutMs = 120_000): Promise<{ code: number | null
  */
 class MigrationStarts {
   readonly startedAt = new Map<string, number>();
+  /** When each migration completed there (`migration.completed`: the source read ACTIVATED, just after the resume). */
+  readonly completedAt = new Map<string, number>();
   private readonly req: ClientRequest;
 
   constructor(api: string) {
@@ -73,6 +78,7 @@ class MigrationStarts {
           if (!line.startsWith('data: ')) continue;
           const e = JSON.parse(line.slice(6)) as { type: string; vm: string; migration?: string; time: string };
           if (e.type === 'migration.started' && e.migration !== undefined) this.startedAt.set(e.migration, Date.parse(e.time) - performance.timeOrigin);
+          if (e.type === 'migration.completed' && e.migration !== undefined) this.completedAt.set(e.migration, Date.parse(e.time) - performance.timeOrigin);
         }
       });
     });
@@ -212,6 +218,19 @@ function maxGap(times: readonly number[], from: number, to: number): { ms: numbe
   return { ms: max, endedAt };
 }
 
+/** The silence around `at`: from the last time at or before it to the first after it. */
+function gapAround(times: readonly number[], at: number): number | null {
+  let prev = -1;
+  for (const t of times) {
+    if (t <= at) {
+      prev = t;
+      continue;
+    }
+    return prev >= 0 ? t - prev : null;
+  }
+  return null;
+}
+
 function pct(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);
@@ -236,6 +255,8 @@ interface Row {
   gapEndedMs: number;
   /** The longest gap from the migration's start on the source host (its `migration.started` event), leaving out the CLI's own start-up. */
   migrationMaxGapMs: number | null;
+  /** The gap around the switchover (the middle of the pause: the completed event's time − downtime / 2; the event time has ms resolution). */
+  switchGapMs: number | null;
   p50Ms: number | null;
   p99Ms: number | null;
   rpsBefore: number | null;
@@ -266,7 +287,15 @@ async function main(): Promise<void> {
 
   const rows: Row[] = [];
   const hosts = [a, b];
+  let benchAlive = false;
   for (const vm of ['kv', 'tick']) {
+    if (vm === 'tick' && args.tickAlone) {
+      // Clark's Quake 3 case is the game server alone: redis-benchmark, which on a 2-core machine
+      // keeps both cores busy with the kv VM, stops once kv's migrations are done.
+      benchAlive = benchProc.exitCode === null;
+      benchProc.kill('SIGTERM');
+      await sleep(500);
+    }
     for (let m = 0; m < args.migrations; m++) {
       const from = hosts[m % 2]!;
       const to = hosts[(m + 1) % 2]!;
@@ -282,6 +311,8 @@ async function main(): Promise<void> {
       const gap = maxGap(times, t0, t1 + 500);
       const startedAt = starts.get(from['name'] as string)!.startedAt.get(rep.id);
       const migrationGap = startedAt !== undefined ? maxGap(times, startedAt, t1 + 500).ms : null;
+      const completedAt = starts.get(from['name'] as string)!.completedAt.get(rep.id);
+      const switchGap = completedAt !== undefined ? gapAround(times, completedAt - rep.downtimeMs / 2) : null;
       const lat = vm === 'kv' ? redis.latencies.slice(-countIn(redis.done, t0, t2)) : [];
       const w = t1 - t0;
       rows.push({
@@ -294,6 +325,7 @@ async function main(): Promise<void> {
         gapMinusDowntimeMs: Math.round((gap.ms - rep.downtimeMs) * 10) / 10,
         gapEndedMs: Math.round(gap.endedAt - t1),
         migrationMaxGapMs: migrationGap !== null ? Math.round(migrationGap * 10) / 10 : null,
+        switchGapMs: switchGap !== null ? Math.round(switchGap * 10) / 10 : null,
         p50Ms: vm === 'kv' ? Math.round(pct(lat, 50) * 100) / 100 : null,
         p99Ms: vm === 'kv' ? Math.round(pct(lat, 99) * 100) / 100 : null,
         rpsBefore: vm === 'kv' ? Math.round(countIn(times, t0 - 1000, t0)) : null,
@@ -305,13 +337,14 @@ async function main(): Promise<void> {
   redis.stop();
   tick.stop();
   for (const w of starts.values()) w.stop();
-  const benchAlive = benchProc.exitCode === null;
+  if (!args.tickAlone) benchAlive = benchProc.exitCode === null;
   await children.killAll();
   const summary = {
     maxBandwidth: args.maxBandwidth,
     probeErrors: redis.errors,
     tickHoles: tick.holes,
     redisBenchmarkAliveAtEnd: benchAlive,
+    tickAlone: args.tickAlone,
     redisBenchmarkErrors: /error|reset/i.test(benchOut),
     rows,
   };
@@ -319,12 +352,12 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
     return;
   }
-  const head = ['VM', '#', 'DIR', 'DOWNTIME', 'TOTAL', 'CLIENT MAX GAP', 'GAP-DOWNTIME', 'GAP ENDED', 'FROM START', 'P50', 'P99', 'RPS BEFORE', 'DURING', 'AFTER'];
-  const lines = rows.map((r) => [r.vm, String(r.migration), r.direction, `${r.downtimeMs.toFixed(1)} ms`, `${r.totalTimeMs.toFixed(0)} ms`, `${r.clientMaxGapMs} ms`, `${r.gapMinusDowntimeMs} ms`, `${r.gapEndedMs} ms`, r.migrationMaxGapMs === null ? '-' : `${r.migrationMaxGapMs} ms`, r.p50Ms === null ? '-' : `${r.p50Ms} ms`, r.p99Ms === null ? '-' : `${r.p99Ms} ms`, String(r.rpsBefore ?? '-'), String(r.rpsDuring ?? '-'), String(r.rpsAfter ?? '-')]);
+  const head = ['VM', '#', 'DIR', 'DOWNTIME', 'TOTAL', 'CLIENT MAX GAP', 'GAP-DOWNTIME', 'GAP ENDED', 'FROM START', 'SWITCH GAP', 'P50', 'P99', 'RPS BEFORE', 'DURING', 'AFTER'];
+  const lines = rows.map((r) => [r.vm, String(r.migration), r.direction, `${r.downtimeMs.toFixed(1)} ms`, `${r.totalTimeMs.toFixed(0)} ms`, `${r.clientMaxGapMs} ms`, `${r.gapMinusDowntimeMs} ms`, `${r.gapEndedMs} ms`, r.migrationMaxGapMs === null ? '-' : `${r.migrationMaxGapMs} ms`, r.switchGapMs === null ? '-' : `${r.switchGapMs} ms`, r.p50Ms === null ? '-' : `${r.p50Ms} ms`, r.p99Ms === null ? '-' : `${r.p99Ms} ms`, String(r.rpsBefore ?? '-'), String(r.rpsDuring ?? '-'), String(r.rpsAfter ?? '-')]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   for (const l of [head, ...lines]) process.stdout.write(l.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
-  process.stdout.write(`bandwidth cap ${args.maxBandwidth}; probe errors ${redis.errors}; tick sequence holes ${tick.holes}; redis-benchmark ${!args.redisBenchmark ? 'not run' : benchAlive ? 'still running at the end' : 'had exited'}${summary.redisBenchmarkErrors ? ' WITH ERRORS' : ', no errors'}\n`);
-  process.stdout.write('CLIENT MAX GAP: longest silence seen by the one-at-a-time redis probe (kv) or between tick lines (tick, 50 ms apart normally) during the migration; GAP ENDED: when it ended, relative to the end of tern migrate (which returns just after the activation); FROM START: the longest gap from the migration start on the source host (its migration.started event), without the tern CLI start-up.\n');
+  process.stdout.write(`bandwidth cap ${args.maxBandwidth}; probe errors ${redis.errors}; tick sequence holes ${tick.holes}; redis-benchmark ${!args.redisBenchmark ? 'not run' : `${benchAlive ? 'still running' : 'had exited'} at the end of ${args.tickAlone ? "kv's migrations (stopped for tick's: --tick-alone)" : 'the tick migrations'}`}${summary.redisBenchmarkErrors ? ' WITH ERRORS' : ', no errors'}\n`);
+  process.stdout.write('CLIENT MAX GAP: longest silence seen by the one-at-a-time redis probe (kv) or between tick lines (tick, 50 ms apart normally) during the migration; GAP ENDED: when it ended, relative to the end of tern migrate (which returns just after the activation); FROM START: the longest gap from the migration start on the source host (its migration.started event), without the tern CLI start-up; SWITCH GAP: the gap around the switchover (the middle of the pause, from migration.completed on the source).\n');
 }
 
 main().catch(async (e: unknown) => {
