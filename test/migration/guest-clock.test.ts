@@ -24,7 +24,7 @@ function lagMs(a: { guestMs: number; wallMs: number }, b: { guestMs: number; wal
   return b.wallMs - a.wallMs - (b.guestMs - a.guestMs);
 }
 
-for (const mode of ['precopy', 'postcopy'] as const) {
+for (const mode of ['precopy', 'postcopy', 'hybrid'] as const) {
   for (const guestClock of ['continuous', 'frozen'] as const satisfies readonly GuestClock[]) {
     test(`${mode}, guest clock ${guestClock}: the guest ${guestClock === 'continuous' ? 'counts' : 'does not count'} a ${HOLD_MS} ms pause`, async () => {
       const host = new TestDestinationHost();
