@@ -306,6 +306,8 @@ class IncomingSession {
   private granted = 0;
   /** When the source paused the VM, on this host's CLOCK_MONOTONIC (µs), from PAUSED_AT. */
   private pausedSinceUs: number | undefined;
+  /** When this connection was accepted (CLOCK_MONOTONIC, µs): no pause of this migration began earlier. */
+  private readonly openedUs = monotonicUs();
   private sessionId: Uint8Array | undefined;
   /** Past the post-copy switch: frames go to the receiver, a lost link pauses instead of failing. */
   private postcopy: PostcopyReceiver | undefined;
@@ -769,8 +771,8 @@ class IncomingSession {
   /**
    * PAUSED_AT (1.4, paused-at granted), once, before STATE: when the source paused the VM, taken
    * onto this host's clock (the same instant with the same boot id; else now minus the time the
-   * source says had passed when it sent this, one-way transit not counted). The guest clock moves
-   * forward by the time since at the resume.
+   * source says had passed when it sent this, one-way transit not counted), never before this
+   * connection was accepted. The guest clock moves forward by the time since at the resume.
    */
   private onPausedAt(f: Frame): void {
     const m = decodePausedAt(f.payload);
@@ -782,7 +784,10 @@ class IncomingSession {
     }
     const now = monotonicUs();
     const mine = bootId();
-    this.pausedSinceUs = !isZeroId(mine) && bytesEqual(mine, m.bootId) && m.pausedUs <= now ? m.pausedUs : now - (m.sentUs - m.pausedUs);
+    const since = !isZeroId(mine) && bytesEqual(mine, m.bootId) && m.pausedUs <= now ? m.pausedUs : now - (m.sentUs - m.pausedUs);
+    // A pause cannot have begun before this migration reached us: a source claiming otherwise (a
+    // bad clock, or a hostile peer) moves the guest clock by no more than the session's age.
+    this.pausedSinceUs = Math.max(since, this.openedUs);
   }
 
   private onState(f: Frame): void {

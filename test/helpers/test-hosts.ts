@@ -209,6 +209,8 @@ export class NullDestinationHost implements DestinationHost {
   private readonly held = new Set<Reservation>();
   activations = 0;
   doubleDrops = 0;
+  /** What each activation's resume() was given: when the pause began (PAUSED_AT), if known. */
+  readonly resumedPausedSince: (number | undefined)[] = [];
 
   get reservations(): number {
     return this.held.size;
@@ -226,10 +228,11 @@ export class NullDestinationHost implements DestinationHost {
     await Promise.resolve();
     let done = false;
     return {
-      resume: (): void => {
+      resume: (pausedSinceUs?: number): void => {
         if (done) throw new Error('twice');
         done = true;
         this.activations++;
+        this.resumedPausedSince.push(pausedSinceUs);
         this.drop(reservation);
       },
       discard: async (): Promise<void> => {

@@ -24,6 +24,7 @@ import {
   encodeState,
   type Frame,
 } from '../../src/migration/wire/index.js';
+import { monotonicUs } from '../../src/util/host-clock.js';
 import { until } from '../helpers/images.js';
 import { MiB, NullDestinationHost, migrate, startServer } from '../helpers/test-hosts.js';
 import { cat, prng, randInt } from './wire/helpers.js';
@@ -201,6 +202,32 @@ test('thousands of mutated and truncated migration streams: the server survives,
     assert.equal(r.status, 'completed', r.error?.message);
     assert.equal(r.ramDigestMatch, true);
     assert.ok(host.activations > activationsBefore);
+    await checkClean(server, host);
+  } finally {
+    await server.close();
+  }
+});
+
+test('PAUSED_AT claiming a pause an hour old moves the guest clock by no more than the session age', async () => {
+  const host = new NullDestinationHost();
+  const { server, port } = await startServer(host);
+  const rand = prng(7);
+  try {
+    const stream = await recordSourceStream(port);
+    assert.equal(host.resumedPausedSince.length, 1);
+    const honest = host.resumedPausedSince[0]!;
+    assert.ok(honest !== undefined && honest <= monotonicUs(), 'the recorded migration carried PAUSED_AT');
+    const at = frameStarts(stream).find((o) => stream[o] === FrameType.PausedAt);
+    assert.ok(at !== undefined, 'the source sent PAUSED_AT');
+    const forged = stream.slice();
+    const view = new DataView(forged.buffer);
+    const pausedUs = Number(view.getBigUint64(at + 8 + 16, true));
+    view.setBigUint64(at + 8 + 16, BigInt(pausedUs - 3_600_000_000), true); // an hour earlier, same boot id
+    const before = monotonicUs();
+    const frames = await exchange(port, forged, rand);
+    assert.ok(frames.some((f) => f.type === FrameType.Activated), 'the forged stream still migrates');
+    const since = host.resumedPausedSince.at(-1)!;
+    assert.ok(since >= before, `the pause is taken to begin ${((before - since) / 1e6).toFixed(1)} s before the session did`);
     await checkClean(server, host);
   } finally {
     await server.close();
