@@ -295,14 +295,19 @@ export class VsockEndpoint {
   // ---- migration ----
 
   /**
-   * The VM is paused for migration: take what the guest already sent, take back what it has not
-   * yet received, and stop telling the gateway anything.
+   * The VM is paused for migration: take what the guest already sent and pass it on, take back
+   * what it has not yet received, and stop telling the gateway anything.
    */
   freeze(): void {
     // Local connections end here: their RST reaches the guest (or travels in the backlog).
     for (const c of [...this.conns.values()]) if (c.local !== undefined) this.resetConn(c, ResetReason.VmGone, true);
-    this.frozen = true;
+    // What the guest sent before it stopped leaves now, not after the downtime: a reply or an
+    // update the guest wrote just before the pause reaches its client at once. The bytes stay in
+    // the state until acknowledged, and the destination sends again only from what the gateway
+    // says it has (ATTACHED outReceived), so nothing is doubled or lost.
     this.port.flushFromGuest();
+    for (const c of this.conns.values()) this.pumpUp(c);
+    this.frozen = true;
     const undelivered = this.port.takeUndelivered();
     this.backlog = undelivered.concat(this.backlog);
     clearTimeout(this.retryTimer);

@@ -214,6 +214,37 @@ test('frozen state travels: undelivered packets first, then the stream resumes f
   assert.deepEqual(up2.take(), ['data 7 6 1']);
 });
 
+test('at the pause, what the guest already sent goes upstream at once; the destination resends only what the gateway lacks', () => {
+  for (const gatewayHas of [6, 3]) {
+    const { port, ep, up, hostPort } = setup();
+    port.guest(fromGuest(VsockOp.Rw, hostPort, 'xyz'));
+    assert.deepEqual(up.take(), ['data 7 0 3']);
+    // Still in the guest→host ring when the vCPU stops: freeze() flushes it from the device.
+    const pending = [fromGuest(VsockOp.Rw, hostPort, '123')];
+    port.flushFromGuest = () => {
+      for (const p of pending.splice(0)) port.guest(p);
+    };
+    ep.freeze();
+    assert.deepEqual(up.take(), ['data 7 3 3'], 'sent before the downtime, not after it');
+    assert.equal(up.out, 'xyz123');
+    port.guest(fromGuest(VsockOp.Rw, hostPort, 'late'));
+    assert.deepEqual(up.take(), [], 'nothing is told once frozen');
+    const state = ep.saveState();
+    ep.dispose();
+
+    const port2 = new HandPort();
+    const ep2 = new VsockEndpoint(port2, silentLogger, 'vm');
+    ep2.restoreState(state);
+    ep2.start();
+    const up2 = new Recorder();
+    ep2.setUpstream(up2);
+    // The gateway says how much it has: all six bytes, or only the first three (the last frame
+    // from the old host was lost with its link).
+    ep2.resumeConn(7, gatewayHas);
+    assert.equal(up2.out, gatewayHas === 6 ? 'late' : '123late', `gateway had ${gatewayHas}`);
+  }
+});
+
 test('a failed migration thaws: held packets go back to the guest, nothing lost', () => {
   const { port, ep, up, hostPort } = setup();
   ep.data(7, 0, Buffer.from('abc'));
