@@ -97,6 +97,18 @@ function setup(): { port: HandPort; ep: VsockEndpoint; up: Recorder; hostPort: n
   return { port, ep, up, hostPort: req!.srcPort };
 }
 
+/** The endpoint as the destination restores it from `state`: started, then given a fresh upstream. `undelivered`: what it put back in the guest's ring. */
+function arrive(state: Uint8Array): { port: HandPort; ep: VsockEndpoint; up: Recorder; undelivered: ReturnType<HandPort['take']> } {
+  const port = new HandPort();
+  const ep = new VsockEndpoint(port, silentLogger, 'vm');
+  ep.restoreState(state);
+  ep.start();
+  const undelivered = port.take();
+  const up = new Recorder();
+  ep.setUpstream(up);
+  return { port, ep, up, undelivered };
+}
+
 test('REQUEST carries the exact header; RESPONSE opens; RST refuses', () => {
   const port = new HandPort();
   const ep = new VsockEndpoint(port, silentLogger, 'vm');
@@ -195,14 +207,8 @@ test('frozen state travels: undelivered packets first, then the stream resumes f
   const state = ep.saveState();
   ep.dispose();
 
-  const port2 = new HandPort();
-  const ep2 = new VsockEndpoint(port2, silentLogger, 'vm');
-  ep2.restoreState(state);
-  ep2.start();
-  const re = port2.take();
-  assert.deepEqual(re.map((x) => [x.op, x.payload]), [[VsockOp.Rw, 'abcdef']]);
-  const up2 = new Recorder();
-  ep2.setUpstream(up2);
+  const { port: port2, ep: ep2, up: up2, undelivered } = arrive(state);
+  assert.deepEqual(undelivered.map((x) => [x.op, x.payload]), [[VsockOp.Rw, 'abcdef']]);
   const c = [...ep2.connections()][0]!;
   assert.equal(c.inQ.endSeq, 6);
   assert.equal(c.outQ.endSeq, 6);
@@ -232,12 +238,7 @@ test('at the pause, what the guest already sent goes upstream at once; the desti
     const state = ep.saveState();
     ep.dispose();
 
-    const port2 = new HandPort();
-    const ep2 = new VsockEndpoint(port2, silentLogger, 'vm');
-    ep2.restoreState(state);
-    ep2.start();
-    const up2 = new Recorder();
-    ep2.setUpstream(up2);
+    const { ep: ep2, up: up2 } = arrive(state);
     // The gateway says how much it has: all six bytes, or only the first three (the last frame
     // from the old host was lost with its link).
     ep2.resumeConn(7, gatewayHas);
