@@ -37,7 +37,7 @@ describe('live migration between two daemons', { skip, timeout: 600_000 }, () =>
     [a, b] = await Promise.all([startDaemon('mig-a'), startDaemon('mig-b')]);
   });
 
-  test('verify migrates back and forth 10 times: every report completed, console whole, no X', { timeout: 480_000 }, async () => {
+  test('verify migrates back and forth 20 times: every report completed, console whole, no X, guest time kept', { timeout: 480_000 }, async () => {
     const start = await tern(['vm', 'start', VERIFY, '--host', a.api, '--name', 'v1', '--mem', '64M', '--append', 'region=16M mark=16']);
     assert.equal(start.code, 0, start.stderr);
     await bRises(a, 'v1', 2);
