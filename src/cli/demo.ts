@@ -45,7 +45,9 @@ export function registerDemo(program: Command): void {
 Starts two host daemons (a and b) on free loopback ports as child processes, boots the guest on
 a, migrates it back and forth while it runs, then checks its console: the verify guest prints 'B'
 after every pass over its memory region and 'X' if it ever finds memory that is not what it wrote,
-so a migration that lost or reordered a page shows up as an X. Both daemons are stopped at the end.
+so a migration that lost or reordered a page shows up as an X. The report also says how far the
+guest's clock fell behind wall time over all the moves: the switchover pauses count as guest time
+(tern migrate --guest-clock), so it stays within a few ms. Both daemons are stopped at the end.
 Exit code 0 when every migration completed and no X was seen, 1 otherwise.
 ${examples(['tern demo', 'tern demo --stop-copy-bandwidth unlimited', 'tern demo --migrations 10 --max-bandwidth 0 --json', 'tern demo --image guests/images/munch.elf --append "wws=8M rate=16M rss=32M"'])}`)
     .action(async (opts: DemoOptions) => {
@@ -141,6 +143,12 @@ async function demo(opts: DemoOptions): Promise<number> {
     say(`started VM '${name}' on a: ${imageName}, ${formatBytes(memBytes)} RAM, boot args "${opts.append}"`);
     await new Promise((r) => setTimeout(r, 1500));
 
+    const clockAt = async (c: TernClient): Promise<{ guestMs: number; wallMs: number } | undefined> => {
+      const t0 = performance.now();
+      const v = await c.getVm(name);
+      return v.guestTimeMs === undefined ? undefined : { guestMs: v.guestTimeMs, wallMs: (t0 + performance.now()) / 2 };
+    };
+    const clock0 = await clockAt(ca);
     const reports: MigrationReport[] = [];
     let here = { name: 'a', client: ca, api: a.api };
     let there = { name: 'b', client: cb, api: b.api };
@@ -163,6 +171,9 @@ async function demo(opts: DemoOptions): Promise<number> {
       await new Promise((r) => setTimeout(r, 300));
     }
 
+    // Guest time against wall time over all the moves (guest clock 'continuous': the pauses count).
+    const clock1 = await clockAt(here.client);
+    const guestClockLagMs = clock0 !== undefined && clock1 !== undefined ? Math.round((clock1.wallMs - clock0.wallMs - (clock1.guestMs - clock0.guestMs)) * 10) / 10 : null;
     const consoleText = (await here.client.console(name)).toString('latin1');
     const passes = (consoleText.match(/B/g) ?? []).length;
     const corrupt = consoleText.includes('X');
@@ -177,6 +188,8 @@ async function demo(opts: DemoOptions): Promise<number> {
         max: downtimes[downtimes.length - 1] ?? null,
       },
       bytesTransferred: completed.reduce((n, r) => n + r.bytesTransferred, 0),
+      pausedMs: Math.round(completed.reduce((n, r) => n + r.downtimeMs, 0) * 10) / 10,
+      guestClockLagMs,
       guestPasses: passes,
       corruptionSeen: corrupt,
       finalHost: here.name,
@@ -189,6 +202,7 @@ async function demo(opts: DemoOptions): Promise<number> {
         ['migrations completed', `${completed.length} of ${reports.length}`],
         ['downtime min / median / max', downtimes.length > 0 ? `${summary.downtimeMs.min!.toFixed(1)} / ${summary.downtimeMs.median!.toFixed(1)} / ${summary.downtimeMs.max!.toFixed(1)} ms` : '-'],
         ['bytes sent in all', formatBytes(summary.bytesTransferred)],
+        ['guest clock behind wall time', guestClockLagMs === null ? '-' : `${guestClockLagMs.toFixed(1)} ms after ${summary.pausedMs.toFixed(1)} ms of pauses (the pauses count as guest time)`],
         ['guest passes (B) in its console', String(passes)],
         ['memory corruption (X) seen', corrupt ? 'YES' : 'no'],
         ['VM now runs on', here.name],
