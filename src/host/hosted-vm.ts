@@ -11,7 +11,6 @@ import type { MachineConfig } from '../migration/wire/messages.js';
 import type { VmNetwork } from '../net/vm-network.js';
 import { GuestStream } from '../net/guest-stream.js';
 import { VsockEndpoint } from '../net/vsock-endpoint.js';
-import { elapsedSinceUs } from '../util/host-clock.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import type { ThreadPool } from './thread-pool.js';
 import { encodeEnvelope } from './vm-envelope.js';
@@ -138,7 +137,12 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     this.network?.thaw();
     this.ownEndpoint?.thaw();
     // A VM the user paused stays paused whatever the engine does.
-    if (!this.userPaused) this.vcpu.resume(elapsedSinceUs(pausedSinceUs));
+    if (!this.userPaused) this.vcpu.resume(pausedSinceUs);
+  }
+
+  /** When the vCPU last stopped its clock (CLOCK_MONOTONIC µs): where a counted pause begins. */
+  clockStoppedUs(): number {
+    return this.vcpu.clockStoppedUs();
   }
 
   setThrottle(percent: number): void {

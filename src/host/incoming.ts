@@ -9,7 +9,7 @@ import { arrivedNetwork, attachNetwork, preconnect } from './vm-net-setup.js';
 import { HostedVm, formatUuid, type HostedVmConfig } from './hosted-vm.js';
 import { STUN_CONFIG_KEY, resumeStunnedTasks } from '../migration/stun.js';
 import { warmUpThread } from './warm-up.js';
-import { elapsedSinceUs } from '../util/host-clock.js';
+import { monotonicUs } from '../util/host-clock.js';
 
 /** This host's reservation for one incoming VM: the RAM, and the claim on the memory budget. */
 interface HostReservation extends Reservation {
@@ -171,9 +171,8 @@ export class IncomingVms implements DestinationHost {
             this.host.log.error({ vm: vm.name, err: (e as Error).message }, 'incoming migration: the VM network could not be restored; its connections are lost');
           }
         }
-        const clockAdvanceUs = elapsedSinceUs(pausedSinceUs);
-        vcpu.resume(clockAdvanceUs);
-        this.host.log.info({ vm: vm.name, ...(pausedSinceUs !== undefined ? { clockAdvanceUs } : {}) }, 'incoming migration: VM activated');
+        vcpu.resume(pausedSinceUs);
+        this.host.log.info({ vm: vm.name, ...(pausedSinceUs !== undefined ? { pausedForUs: monotonicUs() - pausedSinceUs } : {}) }, 'incoming migration: VM activated');
         // The source may have stunned guest tasks (docs/assist.md): they resume here.
         if (vm.config[STUN_CONFIG_KEY] === true) void resumeStunnedTasks(hosted, this.host.log);
       },

@@ -254,7 +254,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private resumedAtGranted = false;
   /** The destination takes PAUSED_AT (guest clock 'continuous'). */
   private pausedAtGranted = false;
-  /** CLOCK_MONOTONIC (µs) once the vCPU had stopped: where the guest clock stood still from. */
+  /** CLOCK_MONOTONIC (µs) when the vCPU thread stopped the guest clock for the pause: where a counted pause begins. */
   private clockStoppedUs = 0;
   /** The destination's RESUMED_AT, if it sent one. */
   private peerResumed: ResumedAt | undefined;
@@ -854,7 +854,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.pausing.catch(noop);
     both?.state.catch(noop);
     await this.guard(this.pausing);
-    this.clockStoppedUs = monotonicUs();
+    // The instant the vCPU thread stopped the clock, not when this thread heard of it.
+    this.clockStoppedUs = Math.min(this.vm.clockStoppedUs?.() ?? monotonicUs(), monotonicUs());
     const saving = both !== undefined ? both.state : this.vm.saveState();
     saving.catch(noop);
     return { saving }; // wrapped: awaiting must not wait for the state too

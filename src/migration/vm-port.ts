@@ -27,6 +27,8 @@ export interface MigratableVm extends VmIdentity {
    * pause (guest clock 'continuous'). Omitted, guest time resumes where it stopped.
    */
   resume(pausedSinceUs?: number): void;
+  /** When the vCPU last stopped its clock (CLOCK_MONOTONIC µs), if the VM knows: where a counted pause begins. */
+  clockStoppedUs?(): number;
   /** Percent of wall time the vCPU sleeps, 0..99 (auto-converge). */
   setThrottle(percent: number): void;
   /** Resolves once every later guest store is (or is not) marked in ram.dirty. */

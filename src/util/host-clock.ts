@@ -24,8 +24,3 @@ export function bootId(): Uint8Array {
 export function monotonicUs(): number {
   return Number(process.hrtime.bigint() / 1000n);
 }
-
-/** Microseconds since `sinceUs` (a monotonicUs() reading), at least 0; 0 when there is none. */
-export function elapsedSinceUs(sinceUs: number | undefined): number {
-  return sinceUs === undefined ? 0 : Math.max(0, monotonicUs() - sinceUs);
-}

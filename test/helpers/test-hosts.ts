@@ -8,7 +8,6 @@ import type { MigrationReport } from '../../src/migration/report.js';
 import { OutgoingMigration, type MigrateOptions } from '../../src/migration/source.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type MigratableVm, type PreparedVm, type Reservation } from '../../src/migration/vm-port.js';
 import type { MachineConfig } from '../../src/migration/wire/index.js';
-import { elapsedSinceUs } from '../../src/util/host-clock.js';
 import { imageBytes, text } from './images.js';
 
 export const MiB = 1024 * 1024;
@@ -62,7 +61,10 @@ export class TestVm implements MigratableVm {
   }
   resume(pausedSinceUs?: number): void {
     this.resumes++;
-    this.vcpu.resume(elapsedSinceUs(pausedSinceUs));
+    this.vcpu.resume(pausedSinceUs);
+  }
+  clockStoppedUs(): number {
+    return this.vcpu.clockStoppedUs();
   }
   setThrottle(percent: number): void {
     this.vcpu.setThrottle(percent);
@@ -174,7 +176,7 @@ export class TestDestinationHost implements DestinationHost {
         done = true;
         this.drop(reservation);
         this.vms.set(vm.name, new TestVm(vcpu, vm.uuid, vm.name, vm.config));
-        vcpu.resume(elapsedSinceUs(pausedSinceUs));
+        vcpu.resume(pausedSinceUs);
       },
       discard: async (): Promise<void> => {
         if (done) throw new Error('discard after resume/discard');

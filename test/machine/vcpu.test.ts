@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto';
 import { after, test } from 'node:test';
 import { GuestRam } from '../../src/machine/memory/ram.js';
 import { Vcpu } from '../../src/machine/vcpu/vcpu.js';
+import { CLOCK_WRAP_US, wrappedAgeUs } from '../../src/machine/memory/signals.js';
+import { monotonicUs } from '../../src/util/host-clock.js';
 import { runCaptured } from '../../src/machine/vcpu/run-captured.js';
 import { imageBytes, imagePath, sleep, text, until } from '../helpers/images.js';
 
@@ -141,6 +143,46 @@ test('pauseAndSave: the state of exactly where the vCPU stopped, many times over
     await sleep(i % 4); // sometimes the save request meets the loop between slices
   }
   assert.doesNotMatch(text(v.consoleHistory()), /X/);
+});
+
+test('guest clock: resume(pausedSinceUs) counts the pause from that instant; plain resume() does not', async () => {
+  const v = await boot('verify', 'region=1M', 16 * MiB, true);
+  assert.ok(await until(() => text(v.consoleHistory()).includes('B'), 20_000), 'verify started');
+  const guestMs = async (): Promise<number> => (await v.stats()).mtime / 10_000;
+  for (const counted of [true, false]) {
+    await v.pause();
+    const stoppedUs = v.clockStoppedUs();
+    const now = monotonicUs();
+    assert.ok(stoppedUs <= now && now - stoppedUs < 1_000_000, `the clock stopped ${(now - stoppedUs) / 1000} ms ago`);
+    const atPause = await guestMs();
+    await sleep(300);
+    assert.equal(await guestMs(), atPause, 'guest time stands still while paused');
+    if (counted) v.resume(stoppedUs);
+    else v.resume();
+    await sleep(50);
+    const ran = (await guestMs()) - atPause;
+    // Counted, guest time is wall time since the clock stopped: never more, and at least the 350 ms slept.
+    const sinceStop = (monotonicUs() - stoppedUs) / 1000;
+    if (counted) assert.ok(ran >= 300 + 50 - 1 && ran <= sinceStop + 1, `guest time moved ${ran.toFixed(1)} ms in the ${sinceStop.toFixed(1)} ms since the clock stopped (300 ms of it paused)`);
+    else assert.ok(ran < 200, `guest time moved ${ran.toFixed(1)} ms: the pause was not counted`);
+  }
+  // An instant in the future counts as now; one long ago as at most about 35 minutes.
+  await v.pause();
+  const before = await guestMs();
+  v.resume(monotonicUs() + 10_000_000);
+  assert.ok((await guestMs()) - before < 1_000);
+  await v.pause();
+  const before2 = await guestMs();
+  v.resume(0);
+  const jumped = (await guestMs()) - before2;
+  assert.ok(jumped > 30 * 60_000 && jumped < 36 * 60_000, `a pause from boot time counts as at most ~35 minutes: ${jumped} ms`);
+  assert.doesNotMatch(text(v.consoleHistory()), /X/);
+});
+
+test('wrappedAgeUs: the age of an instant stored modulo 2^31 µs', () => {
+  assert.equal(wrappedAgeUs(5_000, 4_000), 1_000);
+  assert.equal(wrappedAgeUs(CLOCK_WRAP_US + 100, CLOCK_WRAP_US - 50), 150);
+  assert.equal(wrappedAgeUs(3 * CLOCK_WRAP_US + 7, 7), 0);
 });
 
 test('the dirty log sees the pages a running guest writes, and only those', async () => {

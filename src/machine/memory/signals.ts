@@ -38,12 +38,15 @@ export const enum Sig {
   /** virtio-balloon: the driver as the device sees it, BalloonDriverBits (published by the device). */
   BalloonDriver = 16,
   /**
-   * Microseconds the guest clock jumps forward at the next resume (written by the host with the
-   * Run command, taken by the vCPU thread as it starts the clock; 0: none). A migration's
-   * destination sets it to the time the VM spent paused, so guest time keeps up with wall time.
+   * The guest clock counts from this instant at the next resume: CLOCK_MONOTONIC in µs modulo
+   * CLOCK_WRAP_US, written by the host with the Run command and taken (reset to -1) by the vCPU
+   * thread as it starts the clock, which first moves forward by the time since. -1: resume where
+   * it stopped. A migration's destination sets it to when the source paused the VM.
    */
-  ClockAdvanceUs = 17,
-  Count = 18,
+  ClockResumeFrom = 17,
+  /** When the vCPU thread last stopped the guest clock: CLOCK_MONOTONIC in µs modulo CLOCK_WRAP_US. */
+  ClockStoppedAt = 18,
+  Count = 19,
 }
 
 /** Bits of Sig.BalloonDriver. */
@@ -59,10 +62,19 @@ export const enum BalloonDriverBits {
   AppliedMask = 0x0fff_ffff,
 }
 
+/** Instants in Sig.ClockResumeFrom and Sig.ClockStoppedAt wrap at 2^31 µs (about 35 minutes). */
+export const CLOCK_WRAP_US = 0x8000_0000;
+
 export function allocateSignals(): Int32Array {
   const s = new Int32Array(new SharedArrayBuffer(Sig.Count * 4));
   s[Sig.FaultPage] = -1;
+  s[Sig.ClockResumeFrom] = -1;
   return s;
+}
+
+/** `nowUs` − `stored`, for a `stored` instant taken modulo CLOCK_WRAP_US at most one wrap ago. */
+export function wrappedAgeUs(nowUs: number, stored: number): number {
+  return (((nowUs % CLOCK_WRAP_US) - stored) % CLOCK_WRAP_US + CLOCK_WRAP_US) % CLOCK_WRAP_US;
 }
 
 export function ring(signals: Int32Array): void {

@@ -5,7 +5,8 @@ import type { VirtioDeviceSpec } from '../devices/virtio/device-spec.js';
 import { VsockHost, type VsockHostPort } from '../devices/virtio/vsock-host-port.js';
 import { allocateVsockRings, type VsockRings } from '../devices/virtio/vsock.js';
 import { GuestRam } from '../memory/ram.js';
-import { Sig, ring } from '../memory/signals.js';
+import { CLOCK_WRAP_US, Sig, ring, wrappedAgeUs } from '../memory/signals.js';
+import { monotonicUs } from '../../util/host-clock.js';
 import { VcpuCommand, VcpuState, vcpuStateName } from './control.js';
 import type { FromVcpu, ToVcpu, VcpuStart, VcpuStats, VcpuWorkerData } from './messages.js';
 
@@ -300,16 +301,24 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
   }
 
   /**
-   * Runs the vCPU again. `clockAdvanceUs`: move the guest clock forward by that much first (a
-   * migration counting its pause as guest time); by default the clock resumes where it stopped.
+   * Runs the vCPU again. `pausedSinceUs` (CLOCK_MONOTONIC µs, util/host-clock.ts): guest time
+   * counts from that instant, so the clock first moves forward by the time since, as the vCPU
+   * thread starts it (a migration counting its pause as guest time); by default the clock resumes
+   * where it stopped.
    */
-  resume(clockAdvanceUs = 0): void {
+  resume(pausedSinceUs?: number): void {
     const s = Atomics.load(this.sig, Sig.State);
     if (s === VcpuState.Exited || s === VcpuState.Crashed) throw new VcpuError(`cannot resume a vCPU that is ${vcpuStateName(s)}`, this.name);
-    Atomics.store(this.sig, Sig.ClockAdvanceUs, clampAdvance(clockAdvanceUs));
+    Atomics.store(this.sig, Sig.ClockResumeFrom, resumeFrom(pausedSinceUs));
     Atomics.store(this.sig, Sig.Command, VcpuCommand.Run);
     ring(this.sig);
     this.worker.postMessage({ type: 'resume' } satisfies ToVcpu);
+  }
+
+  /** When the vCPU thread last stopped the guest clock (CLOCK_MONOTONIC µs; within the last 35 minutes). */
+  clockStoppedUs(): number {
+    const now = monotonicUs();
+    return now - wrappedAgeUs(now, Atomics.load(this.sig, Sig.ClockStoppedAt));
   }
 
   /** Executes `count` instructions from the paused state (fewer if the guest waits or exits). */
@@ -466,8 +475,13 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
   }
 }
 
-/** A clock advance as the Int32 slot holds it: whole microseconds, 0 to 2^31 - 1 (about 35 minutes). */
-function clampAdvance(us: number): number {
-  if (!(us > 0)) return 0;
-  return Math.min(Math.round(us), 0x7fff_ffff);
+/** The longest pause a resume counts: just under one wrap of the slot (about 35 minutes). */
+const MAX_COUNTED_PAUSE_US = CLOCK_WRAP_US - 1_000_000;
+
+/** Sig.ClockResumeFrom for `pausedSinceUs`: -1 for none; an instant in the future counts as now, one too long ago as the longest pause. */
+function resumeFrom(pausedSinceUs: number | undefined): number {
+  if (pausedSinceUs === undefined || !Number.isFinite(pausedSinceUs)) return -1;
+  const now = monotonicUs();
+  const since = Math.min(now, Math.max(Math.round(pausedSinceUs), now - MAX_COUNTED_PAUSE_US));
+  return since % CLOCK_WRAP_US;
 }

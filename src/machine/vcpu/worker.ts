@@ -4,8 +4,9 @@ import { StopReason } from '../cpu/hart.js';
 import { Machine } from '../machine.js';
 import { TIMEBASE_HZ } from '../memory/layout.js';
 import { GuestRam } from '../memory/ram.js';
-import { Sig } from '../memory/signals.js';
+import { CLOCK_WRAP_US, Sig, wrappedAgeUs } from '../memory/signals.js';
 import type { Logger } from '../../util/log.js';
+import { monotonicUs } from '../../util/host-clock.js';
 import { VcpuCommand, VcpuState } from './control.js';
 import type { FromVcpu, ToVcpu, VcpuWorkerData } from './messages.js';
 
@@ -176,7 +177,7 @@ function onAbsentPage(page: number): void {
     const cmd = Atomics.load(sig, Sig.Command);
     if (cmd !== VcpuCommand.Run && !pausedHere) {
       // The instruction has not started, so this is an instruction boundary: report paused.
-      machine.clock.stop();
+      stopClock();
       flush();
       setState(VcpuState.PausedInFault);
       pausedHere = true;
@@ -199,15 +200,24 @@ function onAbsentPage(page: number): void {
   }
 }
 
-/** Starts the guest clock, first moving it forward by what the host asked (Sig.ClockAdvanceUs). */
+/**
+ * Starts the guest clock. When the host named the instant guest time counts from
+ * (Sig.ClockResumeFrom), the clock first moves forward by the time since, read here, as it starts.
+ */
 function startClock(): void {
-  const us = Atomics.exchange(sig, Sig.ClockAdvanceUs, 0);
-  if (us > 0) machine.clock.advance(us * (TIMEBASE_HZ / 1_000_000));
+  const from = Atomics.exchange(sig, Sig.ClockResumeFrom, -1);
+  if (from >= 0) machine.clock.advance(wrappedAgeUs(monotonicUs(), from) * (TIMEBASE_HZ / 1_000_000));
   machine.clock.start();
 }
 
-function enterPaused(): void {
+/** Stops the guest clock and notes when (Sig.ClockStoppedAt), for a migration that counts the pause. */
+function stopClock(): void {
   machine.clock.stop();
+  Atomics.store(sig, Sig.ClockStoppedAt, monotonicUs() % CLOCK_WRAP_US);
+}
+
+function enterPaused(): void {
+  stopClock();
   flush();
   applyControls();
   setState(VcpuState.Paused);
@@ -215,7 +225,7 @@ function enterPaused(): void {
 
 function finish(code: number): void {
   exited = true;
-  machine.clock.stop();
+  stopClock();
   flush();
   setState(VcpuState.Exited);
   post({ type: 'exit', code });
