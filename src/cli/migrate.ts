@@ -1,9 +1,9 @@
 import { Command } from 'commander';
 import type { MigrationInfo, StartMigrationRequest } from '../host/api-types.js';
-import { GUEST_CLOCKS, type GuestClock, type MigrationProgress, type MigrationReport } from '../migration/report.js';
+import { GUEST_CLOCKS, type MigrationProgress, type MigrationReport } from '../migration/report.js';
 import { ApiError, CliError, DEFAULT_HOST, TernClient } from './client.js';
 import { age, examples, keyValues, printJson, table } from './output.js';
-import { UsageError, formatBytes, formatDuration, formatRate, parseDuration, parseRate, parseRateOrUnlimited, parseSize } from './units.js';
+import { UsageError, formatBytes, formatDuration, formatRate, parseChoice, parseDuration, parseRate, parseRateOrUnlimited, parseSize } from './units.js';
 import { withHostOptions } from './vm.js';
 
 interface MigrateOpts {
@@ -229,19 +229,18 @@ function encodingRequest(opts: MigrateOpts): Pick<StartMigrationRequest, 'autoCo
 
 async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
   if (opts.resume === true) return resumeMigration(vm, opts);
-  const mode = opts.mode ?? 'precopy';
-  if (!(MODES as readonly string[]).includes(mode)) throw new UsageError(`--mode: '${mode}' is not one of ${MODES.join(', ')}`);
+  const mode = parseChoice(opts.mode ?? 'precopy', MODES, '--mode');
   const prepaging = opts.prepaging ?? 'bubbling';
   if (prepaging !== 'bubbling' && prepaging !== 'linear') throw new UsageError(`--prepaging: '${prepaging}' is not bubbling or linear`);
   const req: StartMigrationRequest = {
-    mode: mode as (typeof MODES)[number],
+    mode,
     prepaging,
     precopyRounds: parseCount(opts.precopyRounds ?? '1', '--precopy-rounds'),
     vm,
     to: opts.to!,
     maxBandwidthBps: parseRate(opts.maxBandwidth ?? '0', '--max-bandwidth'),
     ...(opts.stopCopyBandwidth !== undefined ? { stopCopyBandwidthBps: parseRateOrUnlimited(opts.stopCopyBandwidth, '--stop-copy-bandwidth') } : {}),
-    guestClock: parseGuestClock(opts.guestClock ?? 'continuous'),
+    guestClock: parseChoice(opts.guestClock ?? 'continuous', GUEST_CLOCKS, '--guest-clock'),
     minBandwidthBps: parseRate(opts.minBandwidth ?? '0', '--min-bandwidth'),
     rateIncrementBps: parseRate(opts.rateIncrement ?? '0', '--rate-increment'),
     downtimeLimitMs: Math.max(1, Math.round(parseDuration(opts.downtimeLimit ?? '300ms', '--downtime-limit'))),
@@ -434,17 +433,12 @@ export function progressLine(p: MigrationProgress, columns: number): string {
   return line.length > columns - 1 ? line.slice(0, Math.max(10, columns - 1)) : line;
 }
 
-/** The report of a finished migration, for people. */
 /** A rate cap for people; 0: unlimited. */
-function parseGuestClock(v: string): GuestClock {
-  if (!(GUEST_CLOCKS as readonly string[]).includes(v)) throw new UsageError(`--guest-clock: '${v}' is not one of ${GUEST_CLOCKS.join(', ')}`);
-  return v as GuestClock;
-}
-
 function capText(bps: number): string {
   return bps > 0 ? formatRate(bps) : 'unlimited';
 }
 
+/** The report of a finished migration, for people. */
 export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr?: string): string {
   const route = `${r.source}${sourceAddr !== undefined ? ` (${sourceAddr})` : ''} -> ${r.destination}${destAddr !== undefined ? ` (${destAddr})` : ''}`;
   const pairs: [string, string][] = [

@@ -78,6 +78,12 @@ export function parseRate(text: string, what: string): number {
   return v;
 }
 
+/** One of `choices`, or a usage error naming them. */
+export function parseChoice<T extends string>(text: string, choices: readonly T[], what: string): T {
+  if (!(choices as readonly string[]).includes(text)) throw new UsageError(`${what}: '${text}' is not one of ${choices.join(', ')}`);
+  return text as T;
+}
+
 /** parseRate, or 'unlimited' (0). */
 export function parseRateOrUnlimited(text: string, what: string): number {
   return text.trim() === 'unlimited' ? 0 : parseRate(text, what);

@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { bootId, monotonicUs } from '../util/host-clock.js';
+import { bootId, isThisBoot, monotonicUs } from '../util/host-clock.js';
 import { errorText } from './errors.js';
 import { VERIFY_KEY } from './postcopy-digest.js';
 import { PostcopyReceiver, type PostcopyLink, type PostcopyState } from './postcopy-destination.js';
@@ -783,8 +783,7 @@ class IncomingSession {
       throw violation('PAUSED_AT after STATE', 'PAUSED_AT');
     }
     const now = monotonicUs();
-    const mine = bootId();
-    const since = !isZeroId(mine) && bytesEqual(mine, m.bootId) && m.pausedUs <= now ? m.pausedUs : now - (m.sentUs - m.pausedUs);
+    const since = isThisBoot(m.bootId) && m.pausedUs <= now ? m.pausedUs : now - (m.sentUs - m.pausedUs);
     // A pause cannot have begun before this migration reached us: a source claiming otherwise (a
     // bad clock, or a hostile peer) moves the guest clock by no more than the session's age.
     this.pausedSinceUs = Math.max(since, this.openedUs);

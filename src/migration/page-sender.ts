@@ -129,6 +129,11 @@ export class PageSender {
     for (let i = 0; i < BUILDERS; i++) if (this.inFlight[i] === undefined) this.giveBack(i);
   }
 
+  /** After an await: a disposed sender's builders may be pooled already, so it must not touch one. */
+  private checkLive(): void {
+    if (this.disposed) throw new Error('the page sender was disposed (the migration is over)');
+  }
+
   private giveBack(i: number): void {
     if (this.returned[i] || i === this.filling || this.inFlight[i] !== undefined) return;
     this.returned[i] = true;
@@ -212,7 +217,7 @@ export class PageSender {
     const i = this.next;
     const pending = this.inFlight[i];
     if (pending !== undefined) await this.sink.guard(pending);
-    if (this.disposed) throw new Error('the page sender was disposed (the migration is over)');
+    this.checkLive();
     this.filling = i;
     return this.builders[i]!.begin(round);
   }
@@ -244,7 +249,7 @@ export class PageSender {
       await this.sink.guard(nextTurn());
       this.lastTurn = performance.now();
     }
-    if (this.disposed) throw new Error('the page sender was disposed (the migration is over)');
+    this.checkLive();
     this.filling = -1;
     this.inFlight[i] = new Promise<void>((resolve) => {
       this.release[i] = () => {

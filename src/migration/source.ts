@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
 import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { silentLogger, type Logger } from '../util/log.js';
-import { bootId, monotonicUs } from '../util/host-clock.js';
+import { bootId, isThisBoot, monotonicUs } from '../util/host-clock.js';
 import { MigrationError, errorText } from './errors.js';
 import { PageSender, type FrameSink, type RoundTally } from './page-sender.js';
 import { AutoConverge } from './auto-converge.js';
@@ -855,7 +855,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     both?.state.catch(noop);
     await this.guard(this.pausing);
     // The instant the vCPU thread stopped the clock, not when this thread heard of it.
-    this.clockStoppedUs = Math.min(this.vm.clockStoppedUs?.() ?? monotonicUs(), monotonicUs());
+    const now = monotonicUs();
+    this.clockStoppedUs = Math.min(this.vm.clockStoppedUs?.() ?? now, now);
     const saving = both !== undefined ? both.state : this.vm.saveState();
     saving.catch(noop);
     return { saving }; // wrapped: awaiting must not wait for the state too
@@ -1400,8 +1401,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private sameClockDowntime(): number | undefined {
     const r = this.peerResumed;
     if (r === undefined || this.pausedMonoUs === 0) return undefined;
-    const mine = bootId();
-    if (isZeroId(mine) || !bytesEqual(mine, r.bootId) || r.resumedUs < this.pausedMonoUs) return undefined;
+    if (!isThisBoot(r.bootId) || r.resumedUs < this.pausedMonoUs) return undefined;
     return (r.resumedUs - this.pausedMonoUs) / 1000;
   }
 

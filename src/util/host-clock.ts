@@ -20,6 +20,14 @@ export function bootId(): Uint8Array {
   return (cachedBootId = id);
 }
 
+/** `id` is this machine's boot id, and that is known (not zero): whoever sent it reads our CLOCK_MONOTONIC. */
+export function isThisBoot(id: Uint8Array): boolean {
+  const mine = bootId();
+  if (id.length !== mine.length || mine.every((b) => b === 0)) return false;
+  for (let i = 0; i < mine.length; i++) if (id[i] !== mine[i]) return false;
+  return true;
+}
+
 /** CLOCK_MONOTONIC in microseconds (process.hrtime): the same clock in every process of one boot. */
 export function monotonicUs(): number {
   return Number(process.hrtime.bigint() / 1000n);

@@ -234,7 +234,7 @@ export function encodePausedAt(m: Body<PausedAt>): Uint8Array {
   checkBytes('PAUSED_AT', 'bootId', m.bootId, ID_BYTES);
   checkU64('PAUSED_AT', 'pausedUs', m.pausedUs);
   checkU64('PAUSED_AT', 'sentUs', m.sentUs);
-  if (m.sentUs < m.pausedUs) throw new WireError('bad-value', `PAUSED_AT sentUs ${m.sentUs} is before pausedUs ${m.pausedUs}`, { message: 'PAUSED_AT', field: 'sentUs' });
+  checkPausedBeforeSent(m.pausedUs, m.sentUs);
   return new FrameWriter(FrameType.PausedAt, PAUSED_AT_BYTES).raw(m.bootId).u64(m.pausedUs).u64(m.sentUs).finish();
 }
 
@@ -244,8 +244,13 @@ export function decodePausedAt(payload: Uint8Array): PausedAt {
   const pausedUs = r.u64('pausedUs');
   const sentUs = r.u64('sentUs');
   r.end();
-  if (sentUs < pausedUs) throw new WireError('bad-value', `PAUSED_AT sentUs ${sentUs} is before pausedUs ${pausedUs}`, { message: 'PAUSED_AT', field: 'sentUs' });
+  checkPausedBeforeSent(pausedUs, sentUs);
   return { type: FrameType.PausedAt, bootId, pausedUs, sentUs };
+}
+
+/** PAUSED_AT cannot be sent before the pause it reports. */
+function checkPausedBeforeSent(pausedUs: number, sentUs: number): void {
+  if (sentUs < pausedUs) throw new WireError('bad-value', `PAUSED_AT sentUs ${sentUs} is before pausedUs ${pausedUs}`, { message: 'PAUSED_AT', field: 'sentUs' });
 }
 
 // ---- PAGE_REQUEST: requestId u32 | count u16 | reserved u16 | pages u32* ---------------------
