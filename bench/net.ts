@@ -10,6 +10,7 @@ import { execFile, spawn } from 'node:child_process';
 import { get as httpGet, type ClientRequest } from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { withHugePages } from '../src/util/huge-pages.js';
 import { Children, sleep } from './qemu-migrate.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
@@ -92,7 +93,7 @@ class MigrationStarts {
 
 /** Starts a serving command (`--json` start line first) and returns that line. */
 function serve(args: string[]): Promise<Record<string, unknown>> {
-  const c = children.track(spawn(process.execPath, [CLI, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TERN_LOG: 'warn' } }));
+  const c = children.track(spawn(process.execPath, [CLI, ...args, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: withHugePages({ ...process.env, TERN_LOG: 'warn' }) }));
   return new Promise((resolve, reject) => {
     let out = '';
     const t = setTimeout(() => reject(new Error(`${args.join(' ')} did not start`)), 20_000);

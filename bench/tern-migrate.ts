@@ -5,6 +5,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import type { MigrationReport } from '../src/migration/report.js';
+import { withHugePages } from '../src/util/huge-pages.js';
 import { Children, ConsoleTimeline, sleep, withTimeout, type MigrationOptions, type OutsideGap } from './qemu-migrate.js';
 
 /** The tern CLI, next to this file in dist/. */
@@ -50,7 +51,7 @@ function cli(children: Children, args: string[], timeoutMs: number): Promise<{ c
 
 /** Starts `tern host serve` on a free port and waits for its address line. */
 async function startHost(children: Children, name: string): Promise<HostAddrs> {
-  const child = children.track(spawn(process.execPath, [CLI, 'host', 'serve', '--listen', '127.0.0.1:0', '--name', name, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TERN_LOG: 'warn' } }));
+  const child = children.track(spawn(process.execPath, [CLI, 'host', 'serve', '--listen', '127.0.0.1:0', '--name', name, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: withHugePages({ ...process.env, TERN_LOG: 'warn' }) }));
   let out = '';
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import type { MigrationReport } from '../migration/report.js';
+import { withHugePages } from '../util/huge-pages.js';
 import { TernClient } from './client.js';
 import { examples, printJson, table } from './output.js';
 import { UsageError, formatBytes, parseDuration, parseRate, parseRateOrUnlimited, parseSize } from './units.js';
@@ -59,7 +60,7 @@ function startDaemon(name: string): Promise<Daemon> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [MAIN, 'host', 'serve', '--listen', '127.0.0.1:0', '--migration-listen', '127.0.0.1:0', '--name', name, '--json'], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, TERN_LOG: process.env.TERN_LOG ?? 'warn' },
+      env: withHugePages({ ...process.env, TERN_LOG: process.env.TERN_LOG ?? 'warn' }),
     });
     let out = '';
     let err = '';

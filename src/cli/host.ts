@@ -43,7 +43,7 @@ export function registerHost(program: Command): void {
     .option('--migration-listen <addr>', 'where to accept migration data, host:port (default: API host, API port + 1000)')
     .option('--max-mem <size>', 'budget for the RAM of all VMs on this host: 8G, 512M', '8G')
     .option('--max-incoming <n>', 'incoming migrations accepted at the same time', '4')
-    .option('--ram-pool <size>', 'RAM of VMs that left, kept warm for the next VM of the same size (0: none); fresh RAM costs a kernel page fault per page on first write', '512M')
+    .option('--ram-pool <size>', 'RAM of VMs that left, kept warm for the next VM of the same size (0: none); fresh RAM costs a kernel page fault per page (per 2 MiB on huge pages) on first write', '512M')
     .option('--warm-threads <n>', "vCPU threads of VMs that left, kept for the next VM of the same image (0: none); a new thread runs a guest slowly for its first 100-200 ms while its code compiles", '2')
     .option('--warm-up <duration>', "how long an incoming VM's guest image runs on its standby vCPU thread during pre-copy, so the VM resumes on compiled code (0: never; only when no thread here ran that image)", '300ms')
     .option('--no-engine-warm-up', 'skip compiling the migration paths at start (a second or so of loopback migrations of a synthetic VM, so the first real migration runs as fast as later ones)')
@@ -52,6 +52,9 @@ export function registerHost(program: Command): void {
     .addHelpText('after', `
 Prints one line with its addresses once it serves, then logs JSON lines to stderr (level from
 TERN_LOG: trace, debug, info, warn, error, silent). SIGTERM or SIGINT stops every VM and exits 0.
+Guest RAM asks the kernel for transparent huge pages when the daemon is started by the tern
+command, which sets GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (TERN_HUGE_PAGES=0: not); the start log
+and GET /v1/host say whether it is on (hugePages).
 ${examples([
   'tern host serve --listen 127.0.0.1:7001 --name a &',
   'tern host serve --listen 0.0.0.0:7002 --name b --migration-listen 0.0.0.0:9000 --max-mem 16G',

@@ -100,6 +100,11 @@ export interface HostInfo {
   spareThreads: number;
   /** Guest-image warm-ups run here for incoming migrations since the daemon started (--warm-up). */
   warmUps: number;
+  /**
+   * Guest RAM on transparent huge pages: 'on', or 'off: ' and why (src/util/huge-pages.ts). A
+   * first write to fresh RAM then faults once per 2 MiB instead of once per 4 KiB.
+   */
+  hugePages: string;
   migrations: { outgoing: number; incoming: number };
 }
 

@@ -98,7 +98,7 @@ export class Daemon {
       await this.api.close(100);
       throw new ListenError('migrations', mig, e as NodeJS.ErrnoException);
     }
-    this.log.info({ api: this.apiAddr, migration: this.migrationAddr, maxMemBytes: this.opts.maxMemBytes }, 'host serving');
+    this.log.info({ api: this.apiAddr, migration: this.migrationAddr, maxMemBytes: this.opts.maxMemBytes, hugePages: this.host.hugePages.note }, 'host serving');
     if (this.opts.engineWarmUp !== false) this.engineWarmUp = warmUpEngine(this.log, () => this.stopping !== undefined);
     // The spare thread starts after the engine warm-up: both at once would only slow each other.
     const migrating = (): boolean => this.migrations.activeOutgoing > 0 || this.incoming.count > 0;

@@ -13,6 +13,7 @@ import { RamPool } from './ram-pool.js';
 import { ThreadPool } from './thread-pool.js';
 import { TERN_VERSION, API_VERSION } from './version.js';
 import { attachNetwork, type NewVmNetwork } from './vm-net-setup.js';
+import { hugePagesStatus } from '../util/huge-pages.js';
 
 export interface HostOptions {
   readonly name: string;
@@ -75,6 +76,8 @@ export class Host {
   readonly events = new EventHub();
   readonly log: Logger;
   readonly startedAt = new Date();
+  /** Whether guest RAM asks for transparent huge pages (fixed at the process's start). */
+  readonly hugePages = hugePagesStatus();
   /** Warm RAM of VMs that left, reused by incoming migrations and new VMs. */
   readonly ramPool: RamPool;
   /** vCPU threads of VMs that left, by image, for the next VM of that image (its code is compiled). */
@@ -354,6 +357,7 @@ export class Host {
       warmThreads: this.threads.size,
       spareThreads: this.threads.spares,
       warmUps: this.warmUps,
+      hugePages: this.hugePages.note,
       migrations,
     };
   }

@@ -4,9 +4,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
+import { withHugePages } from '../../src/util/huge-pages.js';
 
 /** The built CLI (tests run from dist/test/host/). */
 export const TERN = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+/** The `tern` command as npm installs it (a shell script that starts Node; package.json's bin). */
+export const TERN_BIN = fileURLToPath(new URL('../../../bin/tern', import.meta.url));
 
 /** Whether this build has the migration engine (src/migration/source.ts, destination.ts). */
 export const HAS_ENGINE =
@@ -41,12 +44,16 @@ export interface Daemon {
   stderr(): string;
 }
 
-/** Starts `tern host serve` on free ports (port 0) and waits for its start line. */
-export function startDaemon(name: string, extra: string[] = [], timeoutMs = 20_000, env: Record<string, string> = {}): Promise<Daemon> {
-  const proc = spawn(process.execPath, [TERN, 'host', 'serve', '--listen', '127.0.0.1:0', '--name', name, '--json', ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TERN_LOG: process.env.TERN_LOG ?? 'warn', ...env },
-  });
+/**
+ * Starts `tern host serve` on free ports (port 0) and waits for its start line. `viaBin`: through
+ * bin/tern, as a user's `npx tern` does, rather than Node on main.js with withHugePages' environment.
+ */
+export function startDaemon(name: string, extra: string[] = [], timeoutMs = 20_000, env: Record<string, string> = {}, viaBin = false): Promise<Daemon> {
+  const args = ['host', 'serve', '--listen', '127.0.0.1:0', '--name', name, '--json', ...extra];
+  const withEnv = { ...process.env, TERN_LOG: process.env.TERN_LOG ?? 'warn', ...env };
+  const proc = viaBin
+    ? spawn(TERN_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: withEnv })
+    : spawn(process.execPath, [TERN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: withHugePages(withEnv) });
   children.add(proc);
   let err = '';
   proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
