@@ -6,7 +6,7 @@
  * are copied straight from guest RAM into a builder.
  */
 import type { GuestRam } from '../machine/memory/ram.js';
-import { PAGE_SIZE } from '../machine/memory/layout.js';
+import { ALL_BLOCKS, PAGE_SIZE } from '../machine/memory/layout.js';
 import { TokenBucket } from './rate-limit.js';
 import { CompressionBackoff, type PageStreamCompressor } from './encoding/compress.js';
 import { XbzrleOutcome, type XbzrleEncoder } from './encoding/xbzrle.js';
@@ -161,11 +161,14 @@ export class PageSender {
    * dirty again when reached is left for the next round: it would be sent twice otherwise.
    * `paused` (stop-and-copy): the vCPU is stopped, so no page changes under the encoder, and no
    * later round sends these pages again (XBZRLE reads them in place and leaves its cache be).
+   * `blocks` (paused only): the pages' dirty marks from the sync that made `list`, by page
+   * number (DirtyLog.sync's masks): XBZRLE then compares only the blocks written.
    * Resolves once every frame has been handed to the kernel.
    */
-  async sendRound(list: Uint32Array, round: number, skipDirty: boolean, paused = false): Promise<RoundTally> {
+  async sendRound(list: Uint32Array, round: number, skipDirty: boolean, paused = false, blocks?: Uint8Array): Promise<RoundTally> {
     const tally: RoundTally = { pages: 0, zeroPages: 0, skipped: 0, bytes: 0, limiterWaitMs: 0, unchanged: 0 };
     const xb = round > 1 ? this.xbzrle : undefined;
+    xb?.startRound(round);
     const ram = this.ram;
     const dirty = ram.dirty;
     const u8 = ram.u8;
@@ -184,12 +187,14 @@ export class PageSender {
         tally.skipped++;
         continue;
       }
-      if (zeroOk && ram.isZeroPage(p)) {
+      // Stop-and-copy with XBZRLE: a cached page goes to the encoder unchecked for zeros (that
+      // check reads the page too; a page that became zero still arrives exact, as a delta).
+      if (zeroOk && !(paused && xb !== undefined && xb.cache.has(p)) && ram.isZeroPage(p)) {
         b.addZero(p);
         xb?.sentZero(p);
         tally.zeroPages++;
       } else if (xb !== undefined) {
-        if (xb.encode(p, u8, p * PAGE_SIZE, b, paused) === XbzrleOutcome.Unchanged) {
+        if (xb.encode(p, u8, p * PAGE_SIZE, b, paused, paused && blocks !== undefined ? blocks[p]! : ALL_BLOCKS) === XbzrleOutcome.Unchanged) {
           tally.unchanged++;
           continue;
         }

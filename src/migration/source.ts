@@ -434,18 +434,18 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
    * returns the round's totals and keeps stream 0's own share for its ROUND_END. `paused`:
    * stop-and-copy (PageSender.sendRound).
    */
-  private async sendRoundAll(list: Uint32Array, round: number, skipDirty: boolean, limit: number, paused = false): Promise<RoundTally> {
+  private async sendRoundAll(list: Uint32Array, round: number, skipDirty: boolean, limit: number, paused = false, blocks?: Uint8Array): Promise<RoundTally> {
     const sender = this.sender!;
     const streams = this.streams;
     if (streams === undefined) {
       this.ownTally = undefined;
-      return sender.sendRound(list, round, skipDirty, paused);
+      return sender.sendRound(list, round, skipDirty, paused, blocks);
     }
     const share = limit === Infinity ? Infinity : limit / streams.count;
     sender.setRate(share);
     streams.setRate(share);
     const { own, rest } = streams.split(list);
-    const [mine, others] = await Promise.all([sender.sendRound(own, round, skipDirty, paused), streams.sendRound(rest, round, skipDirty, paused)]);
+    const [mine, others] = await Promise.all([sender.sendRound(own, round, skipDirty, paused, blocks), streams.sendRound(rest, round, skipDirty, paused, blocks)]);
     this.ownTally = mine;
     const all = { ...mine };
     for (const t of others) {
@@ -883,13 +883,15 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     const ram = vm.ram;
     const sender = this.sender!;
     // The state is saved by the vCPU thread while this thread sends the last pages.
+    // With each page, the blocks written since the last sync: XBZRLE compares only those.
+    const blocks = this.encodings?.xbzrle !== undefined ? new Uint8Array(ram.pageCount) : undefined;
     const { saving } = await this.pauseAndSave();
-    const list = this.skips.laterRound(ram.dirty.sync());
+    const list = this.skips.laterRound(ram.dirty.sync(undefined, blocks));
     const round = ++this.round;
     const limit = this.stopCopyLimit();
     sender.setRate(limit);
     const started = performance.now();
-    const tally = await this.sendRoundAll(list, round, false, limit, true);
+    const tally = await this.sendRoundAll(list, round, false, limit, true, blocks);
     const durationMs = Math.max(performance.now() - started, 0.001);
     this.recordRound(round, tally, durationMs, 0, 0, limit);
     this.remainingBytes = 0;

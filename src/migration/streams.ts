@@ -218,8 +218,8 @@ export class DataStreams {
   }
 
   /** Sends each data stream its share of a round; resolves with their tallies. */
-  async sendRound(rest: Uint32Array[], round: number, skipDirty: boolean, paused: boolean): Promise<RoundTally[]> {
-    const tallies = await Promise.all(this.streams.map((st, i) => st.sender!.sendRound(rest[i]!, round, skipDirty, paused)));
+  async sendRound(rest: Uint32Array[], round: number, skipDirty: boolean, paused: boolean, blocks?: Uint8Array): Promise<RoundTally[]> {
+    const tallies = await Promise.all(this.streams.map((st, i) => st.sender!.sendRound(rest[i]!, round, skipDirty, paused, blocks)));
     this.streams.forEach((st, i) => (st.tally = tallies[i]));
     return tallies;
   }

@@ -48,6 +48,33 @@ test('dirty log marks exactly the pages stored to, by every kind of store', () =
   }
 });
 
+test('a dirty mark is the mask of the 512-byte blocks stored to; slow paths and devices mark all eight', () => {
+  const r = everyKindOfStore(false, true);
+  const masks = new Uint8Array(r.ram.pageCount);
+  assert.deepEqual(Array.from(r.ram.dirty.sync(undefined, masks)), [16, 17, 18, 19, 21]);
+  assert.equal(masks[16], 0x01, 'sb at byte 0: block 0');
+  assert.equal(masks[17], 0x80, 'sw at byte 0xffc: block 7');
+  assert.equal(masks[21], 0x08, 'sh at byte 0x7fe: block 3');
+  assert.equal(masks[18], 0xff, 'amoadd (slow path): every block');
+  assert.equal(masks[19], 0xff, 'sc (slow path): every block');
+  // Two stores to one page add up; a device write over a partial mark makes it whole.
+  const at = r.load([A.sb(2, 1, 0), A.sw(2, 1, 0x600)], RAM + 0x800);
+  r.hart.reset(RAM + 0x800, 0, 0);
+  r.hart.dirtyLogOn = true;
+  r.hart.x[1] = (RAM + 40 * 4096) | 0;
+  r.run(2);
+  assert.equal(r.hart.getPc(), at);
+  assert.equal(r.ram.dirty.bits[40], 0x01 | 0x08);
+  r.ram.dirty.markRange(40 * 4096 + 10, 1);
+  assert.equal(r.ram.dirty.bits[40], 0xff);
+  assert.equal(r.ram.dirty.countIn(0, 64), 1, 'countIn counts pages, not bits');
+  for (const presence of [true]) {
+    const q = everyKindOfStore(presence, true);
+    q.ram.dirty.sync(undefined, masks.fill(0));
+    assert.deepEqual([16, 17, 18, 19, 21].map((p) => masks[p]), [0xff, 0xff, 0xff, 0xff, 0xff], 'presence on: every store takes the slow path');
+  }
+});
+
 test('with the dirty log off nothing is marked; a faulting store marks nothing', () => {
   const r = rig();
   stopHandler(r);

@@ -56,8 +56,10 @@ describe('encodings and auto-converge between two daemons', { skip, timeout: 900
     // The whole wws is dirty every round, with a few bytes changed per page: deltas, and a
     // downtime limit it cannot meet keeps it iterating until the rounds stop shrinking.
     // 4 MB/s of 8-byte writes touches the whole 1024-page wws every 2 ms: every round re-sends it.
+    // The cap keeps round 1 (2 MiB of data in 32 MiB) longer than those 2 ms: uncapped, on huge
+    // pages, it once took so little that under 256 KiB were dirty after it (small-remainder).
     await startMunch(a, 'x1', 'wws=4M stride=8 rate=4M rss=2M');
-    const rep = await migrateOk('x1', a, b, ['--xbzrle', '--xbzrle-cache', '16M', '--downtime-limit', '1ms', '--max-rounds', '6']);
+    const rep = await migrateOk('x1', a, b, ['--xbzrle', '--xbzrle-cache', '16M', '--downtime-limit', '1ms', '--max-rounds', '6', '--max-bandwidth', '200Mbit']);
     const x = rep.xbzrle;
     assert.ok(x !== undefined, 'the report has xbzrle counters');
     assert.equal(x.cacheBytes, 16 * 1024 * 1024);

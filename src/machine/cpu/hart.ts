@@ -1,6 +1,6 @@
 import { Bus } from '../bus.js';
 import type { AccessSize } from '../bus.js';
-import { MIN_RAM_BYTES, RAM_BASE } from '../memory/layout.js';
+import { ALL_BLOCKS, MIN_RAM_BYTES, RAM_BASE } from '../memory/layout.js';
 import { GuestRam } from '../memory/ram.js';
 import type { StateReader, StateWriter, Stateful } from '../state/codec.js';
 import { Counter64 } from './counters.js';
@@ -82,6 +82,8 @@ const POST = -1;
 const RAM_BIAS = 0x8000_0000 | 0;
 const PAGE_SHIFT = 12;
 const PAGE_MASK = 0xfff;
+/** layout.ts BLOCK_SHIFT, as a module constant the JIT folds: a dirty mark's bit per 512 bytes. */
+const BLOCK_SHIFT = 9;
 
 /** High 32 bits of the unsigned 64-bit product, from 16-bit halves (no BigInt, all exact in doubles). */
 function mulhu(a: number, b: number): number {
@@ -456,7 +458,9 @@ export class Hart implements Stateful {
 
             case Op.Store: {
               // Marks are read before written: a page already marked costs a load, not a
-              // store to a cache line the host thread's sync also touches.
+              // store to a cache line the host thread's sync also touches. A mark is the mask
+              // of the page's 512-byte blocks stored to (dirty-log.ts); an aligned store stays
+              // inside one block.
               const a = (x[(inst >>> 15) & 31]! + (((inst >> 25) << 5) | rd)) | 0;
               const off = a ^ RAM_BIAS;
               const v = x[(inst >>> 20) & 31]!;
@@ -465,7 +469,7 @@ export class Hart implements Stateful {
                 case 0:
                   if (off >>> 0 < memLimit) {
                     u8[off] = v;
-                    if (marks[off >>> PAGE_SHIFT] === 0) marks[off >>> PAGE_SHIFT] = 1;
+                    if ((marks[off >>> PAGE_SHIFT]! & (1 << ((off >>> BLOCK_SHIFT) & 7))) === 0) marks[off >>> PAGE_SHIFT] |= 1 << ((off >>> BLOCK_SHIFT) & 7);
                     pc = (pc + 4) | 0;
                     continue;
                   }
@@ -473,7 +477,7 @@ export class Hart implements Stateful {
                 case 1:
                   if (off >>> 0 < memLimit && (off & 1) === 0) {
                     u16[off >> 1] = v;
-                    if (marks[off >>> PAGE_SHIFT] === 0) marks[off >>> PAGE_SHIFT] = 1;
+                    if ((marks[off >>> PAGE_SHIFT]! & (1 << ((off >>> BLOCK_SHIFT) & 7))) === 0) marks[off >>> PAGE_SHIFT] |= 1 << ((off >>> BLOCK_SHIFT) & 7);
                     pc = (pc + 4) | 0;
                     continue;
                   }
@@ -481,7 +485,7 @@ export class Hart implements Stateful {
                 case 2:
                   if (off >>> 0 < memLimit && (off & 3) === 0) {
                     i32[off >> 2] = v;
-                    if (marks[off >>> PAGE_SHIFT] === 0) marks[off >>> PAGE_SHIFT] = 1;
+                    if ((marks[off >>> PAGE_SHIFT]! & (1 << ((off >>> BLOCK_SHIFT) & 7))) === 0) marks[off >>> PAGE_SHIFT] |= 1 << ((off >>> BLOCK_SHIFT) & 7);
                     pc = (pc + 4) | 0;
                     continue;
                   }
@@ -909,7 +913,7 @@ export class Hart implements Stateful {
   /** A store at RAM offset `off` (slow paths): marks the dirty log when on, else the written map. */
   private markStore(ram: GuestRam, off: number): void {
     const marks = this.dirtyLogOn ? ram.dirty.bits : ram.written.bits;
-    if (marks[off >>> PAGE_SHIFT] === 0) marks[off >>> PAGE_SHIFT] = 1;
+    if (marks[off >>> PAGE_SHIFT] !== ALL_BLOCKS) marks[off >>> PAGE_SHIFT] = ALL_BLOCKS;
   }
 
   /** Post-copy: blocks in the hook until the page is here. Called before any side effect. */

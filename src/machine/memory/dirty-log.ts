@@ -1,10 +1,16 @@
-import { PAGE_SHIFT } from './layout.js';
+import { ALL_BLOCKS, PAGE_SHIFT } from './layout.js';
 
 /**
  * One byte per guest page, set by every guest store and device DMA write while logging is on.
  * Lives in shared memory: the vCPU thread marks, the host thread syncs. Clear-before-copy:
  * a page's byte is taken (cleared) *before* its contents are copied, so a store that races with
  * the copy marks it again for the next round.
+ *
+ * A mark is not just non-zero: it is the mask of the page's 512-byte blocks written since the
+ * last take (layout.ts BLOCK_SHIFT). The CPU's aligned stores set their block's bit; everything
+ * else (device DMA, the loader, the CPU's slow paths) sets ALL_BLOCKS. sync() can hand the
+ * masks out: stop-and-copy's XBZRLE compares only the blocks written since a page was cached.
+ * A store racing with a take can only leave more bits set, never fewer.
  *
  * While logging is off the same stores mark `written` instead (GuestRam.written). Every mark
  * this log gives up (sync, take, clear) is folded into `written` first, so a page that was ever
@@ -36,7 +42,7 @@ export class DirtyLog {
 
   /** Marks every page dirty (the first pre-copy round sends everything). */
   markAll(): void {
-    this.bits.fill(1);
+    this.bits.fill(ALL_BLOCKS);
   }
 
   /** Where clear() lets sync() write the page list it does not need (allocated on first use). */
@@ -52,7 +58,7 @@ export class DirtyLog {
     if (length <= 0) return;
     const first = offset >>> PAGE_SHIFT;
     const last = (offset + length - 1) >>> PAGE_SHIFT;
-    for (let p = first; p <= last; p++) this.bits[p] = 1;
+    for (let p = first; p <= last; p++) this.bits[p] = ALL_BLOCKS;
   }
 
   isDirty(page: number): boolean {
@@ -68,9 +74,10 @@ export class DirtyLog {
 
   /**
    * Takes every mark at once and writes the dirty page numbers, ascending, into `out`
-   * (allocated if absent or too small). Returns the filled prefix.
+   * (allocated if absent or too small). Returns the filled prefix. With `masks` (one byte per
+   * page), each taken page's block mask is written at its page number.
    */
-  sync(out?: Uint32Array): Uint32Array {
+  sync(out?: Uint32Array, masks?: Uint8Array): Uint32Array {
     const words = this.words;
     const bits = this.bits;
     const written = this.written;
@@ -82,9 +89,12 @@ export class DirtyLog {
       const base = w << 2;
       for (let i = 0; i < 4; i++) {
         const p = base + i;
-        if (p < this.pageCount && Atomics.exchange(bits, p, 0) !== 0) {
+        if (p >= this.pageCount) continue;
+        const m = Atomics.exchange(bits, p, 0);
+        if (m !== 0) {
           buf[n++] = p;
           written[p] = 1;
+          if (masks !== undefined) masks[p] = m;
         }
       }
     }
@@ -96,7 +106,7 @@ export class DirtyLog {
     const bits = this.bits;
     const end = Math.min(this.pageCount, first + n);
     let c = 0;
-    for (let p = Math.max(0, first); p < end; p++) c += bits[p]!;
+    for (let p = Math.max(0, first); p < end; p++) if (bits[p] !== 0) c++;
     return c;
   }
 

@@ -2,6 +2,14 @@
 // same guest image runs on both hypervisors.
 export const PAGE_SHIFT = 12;
 export const PAGE_SIZE = 1 << PAGE_SHIFT;
+/**
+ * A page's dirty mark is a mask of the 512-byte blocks the CPU stored to (dirty-log.ts): bit k
+ * stands for bytes [k * 512, (k + 1) * 512) of the page. Any other writer marks all eight.
+ */
+export const BLOCK_SHIFT = 9;
+export const BLOCK_SIZE = 1 << BLOCK_SHIFT;
+/** The mark of a page whose writes are not known block by block. */
+export const ALL_BLOCKS = 0xff;
 
 export const TEST_BASE = 0x0010_0000; // sifive_test finisher
 export const TEST_SIZE = 0x1000;

@@ -12,8 +12,13 @@
  * costs just that), and after a changed run the rest of it again (a page with one changed spot
  * costs a scan up to it); scans compare 32-bit words four at a time where they can. Nothing is
  * allocated per page.
+ *
+ * In stop-and-copy a page may come with its dirty mark's block mask (dirty-log.ts): the 512-byte
+ * blocks the guest wrote since the cached copy was taken. Only those are compared; the others
+ * are known unchanged and skipped unread. A guest that touches a word of each page then costs
+ * two 512-byte reads per page instead of two 4 KiB ones.
  */
-import { PAGE_SIZE } from '../../machine/memory/layout.js';
+import { ALL_BLOCKS, BLOCK_SHIFT, BLOCK_SIZE, PAGE_SIZE } from '../../machine/memory/layout.js';
 import { PageEncoding, WireError, type PageBatchBuilder } from '../wire/index.js';
 import { PageCache } from './page-cache.js';
 
@@ -54,32 +59,44 @@ function putUleb(dst: Uint8Array, at: number, n: number): number {
  * `dst` at `dstAt`, using at most `max` bytes. Returns the delta's length; 0 if the pages are
  * equal; -1 if the delta would exceed `max` (overflow: send the page raw). Offsets must be
  * multiples of 4 (pages and cache slots are) so whole words can be compared through the
- * Int32Array views `old32` / `nw32` of the same buffers.
+ * Int32Array views `old32` / `nw32` of the same buffers. `blocks`: the page's 512-byte blocks
+ * that may differ (bit k: bytes [k * 512, (k + 1) * 512)); the others must be equal, and are
+ * not read.
  */
 export function xbzrleEncode(
   old: Uint8Array, old32: Int32Array, oldAt: number,
   nw: Uint8Array, nw32: Int32Array, nwAt: number,
   dst: Uint8Array, dstAt: number, max: number,
+  blocks: number = ALL_BLOCKS,
 ): number {
   const n = PAGE_SIZE;
   const ow = (old.byteOffset + oldAt - old32.byteOffset) >> 2;
   const nwW = (nw.byteOffset + nwAt - nw32.byteOffset) >> 2;
+  const whole = blocks === ALL_BLOCKS;
   // The whole page first: an unchanged page costs one memcmp.
-  if (memcmp.call(nw, old, oldAt, oldAt + n, nwAt, nwAt + n) === 0) return 0;
+  if (whole && memcmp.call(nw, old, oldAt, oldAt + n, nwAt, nwAt + n) === 0) return 0;
   let i = 0;
   let d = 0;
-  let tailChecks = TAIL_CHECKS;
+  let tailChecks = whole ? TAIL_CHECKS : 0;
   for (;;) {
     // Unchanged run: four words at a time, then word by word while aligned, then byte by byte.
+    // With a block mask, a clean block is skipped whole; a dirty one is scanned (a native
+    // memcmp's call costs about what scanning 512 bytes does).
     const z = i;
     while (i < n) {
+      if (!whole && (i & (BLOCK_SIZE - 1)) === 0 && (blocks & (1 << (i >>> BLOCK_SHIFT))) === 0) {
+        i += BLOCK_SIZE;
+        continue;
+      }
       if ((i & 3) === 0) {
         let w = i >> 2;
-        const end = n >> 2;
+        // Word scans stop at the block's end, where the next block's mask bit is looked at.
+        const end = whole ? n >> 2 : ((i >>> BLOCK_SHIFT) + 1) << (BLOCK_SHIFT - 2);
         while (w + 4 <= end && ((old32[ow + w]! ^ nw32[nwW + w]!) | (old32[ow + w + 1]! ^ nw32[nwW + w + 1]!) | (old32[ow + w + 2]! ^ nw32[nwW + w + 2]!) | (old32[ow + w + 3]! ^ nw32[nwW + w + 3]!)) === 0) w += 4;
         while (w < end && old32[ow + w] === nw32[nwW + w]) w++;
         i = w << 2;
         if (i >= n) break;
+        if (w === end) continue; // a block's end (block mask): look at the next block
       }
       if (old[oldAt + i] !== nw[nwAt + i]) break;
       i++;
@@ -199,9 +216,18 @@ export class XbzrleEncoder {
   private readonly cache32: Int32Array;
   private readonly cur = new Uint8Array(PAGE_SIZE);
   private readonly cur32 = new Int32Array(this.cur.buffer);
-  /** Int32 view of the last source buffer encoded in place (`paused`). */
+  /** Int32 view of the last source buffer encoded in place (`paused`), and that source. */
   private src32: Int32Array | undefined;
+  private src32Of: Uint8Array | undefined;
   private readonly budget: number;
+  /** The round being encoded (startRound). */
+  private round = 0;
+  /**
+   * Per cache slot, the round whose encoding last made the slot equal to the page as sent: a
+   * block mask covers the writes since the last live round's sync, so only a slot of that round
+   * may be compared block by block.
+   */
+  private readonly slotRound: Uint32Array;
   hits = 0;
   misses = 0;
   overflows = 0;
@@ -211,16 +237,24 @@ export class XbzrleEncoder {
   constructor(cacheBytes: number, ramPages: number, budget: number = DEFAULT_DELTA_BUDGET) {
     this.cache = new PageCache(cacheBytes, ramPages);
     this.cache32 = new Int32Array(this.cache.data.buffer);
+    this.slotRound = new Uint32Array(this.cache.slots);
     if (!Number.isInteger(budget) || budget < 4 || budget > PAGE_SIZE) throw new RangeError(`xbzrle: budget ${budget} is outside 4..${PAGE_SIZE}`);
     this.budget = budget;
+  }
+
+  /** The pages encoded from now on are round `round`'s. */
+  startRound(round: number): void {
+    this.round = round;
   }
 
   /**
    * Adds `page` (PAGE_SIZE bytes of `src` at `at`) to the batch as a delta or raw, or nothing if
    * unchanged. `final` (stop-and-copy: the vCPU is paused and no later round sends the page):
-   * the page is read in place, not copied first, and the cache is not updated.
+   * the page is read in place, not copied first, and the cache is not updated. `blocks` (final
+   * only): the page's dirty mark from the sync that ended the previous round (dirty-log.ts);
+   * if the cached copy was taken in that round, only those blocks are compared.
    */
-  encode(page: number, src: Uint8Array, at: number, b: PageBatchBuilder, final = false): XbzrleOutcome {
+  encode(page: number, src: Uint8Array, at: number, b: PageBatchBuilder, final = false, blocks: number = ALL_BLOCKS): XbzrleOutcome {
     let nw: Uint8Array = this.cur;
     let nw32: Int32Array = this.cur32;
     let nwAt = 0;
@@ -238,12 +272,18 @@ export class XbzrleEncoder {
     if (slot < 0) {
       this.misses++;
       b.addRaw(page, nw, nwAt);
-      if (!final) data.set(nw, cache.insert(page) * PAGE_SIZE);
+      if (!final) {
+        const s = cache.insert(page);
+        data.set(nw, s * PAGE_SIZE);
+        this.slotRound[s] = this.round;
+      }
       return XbzrleOutcome.Raw;
     }
     const slotAt = slot * PAGE_SIZE;
     const out = b.reserveEncoded(page, PageEncoding.Delta);
-    const len = xbzrleEncode(data, this.cache32, slotAt, nw, nw32, nwAt, b.bytes, out, this.budget);
+    const mask = final && this.slotRound[slot] === this.round - 1 ? blocks : ALL_BLOCKS;
+    const len = xbzrleEncode(data, this.cache32, slotAt, nw, nw32, nwAt, b.bytes, out, this.budget, mask);
+    if (!final) this.slotRound[slot] = this.round;
     if (len === 0) {
       b.cancelEncoded();
       this.unchanged++;
@@ -264,15 +304,19 @@ export class XbzrleEncoder {
 
   /** An Int32Array over all of `src`'s buffer (made once per buffer). */
   private view32(src: Uint8Array): Int32Array {
+    if (this.src32Of === src) return this.src32!;
     let v = this.src32;
     if (v === undefined || v.buffer !== src.buffer) v = this.src32 = new Int32Array(src.buffer, 0, src.buffer.byteLength >> 2);
+    this.src32Of = src;
     return v;
   }
 
   /** The page was sent by other means (e.g. as a zero page): keep the cache equal to the destination. */
   sentZero(page: number): void {
     const slot = this.cache.lookup(page);
-    if (slot >= 0) this.cache.data.fill(0, slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE);
+    if (slot < 0) return;
+    this.cache.data.fill(0, slot * PAGE_SIZE, (slot + 1) * PAGE_SIZE);
+    this.slotRound[slot] = this.round;
   }
 
   stats(): XbzrleStats {

@@ -117,9 +117,9 @@ test('the page cache: lookup, clock eviction, a fixed store, remove', () => {
 });
 
 /** Sends `pages` (one per page number) through an encoder into a batch and decodes it into `ram`. */
-function sendAndApply(enc: XbzrleEncoder, src: Uint8Array, pages: number[], ram: Uint8Array, final = false): XbzrleOutcome[] {
+function sendAndApply(enc: XbzrleEncoder, src: Uint8Array, pages: number[], ram: Uint8Array, final = false, blocks?: Uint8Array): XbzrleOutcome[] {
   const b = new PageBatchBuilder(64).begin(2);
-  const outcomes = pages.map((p) => enc.encode(p, src, p * PAGE_SIZE, b, final));
+  const outcomes = pages.map((p) => enc.encode(p, src, p * PAGE_SIZE, b, final, blocks?.[p]));
   if (b.count === 0) return outcomes;
   const frame = b.finish();
   const r = new PageBatchReader({ ramPages: src.length / PAGE_SIZE }).decode(frame.subarray(8));
@@ -261,4 +261,76 @@ test('seeded fuzz: garbage and mutated deltas either decode within the page or t
     for (let g = PAGE_SIZE; g < PAGE_SIZE + 8; g++) assert.equal(page[g], 0xee, 'wrote past the page');
   }
   assert.ok(threw > 1000 && decoded > 100, `threw ${threw}, decoded ${decoded}`);
+});
+
+test('stop-and-copy with block masks: only the blocks written since the last live round are compared', () => {
+  const rand = prng(11);
+  const pages = 8;
+  const src = new Uint8Array(new SharedArrayBuffer(pages * PAGE_SIZE));
+  for (let i = 0; i < src.length; i++) src[i] = randInt(rand, 0, 255);
+  const dst = new Uint8Array(src.length);
+  const enc = new XbzrleEncoder(pages * PAGE_SIZE, pages);
+  enc.startRound(2);
+  sendAndApply(enc, src, [0, 1, 2, 3, 4, 5], dst); // cached in round 2
+  enc.startRound(3);
+  sendAndApply(enc, src, [6], dst); // cached in round 3, the last live round
+  enc.startRound(4);
+  sendAndApply(enc, src, [0, 1, 2, 3, 4, 5, 6], dst); // the last live round: unchanged pages are current as of round 4
+  const seven = 7 * PAGE_SIZE; // pages 0-6 are this encoder's; page 7 is the second one's
+  assert.deepEqual(dst.subarray(0, seven), src.subarray(0, seven));
+  const blocks = new Uint8Array(pages);
+  src[0 * PAGE_SIZE + 100] ^= 1; // block 0
+  blocks[0] = 0x01;
+  src[1 * PAGE_SIZE + 1500] ^= 1; // block 2
+  blocks[1] = 0x04;
+  src[2 * PAGE_SIZE + 3000] ^= 1; // block 5, but the mask names block 0 only: not read
+  blocks[2] = 0x01;
+  for (let j = 508; j < 516; j++) src[3 * PAGE_SIZE + j] ^= 0x5a; // one run across blocks 0 and 1
+  blocks[3] = 0x03;
+  blocks[4] = 0x10; // marked, not changed: unchanged
+  src[6 * PAGE_SIZE + 3000] ^= 1; // block 5, mask block 0; its cache is round 4's, so the mask holds
+  blocks[6] = 0x01;
+  const expected = src.slice();
+  expected[2 * PAGE_SIZE + 3000] ^= 1;
+  expected[6 * PAGE_SIZE + 3000] ^= 1;
+  enc.startRound(5);
+  const out = sendAndApply(enc, src, [0, 1, 2, 3, 4, 6], dst, true, blocks);
+  assert.deepEqual(out, [XbzrleOutcome.Delta, XbzrleOutcome.Delta, XbzrleOutcome.Unchanged, XbzrleOutcome.Delta, XbzrleOutcome.Unchanged, XbzrleOutcome.Unchanged]);
+  assert.deepEqual(dst.subarray(0, seven), expected.subarray(0, seven), 'the blocks outside the masks were not read (as the dirty log promises they are unchanged)');
+
+  // A cached copy older than the last live round: its mask does not cover every change since, so the page is compared whole.
+  const enc2 = new XbzrleEncoder(pages * PAGE_SIZE, pages);
+  const dst2 = new Uint8Array(src.length);
+  enc2.startRound(2);
+  sendAndApply(enc2, src, [0, 1, 2, 3, 4, 5, 6, 7], dst2);
+  src[7 * PAGE_SIZE + 3000] ^= 1; // block 5 changed; the mask (from a later sync) says block 0
+  blocks[7] = 0x01;
+  enc2.startRound(4);
+  assert.deepEqual(sendAndApply(enc2, src, [7], dst2, true, blocks), [XbzrleOutcome.Delta]);
+  assert.deepEqual(dst2.subarray(7 * PAGE_SIZE), src.subarray(7 * PAGE_SIZE));
+});
+
+test('block masks: random changes inside the masked blocks round-trip exactly', () => {
+  const rand = prng(12);
+  const pages = 64;
+  const src = new Uint8Array(new SharedArrayBuffer(pages * PAGE_SIZE));
+  for (let i = 0; i < src.length; i++) src[i] = randInt(rand, 0, 255);
+  const dst = new Uint8Array(src.length);
+  const enc = new XbzrleEncoder(pages * PAGE_SIZE, pages);
+  const all = Array.from({ length: pages }, (_, i) => i);
+  enc.startRound(2);
+  sendAndApply(enc, src, all, dst);
+  const blocks = new Uint8Array(pages);
+  for (let p = 0; p < pages; p++) {
+    const changes = randInt(rand, 0, 12);
+    for (let k = 0; k < changes; k++) {
+      const off = randInt(rand, 0, PAGE_SIZE - 1);
+      src[p * PAGE_SIZE + off] = randInt(rand, 0, 255);
+      blocks[p] |= 1 << (off >>> 9);
+    }
+    if (rand() < 0.2) blocks[p] |= 1 << randInt(rand, 0, 7); // marked but not changed
+  }
+  enc.startRound(3);
+  sendAndApply(enc, src, all, dst, true, blocks);
+  assert.deepEqual(dst, src);
 });

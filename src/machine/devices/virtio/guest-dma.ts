@@ -1,4 +1,4 @@
-import { PAGE_SHIFT } from '../../memory/layout.js';
+import { ALL_BLOCKS, PAGE_SHIFT } from '../../memory/layout.js';
 import type { GuestRam } from '../../memory/ram.js';
 
 /** How a device learns the hart's dirty-logging and presence settings and waits for an absent page. */
@@ -42,7 +42,7 @@ export class GuestDma {
     if (len <= 0) return;
     const bits = this.hooks.dirtyLogOn() ? this.ram.dirty.bits : this.ram.written.bits;
     const last = (off + len - 1) >>> PAGE_SHIFT;
-    for (let p = off >>> PAGE_SHIFT; p <= last; p++) if (bits[p] === 0) bits[p] = 1;
+    for (let p = off >>> PAGE_SHIFT; p <= last; p++) if (bits[p] !== ALL_BLOCKS) bits[p] = ALL_BLOCKS;
   }
 
   u16(off: number): number {
