@@ -732,7 +732,7 @@ class IncomingSession {
           // XBZRLE against the version this RAM holds (the source caches exactly what it sent).
           if ((this.granted & Capability.Xbzrle) === 0) throw violation(`page ${b.page(i)} is a delta, but XBZRLE was not granted`, 'PAGES');
           b.copyData(i, this.deltaScratch, 0);
-          xbzrleDecode(this.deltaScratch, 0, b.dataLength(i), ram, at, `entry[${i}].delta`);
+          xbzrleDecode(this.deltaScratch, 0, b.dataLength(i), ram, at, i);
           written[b.page(i)] = 1;
           break;
         default:

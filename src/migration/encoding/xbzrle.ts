@@ -133,12 +133,13 @@ export function xbzrleEncode(
   }
 }
 
-function bad(text: string, field: string): never {
-  throw new WireError('bad-value', text, { message: 'PAGES', field });
+/** `field`: a field name, or a batch entry's index (the field is then `entry[i].delta`, made only on error). */
+function bad(text: string, field: string | number): never {
+  throw new WireError('bad-value', text, { message: 'PAGES', field: typeof field === 'number' ? `entry[${field}].delta` : field });
 }
 
 /** A one- or two-byte ULEB128 at delta offset `i` (two bytes readable): (value << 2) | its size. */
-function readUleb(src: Uint8Array, at: number, i: number, field: string): number {
+function readUleb(src: Uint8Array, at: number, i: number, field: string | number): number {
   const b = src[at + i]!;
   if ((b & 0x80) === 0) return (b << 2) | 1;
   const c = src[at + i + 1]!;
@@ -149,9 +150,10 @@ function readUleb(src: Uint8Array, at: number, i: number, field: string): number
 /**
  * Applies a delta (`len` bytes of `src` at `at`) to the page at `dst[dstAt ..]`, which must hold
  * the version the delta was made against. The whole delta is checked before any byte of the page
- * changes: a malformed one throws WireError ('bad-value') and leaves the page as it was.
+ * changes: a malformed one throws WireError ('bad-value') and leaves the page as it was. `field`
+ * names the delta in errors (a batch entry's index: `entry[i].delta`). Nothing is allocated.
  */
-export function xbzrleDecode(src: Uint8Array, at: number, len: number, dst: Uint8Array, dstAt: number, field = 'delta'): void {
+export function xbzrleDecode(src: Uint8Array, at: number, len: number, dst: Uint8Array, dstAt: number, field: string | number = 'delta'): void {
   if (len < 1 || at < 0 || at + len > src.length) bad(`${len} bytes at ${at} are outside the ${src.length}-byte source`, field);
   if (dstAt < 0 || dstAt + PAGE_SIZE > dst.length) bad(`page at ${dstAt} is outside the ${dst.length}-byte destination`, field);
   // Pass 1: check. Pass 2: apply.
@@ -174,7 +176,10 @@ export function xbzrleDecode(src: Uint8Array, at: number, len: number, dst: Uint
       if (count === 0) bad(`empty changed run at delta offset ${i}`, field);
       if (d + count > PAGE_SIZE) bad(`changed run of ${count} bytes at page byte ${d} runs past the page`, field);
       if (i + count > len) bad(`changed run of ${count} bytes at delta offset ${i} runs past the ${len}-byte delta`, field);
-      if (pass === 1) dst.set(src.subarray(at + i, at + i + count), dstAt + d);
+      if (pass === 1) {
+        if (count <= SHORT_RUN) for (let k = 0; k < count; k++) dst[dstAt + d + k] = src[at + i + k]!;
+        else dst.set(src.subarray(at + i, at + i + count), dstAt + d);
+      }
       d += count;
       i += count;
     }

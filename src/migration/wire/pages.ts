@@ -22,6 +22,8 @@ import { WireError } from './errors.js';
 import type { Body, Pages } from './messages.js';
 
 const MSG = 'PAGES';
+/** Entry data this short (an XBZRLE delta of a few bytes) is copied byte by byte: no subarray per entry. */
+const SHORT_COPY = 64;
 
 function fail(code: 'bad-value' | 'bad-count', field: string, text: string): never {
   throw new WireError(code, text, { message: MSG, field });
@@ -390,7 +392,12 @@ export class PageBatchReader implements PageBatch {
     const n = this.lengths[i]!;
     const pieces = this.pieces;
     if (pieces === undefined) {
-      dst.set(this.payload.subarray(o, o + n), at);
+      if (n <= SHORT_COPY) {
+        const src = this.payload;
+        for (let k = 0; k < n; k++) dst[at + k] = src[o + k]!;
+      } else {
+        dst.set(this.payload.subarray(o, o + n), at);
+      }
       return;
     }
     const starts = this.pieceStarts;
@@ -403,7 +410,8 @@ export class PageBatchReader implements PageBatch {
     while (done < n) {
       const q = pieces[k]!;
       const m = Math.min(n - done, q.length - off);
-      dst.set(q.subarray(off, off + m), at + done);
+      if (m <= SHORT_COPY) for (let j = 0; j < m; j++) dst[at + done + j] = q[off + j]!;
+      else dst.set(q.subarray(off, off + m), at + done);
       done += m;
       k++;
       off = 0;
