@@ -186,7 +186,8 @@ log(`pre-copy, max-bandwidth 1 Gbit/s, downtime-limit ${DOWNTIME_LIMIT_MS} ms, b
 log(TERN_STOP_COPY !== undefined
   ? 'Stop-and-copy uncapped on both: QEMU\'s completion ignores max-bandwidth; tern runs with --stop-copy-bandwidth unlimited\n(--tern-stop-copy-capped: tern\'s default, stop-and-copy at max-bandwidth).'
   : 'tern\'s stop-and-copy at max-bandwidth (its default); QEMU\'s completion ignores max-bandwidth.');
-log('tern downtime: vCPU pause on the source to resume on the destination; QEMU\'s: stop to the source\'s last byte.');
+log('tern downtime: vCPU pause on the source to resume on the destination; QEMU\'s: stop to the source\'s last byte,');
+log('in whole milliseconds (QEMU 7.2 reads its clock in ms: "1.0" is anything from just over 0 to 2 ms).');
 log('downtime: as each reports it; gap: the console seen from outside, switchover (last tick on the source');
 log('to first on the destination) / largest during the migration; ticks are verify B or munch status lines,');
 log('one per 10 ms of guest time.');
