@@ -33,10 +33,10 @@ class DiscardingHost implements DestinationHost {
 
 /**
  * A VM that is RAM only: the migration engine sees pages, a dirty log and a state blob.
- * `rewrites()` says how many pages each run dirties (DIRTY_PAGES, or XBZRLE_PAGES written again
- * at the pause).
+ * `withXbzrle()`: the run under way uses XBZRLE (XBZRLE_PAGES dirtied, and written again at the
+ * pause); else DIRTY_PAGES are dirtied.
  */
-function syntheticVm(rewrites: () => number): MigratableVm {
+function syntheticVm(withXbzrle: () => boolean): MigratableVm {
   const ram = GuestRam.allocate(RAM_BYTES);
   let x = 0x9e3779b9;
   for (let p = 0; p < ram.pageCount; p += 2) {
@@ -48,6 +48,16 @@ function syntheticVm(rewrites: () => number): MigratableVm {
     }
   }
   const state = new Uint8Array(4096).fill(0x5a);
+  /** The run's dirtied pages, spread over RAM: the word at `offset` in each is flipped. */
+  const rewrite = (offset: number): number[] => {
+    const n = withXbzrle() ? XBZRLE_PAGES : DIRTY_PAGES;
+    const pages: number[] = [];
+    for (let p = 1; p < ram.pageCount; p += Math.floor(ram.pageCount / n)) {
+      ram.i32[(p * PAGE_SIZE + offset) >>> 2]! ^= 1;
+      pages.push(p);
+    }
+    return pages;
+  };
   return {
     uuid: Uint8Array.from({ length: 16 }, (_, i) => (i * 17 + 1) & 0xff),
     name: 'engine-warm-up',
@@ -55,12 +65,8 @@ function syntheticVm(rewrites: () => number): MigratableVm {
     config: { imageDigest: 'sha256:engine-warm-up', bootArgs: '', devices: [] },
     pause: async () => {
       // The "guest" writes a word in block 3 of each page it wrote at the start, as a CPU store would mark it.
-      const n = rewrites();
-      if (n === DIRTY_PAGES) return;
-      for (let p = 1; p < ram.pageCount; p += Math.floor(ram.pageCount / n)) {
-        ram.i32[(p * PAGE_SIZE + 3 * BLOCK_SIZE) >>> 2]! ^= 1;
-        ram.dirty.bits[p]! |= 1 << 3;
-      }
+      if (!withXbzrle()) return;
+      for (const p of rewrite(3 * BLOCK_SIZE)) ram.dirty.bits[p]! |= 1 << 3;
     },
     resume: () => {},
     setThrottle: () => {},
@@ -68,11 +74,7 @@ function syntheticVm(rewrites: () => number): MigratableVm {
       if (!on) return;
       ram.dirty.clear();
       // Some pages written "while" round 1 runs: the next round sends them.
-      const n = rewrites();
-      for (let p = 1; p < ram.pageCount; p += Math.floor(ram.pageCount / n)) {
-        ram.i32[(p * PAGE_SIZE) >>> 2]! ^= 1;
-        ram.dirty.markRange(p * PAGE_SIZE, 4);
-      }
+      for (const p of rewrite(0)) ram.dirty.markRange(p * PAGE_SIZE, 4);
     },
     saveState: async () => state,
   };
@@ -97,7 +99,7 @@ export async function warmUpEngine(log: Logger, stopped: () => boolean): Promise
     const { port } = await server.listen(0, '127.0.0.1');
     let run = 0;
     const withXbzrle = (): boolean => run % 2 === 1;
-    const vm = syntheticVm(() => (withXbzrle() ? XBZRLE_PAGES : DIRTY_PAGES));
+    const vm = syntheticVm(withXbzrle);
     for (; run < RUNS && !stopped(); run++) {
       const m = new OutgoingMigration(vm, {
         id: `engine-warm-up-${run}`,

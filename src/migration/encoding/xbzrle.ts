@@ -19,7 +19,7 @@
  * two 512-byte reads per page instead of two 4 KiB ones.
  */
 import { ALL_BLOCKS, BLOCK_SHIFT, BLOCK_SIZE, PAGE_SIZE } from '../../machine/memory/layout.js';
-import { PageEncoding, WireError, type PageBatchBuilder } from '../wire/index.js';
+import { PageEncoding, WireError, copyBytes, type PageBatchBuilder } from '../wire/index.js';
 import { PageCache } from './page-cache.js';
 
 /** A delta longer than this goes raw instead (QEMU also gives up near a page). */
@@ -29,8 +29,6 @@ export const DEFAULT_XBZRLE_CACHE_BYTES = 64 * 1024 * 1024;
 
 /** Unchanged runs this short inside a changed area are sent as literal bytes. */
 const FOLD = 2;
-/** Changed runs this short are copied byte by byte (no subarray per run). */
-const SHORT_RUN = 32;
 /**
  * After a changed run, the rest of the page is compared natively (memcmp, no allocation) at most
  * this many times per page, and only while at least TAIL_CHECK_MIN bytes remain: a page with one
@@ -120,11 +118,7 @@ export function xbzrleEncode(
     if (d + ulebSize(zlen) + ulebSize(len) + len > max) return -1;
     d += putUleb(dst, dstAt + d, zlen);
     d += putUleb(dst, dstAt + d, len);
-    if (len <= SHORT_RUN) {
-      for (let k = 0; k < len; k++) dst[dstAt + d + k] = nw[nwAt + s + k]!;
-    } else {
-      dst.set(nw.subarray(nwAt + s, nwAt + i), dstAt + d);
-    }
+    copyBytes(nw, nwAt + s, dst, dstAt + d, len);
     d += len;
     if (tailChecks > 0 && n - i >= TAIL_CHECK_MIN) {
       tailChecks--;
@@ -176,10 +170,7 @@ export function xbzrleDecode(src: Uint8Array, at: number, len: number, dst: Uint
       if (count === 0) bad(`empty changed run at delta offset ${i}`, field);
       if (d + count > PAGE_SIZE) bad(`changed run of ${count} bytes at page byte ${d} runs past the page`, field);
       if (i + count > len) bad(`changed run of ${count} bytes at delta offset ${i} runs past the ${len}-byte delta`, field);
-      if (pass === 1) {
-        if (count <= SHORT_RUN) for (let k = 0; k < count; k++) dst[dstAt + d + k] = src[at + i + k]!;
-        else dst.set(src.subarray(at + i, at + i + count), dstAt + d);
-      }
+      if (pass === 1) copyBytes(src, at + i, dst, dstAt + d, count);
       d += count;
       i += count;
     }

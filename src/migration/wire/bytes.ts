@@ -196,6 +196,18 @@ export function checkBytes(message: string, field: string, b: Uint8Array, n: num
   if (b.length !== n) throw new WireError('bad-value', `must be ${n} bytes, got ${b.length}`, { message, field });
 }
 
+/** Copies up to this many bytes one by one: a subarray per copy costs more than the loop. */
+const SHORT_COPY = 32;
+
+/**
+ * Copies `n` bytes of `src` from `from` into `dst` at `at`. A short run (an XBZRLE run, a delta
+ * entry) byte by byte, allocating nothing; a longer one through `set`.
+ */
+export function copyBytes(src: Uint8Array, from: number, dst: Uint8Array, at: number, n: number): void {
+  if (n <= SHORT_COPY) for (let k = 0; k < n; k++) dst[at + k] = src[from + k]!;
+  else dst.set(src.subarray(from, from + n), at);
+}
+
 export function isAllZero(b: Uint8Array): boolean {
   for (let i = 0; i < b.length; i++) if (b[i] !== 0) return false;
   return true;

@@ -42,6 +42,7 @@ export {
   type Sender,
 } from './constants.js';
 export { WireError, isWireError, type WireErrorCode, type WireErrorDetail } from './errors.js';
+export { copyBytes } from './bytes.js';
 export {
   FrameReader,
   decodeFrameHeader,

@@ -17,13 +17,11 @@ import {
   PageEncoding,
   WIRE_PAGE_SIZE,
 } from './constants.js';
-import { writeHeader } from './bytes.js';
+import { copyBytes, writeHeader } from './bytes.js';
 import { WireError } from './errors.js';
 import type { Body, Pages } from './messages.js';
 
 const MSG = 'PAGES';
-/** Entry data this short (an XBZRLE delta of a few bytes) is copied byte by byte: no subarray per entry. */
-const SHORT_COPY = 64;
 
 function fail(code: 'bad-value' | 'bad-count', field: string, text: string): never {
   throw new WireError(code, text, { message: MSG, field });
@@ -392,12 +390,7 @@ export class PageBatchReader implements PageBatch {
     const n = this.lengths[i]!;
     const pieces = this.pieces;
     if (pieces === undefined) {
-      if (n <= SHORT_COPY) {
-        const src = this.payload;
-        for (let k = 0; k < n; k++) dst[at + k] = src[o + k]!;
-      } else {
-        dst.set(this.payload.subarray(o, o + n), at);
-      }
+      copyBytes(this.payload, o, dst, at, n);
       return;
     }
     const starts = this.pieceStarts;
@@ -410,8 +403,7 @@ export class PageBatchReader implements PageBatch {
     while (done < n) {
       const q = pieces[k]!;
       const m = Math.min(n - done, q.length - off);
-      if (m <= SHORT_COPY) for (let j = 0; j < m; j++) dst[at + done + j] = q[off + j]!;
-      else dst.set(q.subarray(off, off + m), at + done);
+      copyBytes(q, off, dst, at + done, m);
       done += m;
       k++;
       off = 0;
