@@ -222,7 +222,8 @@ test('PAUSED_AT claiming a pause an hour old moves the guest clock by no more th
     const forged = stream.slice();
     const view = new DataView(forged.buffer);
     const pausedUs = Number(view.getBigUint64(at + 8 + 16, true));
-    view.setBigUint64(at + 8 + 16, BigInt(pausedUs - 3_600_000_000), true); // an hour earlier, same boot id
+    // An hour earlier, same boot id (on a machine up for less than an hour: the boot itself).
+    view.setBigUint64(at + 8 + 16, BigInt(Math.max(0, pausedUs - 3_600_000_000)), true);
     const before = monotonicUs();
     const frames = await exchange(port, forged, rand);
     assert.ok(frames.some((f) => f.type === FrameType.Activated), 'the forged stream still migrates');
