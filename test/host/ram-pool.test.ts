@@ -57,3 +57,34 @@ test('RAM that tracked its writes is zeroed only where it was written or dirtied
   assert.equal(b[5 * 4096], 0xa5, 'unmarked pages not touched');
   assert.equal(b[8 * 4096 - 1], 0xa5);
 });
+
+test('held RAM is zeroed in the background, a slice per turn of the event loop; a take before that finishes zeroes the rest', async () => {
+  const pool = new RamPool(256 * MiB);
+  const write = (): GuestRam => {
+    const ram = GuestRam.allocate(32 * MiB, undefined, true);
+    ram.u8.fill(0x5a, 0, 20 * MiB);
+    ram.u8.fill(0x5a, 30 * MiB, 31 * MiB + 4096); // past the first slices
+    ram.markWritten(0, 20 * MiB);
+    ram.markWritten(30 * MiB, 1 * MiB + 4096);
+    ram.u8[31 * MiB + 8192] = 0x77; // unmarked: never touched
+    return ram;
+  };
+  const a = write();
+  pool.put(a);
+  assert.equal(pool.scrubbed, false, 'nothing zeroed inside put()');
+  const deadline = Date.now() + 10_000;
+  while (!pool.scrubbed && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+  assert.ok(pool.scrubbed, 'the scrubber finished');
+  const u8 = new Uint8Array(a.buffer);
+  assert.ok(u8.subarray(0, 31 * MiB + 4096).every((x) => x === 0), 'every marked page is zero while still held');
+  assert.equal(u8[31 * MiB + 8192], 0x77, 'an unmarked page is not touched');
+  assert.equal(pool.take(32 * MiB), a.buffer);
+
+  // Taken at once: take() zeroes what the scrubber has not reached.
+  const b = write();
+  pool.put(b);
+  await new Promise((r) => setTimeout(r, 0)); // at most a slice or two
+  const got = new Uint8Array(pool.take(32 * MiB)!);
+  assert.ok(got.subarray(0, 31 * MiB + 4096).every((x) => x === 0));
+  assert.equal(got[31 * MiB + 8192], 0x77);
+});
