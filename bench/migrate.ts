@@ -197,7 +197,9 @@ log('  ' + line(COLS));
 const rows: Record<string, unknown>[] = [];
 /** `--postcopy-only`: just the post-copy table at the end (the pre-copy comparison takes minutes). */
 const postcopyOnly = process.argv.includes('--postcopy-only');
-for (const s of postcopyOnly ? [] : scenarios) {
+/** `--throughput-only`: just the unlimited-bandwidth case (page-data throughput). */
+const throughputOnly = process.argv.includes('--throughput-only');
+for (const s of postcopyOnly || throughputOnly ? [] : scenarios) {
   const tern = await attempt('tern', s.name, () => migrateOnTern(s.options));
   const qemu = await attempt('QEMU', s.name, () => migrateOnQemu(s.options));
   log(`${s.name}: ${s.about}`);
@@ -258,7 +260,7 @@ if (!postcopyOnly) {
 // Post-copy (Hines & Gopalan) vs pre-copy vs hybrid on munch, and QEMU's post-copy (postcopy-ram,
 // switched after its first round, so QEMU's is a hybrid). Faults / WWS: network faults over the
 // pages the guest wrote at the destination while pages were still arriving.
-if (!process.argv.includes('--no-postcopy')) {
+if (!process.argv.includes('--no-postcopy') && !throughputOnly) {
   const POSTCOPY_SCENARIOS: { name: string; args: string }[] = [
     { name: 'wws 16M, 32M/s', args: 'wws=16M rate=32M rss=8M' },
     { name: 'wws 64M, 128M/s', args: 'wws=64M rate=128M rss=8M' },

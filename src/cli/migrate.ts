@@ -30,6 +30,7 @@ interface MigrateOpts {
   compress?: string;
   streams?: string;
   freePageHint?: boolean;
+  pageRuns?: boolean;
   xbzrleFallback?: boolean;
   stun?: boolean;
   stunBudget?: string;
@@ -66,6 +67,7 @@ export function registerMigrate(program: Command): void {
     .option('--compress <algorithm>', 'compress the page stream: lz4 or zstd')
     .option('--streams <n>', 'parallel TCP streams for page data, 1..16 (pre-copy only)', '1')
     .option('--no-xbzrle-fallback', 'do not turn XBZRLE on when pre-copy stops converging (by default it gets two more rounds with deltas before the switchover)')
+    .option('--no-page-runs', 'send every page in PAGES batches, not consecutive raw pages as PAGE_RUN frames read straight into guest RAM at the destination (pre-copy, one stream)')
     .option('--no-free-page-hint', "do not ask the guest's balloon driver for its free pages at migration start (by default round 1 skips them when the driver offers free page hinting)")
     .option('--stun', "stun rogue guest tasks in the final rounds: those writing faster than --stun-budget, through the guest's migration-assist channel (Clark's §5.5; pre-copy only; docs/assist.md)")
     .option('--stun-budget <rate>', 'with --stun: a task dirtying memory faster than this is stunned: 2MB/s, 16Mbit (default: a quarter of the bandwidth stop-and-copy expects)')
@@ -248,6 +250,7 @@ async function runMigration(vm: string, opts: MigrateOpts): Promise<number> {
     verifyRam: opts.verify === true,
     timeoutMs: Math.round(parseDuration(opts.timeout ?? '10min', '--timeout')),
     ...(opts.freePageHint === false ? { freePageHint: false } : {}),
+    ...(opts.pageRuns === false ? { pageRuns: false } : {}),
     ...(opts.xbzrleFallback === false ? { xbzrleFallback: false } : {}),
     ...encodingRequest(opts),
   };
@@ -458,6 +461,7 @@ export function describeReport(r: MigrationReport, sourceAddr?: string, destAddr
   const xb = r.xbzrle;
   if (xb !== undefined) pairs.push(['xbzrle', `${xb.hits} deltas (${formatBytes(xb.deltaBytes)}), ${xb.misses} misses, ${xb.overflows} overflows, ${xb.unchanged} unchanged; cache ${formatBytes(xb.cacheBytes)}, ${xb.evictions} evictions${xb.fallbackRound !== undefined ? `; turned on after round ${xb.fallbackRound} (not converging)` : ''}`]);
   const z = r.compression;
+  if (r.pageRuns !== undefined && r.pageRuns.frames > 0) pairs.push(['page runs', `${r.pageRuns.pages} pages in ${r.pageRuns.frames} PAGE_RUN frames, read straight into guest RAM`]);
   if (z !== undefined) pairs.push(['compression', `${z.algorithm}: ${formatBytes(z.inputBytes)} -> ${formatBytes(z.outputBytes)} (ratio ${z.ratio})${z.skippedBatches > 0 ? `, ${z.skippedBatches} batches sent plain after batches that did not shrink` : ''}`]);
   if (r.autoConverge !== undefined) pairs.push(['auto-converge', `throttle up to ${r.autoConverge.maxThrottlePercent}%`]);
   if (r.stun !== undefined) pairs.push(['stun', describeStun(r.stun)]);

@@ -160,6 +160,8 @@ export interface StartMigrationRequest {
   streams?: number;
   /** Free page hinting at migration start when the guest's balloon driver offers it (default true). */
   freePageHint?: boolean;
+  /** Pre-copy over one stream: consecutive raw pages as PAGE_RUN frames, read by the destination straight into guest RAM (default true). */
+  pageRuns?: boolean;
   /** Pre-copy: turn XBZRLE on when the rounds stop shrinking, before giving up on converging (default true). */
   xbzrleFallback?: boolean;
   /** Stun guest tasks that dirty memory faster than stunBudgetBps in the final rounds (pre-copy; docs/assist.md). */

@@ -61,6 +61,7 @@ export const START_MIGRATION: Schema = {
   stun: { type: 'boolean' },
   stunBudgetBps: { type: 'integer', min: 0, max: 1e15 },
   freePageHint: { type: 'boolean' },
+  pageRuns: { type: 'boolean' },
   xbzrleFallback: { type: 'boolean' },
 };
 

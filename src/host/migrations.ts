@@ -26,6 +26,8 @@ export const MIGRATION_DEFAULTS = {
   freePageHint: true,
   /** XBZRLE switched on when pre-copy stops converging (docs/precopy.md). */
   xbzrleFallback: true,
+  /** Consecutive raw pages as PAGE_RUN frames, straight from and into guest RAM (docs/precopy.md). */
+  pageRuns: true,
 } as const;
 
 /** Finished migrations kept for GET /v1/migrations, per direction. */
@@ -110,6 +112,7 @@ export class Migrations {
       ...(req.compression !== undefined ? { compression: req.compression } : {}),
       ...(req.streams !== undefined ? { streams: req.streams } : {}),
       freePageHint: req.freePageHint ?? MIGRATION_DEFAULTS.freePageHint,
+      pageRuns: req.pageRuns ?? MIGRATION_DEFAULTS.pageRuns,
       xbzrleFallback: req.xbzrleFallback ?? MIGRATION_DEFAULTS.xbzrleFallback,
       ...(req.stun === true ? { stun: true, ...(req.stunBudgetBps !== undefined ? { stunBudgetBps: req.stunBudgetBps } : {}) } : {}),
       // The engine adds the migration id, VM and peer to its log lines itself.
@@ -381,7 +384,7 @@ export class Migrations {
 }
 
 function numericOpts(o: MigrateOptions): Record<string, number | boolean> {
-  return { maxBandwidthBps: o.maxBandwidthBps, stopCopyBandwidthBps: o.stopCopyBandwidthBps ?? o.maxBandwidthBps, minBandwidthBps: o.minBandwidthBps, rateIncrementBps: o.rateIncrementBps ?? 0, downtimeLimitMs: o.downtimeLimitMs, maxRounds: o.maxRounds, verifyRam: o.verifyRam, timeoutMs: o.timeoutMs, freePageHint: o.freePageHint !== false };
+  return { maxBandwidthBps: o.maxBandwidthBps, stopCopyBandwidthBps: o.stopCopyBandwidthBps ?? o.maxBandwidthBps, minBandwidthBps: o.minBandwidthBps, rateIncrementBps: o.rateIncrementBps ?? 0, downtimeLimitMs: o.downtimeLimitMs, maxRounds: o.maxRounds, verifyRam: o.verifyRam, timeoutMs: o.timeoutMs, freePageHint: o.freePageHint !== false, pageRuns: o.pageRuns !== false };
 }
 
 function syntheticFailure(rec: OutgoingRecord, source: string, e: unknown): MigrationReport {

@@ -16,6 +16,7 @@ import { PostcopyReceiver, type PostcopyLink, type PostcopyState } from './postc
 import { algorithmGranted, grantedEncodings } from './encoding/negotiate.js';
 import { compressorForCode } from './encoding/compress.js';
 import { xbzrleDecode } from './encoding/xbzrle.js';
+import { adoptForUserReads, type UserReads } from './user-reads.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type PreparedVm, type Reservation } from './vm-port.js';
 import {
   Capability,
@@ -56,6 +57,9 @@ import {
   type MachineConfig,
   type MigrationMode,
   type RefuseReason,
+  PAGE_RUN_FIXED_BYTES,
+  PAGE_RUN_HEAD_BYTES,
+  decodePageRunHead,
 } from './wire/index.js';
 
 /** Test hook: where a session drops its connection on purpose (as if the destination died there). */
@@ -155,7 +159,8 @@ export class MigrationServer extends EventEmitter<{
 
   listen(port: number, host: string): Promise<{ host: string; port: number }> {
     if (this.server !== undefined) return Promise.reject(new Error(`migration server ${this.name} is already listening`));
-    const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+    // Paused: a session moves the socket's handle into one that reads where it says (user-reads.ts).
+    const server = createServer({ noDelay: true, pauseOnConnect: true }, (socket) => this.accept(socket));
     this.server = server;
     server.on('error', (e) => this.log.error({ err: errorText(e) }, 'migration listener error'));
     return new Promise((resolve, reject) => {
@@ -268,9 +273,27 @@ export class MigrationServer extends EventEmitter<{
   }
 }
 
+/** Bytes a read takes when it does not go straight into RAM. */
+const READ_BYTES = 64 * 1024;
+/** Staging reads are slices of a slab this large; a new slab replaces a full one (frames may still view the old). */
+const SLAB_BYTES = 1024 * 1024;
+
 /** One incoming connection: at most one VM. */
-class IncomingSession {
+class IncomingSession implements UserReads {
   readonly closed: Promise<void>;
+  private readonly socket: Socket;
+  /** The socket reads through nextBuffer/onRead (else through 'data' events). */
+  private readonly userReads: boolean;
+  /** A PAGE_RUN's data still to come, read by the socket straight into RAM: bytes, and where the next one goes. */
+  private directLeft = 0;
+  private directAt = 0;
+  /** The read in progress goes into RAM (nextBuffer handed out a RAM view). */
+  private readingDirect = false;
+  /** A run just ended: the next read takes only a PAGE_RUN's head, so the data behind it can go straight to RAM. */
+  private headNext = false;
+  private slab = new Uint8Array(0);
+  private slabPos = 0;
+  private readonly runHead = new Uint8Array(PAGE_RUN_FIXED_BYTES);
   private readonly reader = new FrameReader({ from: 'source' });
   /** Parallel streams (migration-protocol.md §5.5): how many, and which one this connection is. */
   private streamCount = 1;
@@ -329,12 +352,15 @@ class IncomingSession {
   constructor(
     private readonly server: MigrationServer,
     private readonly host: DestinationHost,
-    private readonly socket: Socket,
+    accepted: Socket,
     log: Logger,
   ) {
+    const { socket, userReads } = adoptForUserReads(accepted, this);
+    this.socket = socket;
+    this.userReads = userReads;
     this.log = log.child({ peer: `${socket.remoteAddress ?? '?'}:${socket.remotePort ?? '?'}` });
     this.closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (!userReads) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.onEnd());
     socket.on('error', (e) => this.onGone(`connection error: ${errorText(e)}`));
     socket.on('close', () => this.onGone('connection closed'));
@@ -359,15 +385,51 @@ class IncomingSession {
 
   // ---- input ------------------------------------------------------------------------------
 
-  private onData(chunk: Buffer): void {
+  /** UserReads: where the socket's next read goes: the rest of a PAGE_RUN's data into RAM, else a staging slice. */
+  nextBuffer(): Uint8Array {
+    if (this.directLeft > 0) {
+      this.readingDirect = true;
+      return this.ram!.subarray(this.directAt, this.directAt + this.directLeft);
+    }
+    this.readingDirect = false;
+    const want = this.headNext ? PAGE_RUN_HEAD_BYTES : READ_BYTES;
+    if (this.slab.length - this.slabPos < want) {
+      this.slab = new Uint8Array(SLAB_BYTES);
+      this.slabPos = 0;
+    }
+    return this.slab.subarray(this.slabPos, this.slabPos + want);
+  }
+
+  /** UserReads: `n` bytes arrived in the buffer nextBuffer() gave. */
+  onRead(n: number, buf: Uint8Array): void {
+    if (this.readingDirect) {
+      this.directAt += n;
+      this.directLeft -= n;
+      this.headNext = this.directLeft === 0;
+      return;
+    }
+    this.headNext = false;
+    this.slabPos += n;
+    this.onData(buf.subarray(0, n));
+  }
+
+  private onData(chunk: Uint8Array): void {
     if (this.phase === 'done') return;
     try {
       this.reader.push(chunk);
       for (;;) {
         // Past the handshake, frames stay in the chunks they arrived in: PAGES go straight to RAM.
         const f = this.phase === 'handshake' ? this.reader.next() : this.reader.nextPieces();
-        if (f === undefined) return;
-        if ('pieces' in f && f.type === FrameType.Pages && this.postcopy !== undefined) this.postcopy.onPages(f, this.link);
+        if (f === undefined) {
+          // A PAGE_RUN whose head is here: the rest of its data is read straight into RAM.
+          if (this.userReads && this.phase !== 'handshake') {
+            const p = this.reader.partial();
+            if (p !== undefined && p.type === FrameType.PageRun && p.buffered >= PAGE_RUN_FIXED_BYTES) this.onPageRun(this.reader.detachPartial(), p.length);
+          }
+          return;
+        }
+        if ('pieces' in f && f.type === FrameType.PageRun) this.onPageRun(f, f.length);
+        else if ('pieces' in f && f.type === FrameType.Pages && this.postcopy !== undefined) this.postcopy.onPages(f, this.link);
         else if ('pieces' in f && f.type === FrameType.Pages) this.onPages(f);
         else this.onFrame('pieces' in f ? { type: f.type, flags: f.flags, payload: joinPieces(f) } : f);
         if (this.ended) return;
@@ -381,6 +443,7 @@ class IncomingSession {
     if (this.postcopy !== undefined) return this.onGone('the source closed the connection');
     if (this.phase === 'done' || this.phase === 'committed') return;
     try {
+      if (this.directLeft > 0) throw new WireError('truncated', `stream ended inside a PAGE_RUN frame: ${this.directLeft} bytes of page data missing`, { message: 'PAGE_RUN' });
       this.reader.end();
       this.onGone('the source closed the connection');
     } catch (e) {
@@ -558,6 +621,8 @@ class IncomingSession {
     this.phase = 'transfer';
     this.sessionId = sessionId;
     this.granted = (h.capabilities & (h.mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages)) | grantedEncodings(h.capabilities) | (h.capabilities & (Capability.ResumedAt | Capability.PausedAt));
+    // Runs of raw pages: pre-copy over one stream (a run's pages would belong to several streams).
+    if (h.mode === 'precopy' && h.streamCount === 1) this.granted |= h.capabilities & Capability.PageRuns;
     // The image for a warm-up, if this host does them and pre-copy comes first.
     if (h.mode !== 'postcopy' && this.host.warmUp !== undefined) this.granted |= h.capabilities & Capability.WarmImage;
     if (h.streamCount > 1) {
@@ -743,6 +808,45 @@ class IncomingSession {
     this.pagesReceived += n;
   }
 
+  /**
+   * PAGE_RUN (page-runs granted): `f` holds the frame's first `f.length` payload bytes (all of it,
+   * or at least the fixed fields); the rest of its `length` is read by the socket straight into RAM.
+   */
+  private onPageRun(f: FramePieces, length: number): void {
+    if ((this.granted & Capability.PageRuns) === 0 || this.postcopy !== undefined) throw violation('PAGE_RUN without the page-runs capability', 'PAGE_RUN');
+    if (this.phase !== 'transfer') throw violation(`PAGE_RUN in phase ${this.phase}`, 'PAGE_RUN');
+    if (this.state !== undefined) throw violation('PAGE_RUN after STATE', 'PAGE_RUN');
+    const fixed = f.length >= PAGE_RUN_FIXED_BYTES ? this.runHead : this.runHead.subarray(0, f.length);
+    copyPrefix(f.pieces, fixed);
+    const ram = this.ram!;
+    const h = decodePageRunHead(fixed, length, ram.length / PAGE_SIZE);
+    if (h.round !== this.round) throw violation(`PAGE_RUN of round ${h.round} during round ${this.round}`, 'PAGE_RUN');
+    if (this.pagesInRound === 0) {
+      this.checkRoundFault();
+      if (this.ended) return;
+    }
+    let at = h.first * PAGE_SIZE;
+    let skip = PAGE_RUN_FIXED_BYTES;
+    for (const piece of f.pieces) {
+      if (skip >= piece.length) {
+        skip -= piece.length;
+        continue;
+      }
+      const part = skip > 0 ? piece.subarray(skip) : piece;
+      skip = 0;
+      ram.set(part, at);
+      at += part.length;
+    }
+    this.written!.fill(1, h.first, h.first + h.count);
+    this.pagesInRound += h.count;
+    this.pagesReceived += h.count;
+    const rest = length - f.length;
+    if (rest > 0) {
+      this.directAt = at;
+      this.directLeft = rest;
+    }
+  }
+
   /** PAGES_COMPRESSED: back to the PAGES payload it holds (checked like any PAGES after this). */
   private inflate(f: Frame): FramePieces {
     const m = decodePagesCompressed(f.payload, f.flags);
@@ -904,6 +1008,11 @@ class IncomingSession {
   private async cleanup(): Promise<void> {
     if (this.loading || this.cleanedUp) return;
     this.cleanedUp = true;
+    if (this.directLeft > 0) {
+      // The socket's next read is aimed at the RAM released below: stop reading first.
+      this.directLeft = 0;
+      this.socket.pause();
+    }
     try {
       if (this.prepared !== undefined) await this.prepared.discard();
       else if (this.reservation !== undefined) this.host.release(this.vm!, this.reservation);
@@ -930,6 +1039,17 @@ class IncomingSession {
     else s.destroy();
     const t = setTimeout(() => s.destroy(), LINGER_MS);
     t.unref();
+  }
+}
+
+/** Fills `out` from the start of `pieces` (which hold at least out.length bytes). */
+function copyPrefix(pieces: readonly Uint8Array[], out: Uint8Array): void {
+  let o = 0;
+  for (const q of pieces) {
+    if (o === out.length) return;
+    const k = Math.min(q.length, out.length - o);
+    out.set(k === q.length ? q : q.subarray(0, k), o);
+    o += k;
   }
 }
 

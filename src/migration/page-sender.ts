@@ -4,13 +4,19 @@
  * to the kernel; a builder is reused only after the socket's write callback released it, which
  * also bounds what waits in the socket's buffer (backpressure). No per-page buffers: raw pages
  * are copied straight from guest RAM into a builder.
+ *
+ * With page runs (protocol 1.5), consecutive raw pages go out as PAGE_RUN frames instead: a
+ * 20-byte head, then the pages written from guest RAM itself, so the kernel copies them once and
+ * nothing in this process does. The destination reads them straight into its RAM. A page the
+ * guest writes while its run waits in the socket's queue goes out in whatever state the kernel
+ * finds it: the dirty log has its mark, so a later round sends it again (as with any live page).
  */
 import type { GuestRam } from '../machine/memory/ram.js';
 import { ALL_BLOCKS, PAGE_SIZE } from '../machine/memory/layout.js';
 import { TokenBucket } from './rate-limit.js';
 import { CompressionBackoff, type PageStreamCompressor } from './encoding/compress.js';
 import { XbzrleOutcome, type XbzrleEncoder } from './encoding/xbzrle.js';
-import { FRAME_HEADER_BYTES, type PageBatchBuilder, encodePagesCompressedHead } from './wire/index.js';
+import { FRAME_HEADER_BYTES, MAX_RUN_PAGES, PAGE_RUN_HEAD_BYTES, type PageBatchBuilder, encodePagesCompressedHead, writePageRunHead } from './wire/index.js';
 import { giveBuilder, takeBuilder } from './builder-pool.js';
 
 /** Where frames go; implemented by the outgoing migration over its socket. */
@@ -41,10 +47,16 @@ export interface PageSenderEncodings {
   readonly xbzrle?: XbzrleEncoder;
   /** Compress every batch as a PAGES_COMPRESSED frame when that is smaller. */
   readonly compressor?: PageStreamCompressor;
+  /** The destination granted page runs: consecutive raw pages go as PAGE_RUN frames (not with compression or XBZRLE rounds). */
+  readonly pageRuns?: boolean;
 }
 
 /** Batches that may be in flight at once: enough to keep the kernel's buffers full. */
 const BUILDERS = 4;
+/** PAGE_RUN frames that may be in flight at once (each up to 1 MiB of guest RAM the socket reads in place). */
+const RUN_SLOTS = 8;
+/** Shorter runs of raw pages go into a PAGES batch: a frame and a write each would cost more than the copy. */
+const MIN_RUN_PAGES = 8;
 /** Largest frame when unthrottled: a full batch (1024 raw pages, ~4 MiB) amortises per-write costs. */
 const UNLIMITED_BATCH_BYTES = 4 * 1024 * 1024 + 64 * 1024;
 /** Under a rate limit a batch holds ~20 ms worth of bytes, within these bounds. */
@@ -96,6 +108,18 @@ export class PageSender {
   readonly compressionBackoff = new CompressionBackoff();
   private xbzrle: XbzrleEncoder | undefined;
   private readonly compressor: PageStreamCompressor | undefined;
+  private readonly pageRuns: boolean;
+  /** Longest run under the current rate (a run is one paced write, like a batch). */
+  private runPages = MAX_RUN_PAGES;
+  /** Per run slot: its PAGE_RUN head, the write in flight (undefined: free), and its callbacks. */
+  private readonly runHeads: Uint8Array[] = [];
+  private readonly runInFlight: (Promise<void> | undefined)[] = [];
+  private readonly runRelease: (() => void)[] = [];
+  private readonly onRunWritten: (() => void)[] = [];
+  private nextRun = 0;
+  /** PAGE_RUN frames sent, and the pages they carried (over the whole migration). */
+  runFrames = 0;
+  runPagesSent = 0;
 
   constructor(
     private readonly ram: GuestRam,
@@ -106,6 +130,15 @@ export class PageSender {
   ) {
     this.xbzrle = encodings.xbzrle;
     this.compressor = encodings.compressor;
+    this.pageRuns = encodings.pageRuns === true;
+    if (this.pageRuns) {
+      for (let i = 0; i < RUN_SLOTS; i++) {
+        this.runHeads.push(new Uint8Array(PAGE_RUN_HEAD_BYTES));
+        this.runInFlight.push(undefined);
+        this.runRelease.push(noop);
+        this.onRunWritten.push(() => this.runRelease[i]!());
+      }
+    }
     for (let i = 0; i < BUILDERS; i++) {
       this.builders.push(takeBuilder());
       this.inFlight.push(undefined);
@@ -154,6 +187,7 @@ export class PageSender {
       this.batchBytes = Math.min(UNLIMITED_BATCH_BYTES, Math.max(MIN_LIMITED_BATCH_BYTES, (bytesPerSecond * LIMITED_BATCH_MS) / 1000));
       this.bucket.setRate(bytesPerSecond, this.batchBytes);
     }
+    this.runPages = Math.max(MIN_RUN_PAGES, Math.min(MAX_RUN_PAGES, Math.floor(this.batchBytes / PAGE_SIZE)));
   }
 
   /**
@@ -173,6 +207,11 @@ export class PageSender {
     const dirty = ram.dirty;
     const u8 = ram.u8;
     const zeroOk = this.zeroPages;
+    // Raw pages gather into a run [runFirst, runFirst + runLen) while they are consecutive.
+    const runs = this.pageRuns && xb === undefined && this.compressor === undefined;
+    const maxRun = this.runPages;
+    let runFirst = 0;
+    let runLen = 0;
     let b = await this.acquire(round);
     const n = list.length;
     for (let i = 0; i < n; i++) {
@@ -198,6 +237,15 @@ export class PageSender {
           tally.unchanged++;
           continue;
         }
+      } else if (runs) {
+        if (runLen > 0 && p === runFirst + runLen && runLen < maxRun) {
+          runLen++;
+          continue;
+        }
+        if (runLen > 0) b = await this.endRun(runFirst, runLen, round, b, tally);
+        runFirst = p;
+        runLen = 1;
+        continue;
       } else {
         b.addRaw(p, u8, p * PAGE_SIZE);
       }
@@ -206,6 +254,7 @@ export class PageSender {
         b = await this.acquire(round);
       }
     }
+    if (runLen > 0) b = await this.endRun(runFirst, runLen, round, b, tally);
     if (b.count > 0) await this.flush(b, tally);
     else this.filling = -1; // the begun, empty builder is begun again next time
     await this.settle();
@@ -213,9 +262,71 @@ export class PageSender {
     return tally;
   }
 
-  /** Waits until both builders' frames have left for the kernel. */
+  /** Waits until every batch and run has left for the kernel. */
   async settle(): Promise<void> {
     for (const p of this.inFlight) if (p !== undefined) await this.sink.guard(p);
+    for (const p of this.runInFlight) if (p !== undefined) await this.sink.guard(p);
+  }
+
+  /**
+   * A run of `count` raw pages from `first` ends: a PAGE_RUN when long enough, else its pages go
+   * into the batch `b` (flushed when full). Returns the batch to go on filling.
+   */
+  private async endRun(first: number, count: number, round: number, b: PageBatchBuilder, tally: RoundTally): Promise<PageBatchBuilder> {
+    if (count >= MIN_RUN_PAGES) {
+      await this.writeRun(first, count, round, tally);
+      return b;
+    }
+    const u8 = this.ram.u8;
+    for (let p = first; p < first + count; p++) {
+      b.addRaw(p, u8, p * PAGE_SIZE);
+      if (b.full || b.frameBytes >= this.batchBytes) {
+        await this.flush(b, tally);
+        b = await this.acquire(round);
+      }
+    }
+    return b;
+  }
+
+  /** One PAGE_RUN: its head, then the pages written from guest RAM in place. */
+  private async writeRun(first: number, count: number, round: number, tally: RoundTally): Promise<void> {
+    const i = this.nextRun;
+    const pending = this.runInFlight[i];
+    if (pending !== undefined) await this.sink.guard(pending);
+    const bytes = PAGE_RUN_HEAD_BYTES + count * PAGE_SIZE;
+    await this.pace(bytes, tally);
+    this.checkLive();
+    const head = this.runHeads[i]!;
+    writePageRunHead(head, 0, round, first, count);
+    this.runInFlight[i] = new Promise<void>((resolve) => {
+      this.runRelease[i] = () => {
+        this.runInFlight[i] = undefined;
+        resolve();
+      };
+    });
+    this.sink.write(head, noop);
+    this.sink.write(this.ram.u8.subarray(first * PAGE_SIZE, (first + count) * PAGE_SIZE), this.onRunWritten[i]!);
+    tally.bytes += bytes;
+    tally.pages += count;
+    this.totalBytes += bytes;
+    this.totalPages += count;
+    this.runFrames++;
+    this.runPagesSent += count;
+    this.nextRun = (i + 1) % RUN_SLOTS;
+  }
+
+  /** Waits for the rate limiter to allow `bytes` more (or, unthrottled, yields now and then). */
+  private async pace(bytes: number, tally: RoundTally): Promise<void> {
+    const wait = this.bucket.take(bytes);
+    if (wait > 0) {
+      const t = performance.now();
+      await this.sink.guard(sleep(wait));
+      tally.limiterWaitMs += performance.now() - t;
+      this.lastTurn = performance.now();
+    } else if (performance.now() - this.lastTurn >= YIELD_EVERY_MS) {
+      await this.sink.guard(nextTurn());
+      this.lastTurn = performance.now();
+    }
   }
 
   private async acquire(round: number): Promise<PageBatchBuilder> {
@@ -244,16 +355,7 @@ export class PageSender {
       this.compressionOut += frame.length + (head?.length ?? 0);
     }
     const wireBytes = frame.length + (head?.length ?? 0);
-    const wait = this.bucket.take(wireBytes);
-    if (wait > 0) {
-      const t = performance.now();
-      await this.sink.guard(sleep(wait));
-      tally.limiterWaitMs += performance.now() - t;
-      this.lastTurn = performance.now();
-    } else if (performance.now() - this.lastTurn >= YIELD_EVERY_MS) {
-      await this.sink.guard(nextTurn());
-      this.lastTurn = performance.now();
-    }
+    await this.pace(wireBytes, tally);
     this.checkLive();
     this.filling = -1;
     this.inFlight[i] = new Promise<void>((resolve) => {

@@ -135,6 +135,8 @@ export interface MigrationReport {
   xbzrle?: XbzrleReport;
   /** Page-stream compression, when it was on (--compress). */
   compression?: CompressionReport;
+  /** Page runs, when the destination took them (protocol 1.5): PAGE_RUN frames sent and the raw pages they carried. */
+  pageRuns?: { frames: number; pages: number };
   /** Auto-converge, when it was on: the highest vCPU throttle applied (per round: perRound[].throttlePercent). */
   autoConverge?: { maxThrottlePercent: number };
   /** Stunning rogue tasks, when it was on (--stun; docs/assist.md). */

@@ -126,6 +126,11 @@ export interface MigrateOptions {
   readonly xbzrleFallback?: boolean;
   /** Parallel TCP streams for page data, 1..16 (pre-copy only; default 1). */
   readonly streams?: number;
+  /**
+   * Pre-copy over one stream: consecutive raw pages go as PAGE_RUN frames, written from guest RAM
+   * in place and read by the destination straight into its RAM (protocol 1.5; default true).
+   */
+  readonly pageRuns?: boolean;
   /** Free page hinting at migration start when the guest's balloon driver offers it (default true). */
   readonly freePageHint?: boolean;
   /** Stun rogue guest tasks in the final rounds through the migration-assist channel (pre-copy only; stun.ts). */
@@ -254,6 +259,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private resumedAtGranted = false;
   /** The destination takes PAUSED_AT (guest clock 'continuous'). */
   private pausedAtGranted = false;
+  /** The destination takes PAGE_RUN frames (pre-copy over one stream). */
+  private pageRunsGranted = false;
   /** CLOCK_MONOTONIC (µs) when the vCPU thread stopped the guest clock for the pause: where a counted pause begins. */
   private clockStoppedUs = 0;
   /** The destination's RESUMED_AT, if it sent one. */
@@ -402,7 +409,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     } catch (e) {
       throw new MigrationError('reservation', errorText(e), { peer: this.peer, abort: 'cancelled' });
     }
-    this.sender = new PageSender(this.vm.ram, this.sink, this.zeroGranted, this.encodings.encodings);
+    this.pageRunsGranted = (m.capabilities & Capability.PageRuns) !== 0;
+    this.sender = new PageSender(this.vm.ram, this.sink, this.zeroGranted, { ...this.encodings.encodings, pageRuns: this.pageRunsGranted });
     if (this.encodings.canFallBackToXbzrle && this.xbzrleFallbackWanted(this.opts.mode, this.opts.streams ?? 1)) this.deltaProbe = new DeltaProbe();
     this.balloonPagesGranted = (m.capabilities & Capability.BalloonPages) !== 0;
     this.resumedAtGranted = (m.capabilities & Capability.ResumedAt) !== 0;
@@ -426,6 +434,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       await this.streams.open();
       this.log.info({ streams: n }, 'migration: data streams joined');
     }
+    // The first RTT sample. The destination holds its PONGs until its standby can load a state,
+    // which on a first visit is after the guest-image warm-up (the setup time then includes it).
     await this.guard(this.pingAndWait());
   }
 
@@ -510,7 +520,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         // The image, for the destination's warm-up: a new session that runs pre-copy first.
         | (this.warmUpImage() !== undefined && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage : 0)
         | Capability.ResumedAt
-        | (this.guestClock === 'continuous' ? Capability.PausedAt : 0),
+        | (this.guestClock === 'continuous' ? Capability.PausedAt : 0)
+        | (mode === 'precopy' && streamCount === 1 && this.opts.pageRuns !== false ? Capability.PageRuns : 0),
       streamIndex: 0,
       streamCount,
       sessionId,
@@ -1465,6 +1476,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       (sender?.compressionBackoff.skipped ?? 0) + (this.streams?.compressionSkipped ?? 0),
     );
     if (compression !== undefined) report.compression = compression;
+    if (this.pageRunsGranted && sender !== undefined) report.pageRuns = { frames: sender.runFrames, pages: sender.runPagesSent };
     if (this.autoConverge !== undefined) report.autoConverge = { maxThrottlePercent: this.maxThrottlePercent };
     report.skippedPages = { ...this.skips.counts };
     if (this.stunner !== undefined) report.stun = this.stunner.report();

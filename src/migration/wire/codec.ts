@@ -36,6 +36,7 @@ import { decodePages, encodePages } from './pages.js';
 import { decodePagesCompressed, encodePagesCompressed } from './pages-compressed.js';
 import { decodePostcopyStats, encodePostcopyStats } from './postcopy-stats.js';
 import { decodeImage, encodeImage } from './image.js';
+import { decodePageRun, encodePageRun } from './page-run.js';
 
 export interface DecodeOptions {
   /** Guest RAM pages, when known: PAGES entries beyond it are refused. */
@@ -69,6 +70,7 @@ export function decodeMessage(frame: Frame, options: DecodeOptions = {}): Messag
     case FrameType.ResumedAt: return decodeResumedAt(p);
     case FrameType.PausedAt: return decodePausedAt(p);
     case FrameType.Image: return decodeImage(p);
+    case FrameType.PageRun: return decodePageRun(p, options.ramPages);
     case FrameType.PageRequest: return decodePageRequest(p);
     case FrameType.Resume: return decodeResume(p);
     case FrameType.Ping: return decodePing(p);
@@ -97,6 +99,7 @@ export function encodeMessage(m: Message): Uint8Array {
     case FrameType.ResumedAt: return encodeResumedAt(m);
     case FrameType.PausedAt: return encodePausedAt(m);
     case FrameType.Image: return encodeImage(m);
+    case FrameType.PageRun: return encodePageRun(m);
     case FrameType.PageRequest: return encodePageRequest(m);
     case FrameType.Resume: return encodeResume(m);
     case FrameType.Ping: return encodePing(m);

@@ -8,9 +8,10 @@ export const PROTOCOL_MAJOR = 1;
  * 1.1 added POSTCOPY_STATS (0x23), PAGES_COMPRESSED (0x14) and the lz4 / zstd capability bits;
  * 1.2 added IMAGE (0x15) and the warm-image capability bit;
  * 1.3 added RESUMED_AT (0x24) and the resumed-at capability bit;
- * 1.4 added PAUSED_AT (0x25) and the paused-at capability bit.
+ * 1.4 added PAUSED_AT (0x25) and the paused-at capability bit;
+ * 1.5 added PAGE_RUN (0x16) and the page-runs capability bit.
  */
-export const PROTOCOL_MINOR = 4;
+export const PROTOCOL_MINOR = 5;
 
 export interface ProtocolVersion {
   readonly major: number;
@@ -40,6 +41,8 @@ export const enum FrameType {
   PagesCompressed = 0x14,
   /** Since 1.2: the guest image the VM booted from, for the destination's warm-up (warm-image capability). */
   Image = 0x15,
+  /** Since 1.5 (page-runs): consecutive raw pages, their bytes exactly as in guest RAM. */
+  PageRun = 0x16,
   Complete = 0x20,
   Committed = 0x21,
   Activated = 0x22,
@@ -105,6 +108,11 @@ export const enum Capability {
    * by a source that wants it; a destination that does not grant it resumes the clock where it stopped.
    */
   PausedAt = 1 << 10,
+  /**
+   * Since 1.5: the source may send runs of consecutive raw pages as PAGE_RUN frames (pre-copy,
+   * one stream), which the destination reads from the socket straight into guest RAM.
+   */
+  PageRuns = 1 << 11,
 }
 
 export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
@@ -119,10 +127,11 @@ export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
   [Capability.WarmImage, 'warm-image'],
   [Capability.ResumedAt, 'resumed-at'],
   [Capability.PausedAt, 'paused-at'],
+  [Capability.PageRuns, 'page-runs'],
 ];
 
 /** Capability bits this version defines. */
-export const KNOWN_CAPABILITIES = 0x7ff;
+export const KNOWN_CAPABILITIES = 0xfff;
 
 export const FRAME_HEADER_BYTES = 8;
 /** The page size of protocol 1.x; a raw PAGES entry carries exactly this many bytes. */
@@ -161,6 +170,10 @@ export const RESUMED_AT_BYTES = 24;
 /** PAUSED_AT: boot id (16) + pausedUs (8) + sentUs (8). */
 export const PAUSED_AT_BYTES = 32;
 export const IMAGE_FIXED_BYTES = DIGEST_BYTES + 4;
+/** PAGE_RUN: round u32 + first page u32 + count u32, then count pages of bytes. */
+export const PAGE_RUN_FIXED_BYTES = 12;
+/** Pages in one PAGE_RUN at most (1 MiB of data). */
+export const MAX_RUN_PAGES = 256;
 
 /** Worst-case entry: page u32 + encoding u8 + length u32 + a page of bytes. */
 export const MAX_PAGE_ENTRY_BYTES = 4 + 1 + 4 + MAX_ENCODED_PAGE_BYTES;
@@ -181,6 +194,7 @@ const NAMES: { [t: number]: string } = {
   [FrameType.Discard]: 'DISCARD',
   [FrameType.PagesCompressed]: 'PAGES_COMPRESSED',
   [FrameType.Image]: 'IMAGE',
+  [FrameType.PageRun]: 'PAGE_RUN',
   [FrameType.Complete]: 'COMPLETE',
   [FrameType.Committed]: 'COMMITTED',
   [FrameType.Activated]: 'ACTIVATED',
@@ -205,6 +219,7 @@ const MAX_PAYLOAD: { [t: number]: number } = {
   [FrameType.Discard]: DISCARD_FIXED_BYTES + 8 * MAX_PAGE_RUNS,
   [FrameType.PagesCompressed]: MAX_PAGES_COMPRESSED_PAYLOAD,
   [FrameType.Image]: IMAGE_FIXED_BYTES + MAX_IMAGE_BYTES,
+  [FrameType.PageRun]: PAGE_RUN_FIXED_BYTES + MAX_RUN_PAGES * WIRE_PAGE_SIZE,
   [FrameType.Complete]: 8 + DIGEST_BYTES,
   [FrameType.Committed]: 4 + DIGEST_BYTES,
   [FrameType.Activated]: 8,
@@ -234,6 +249,7 @@ const SENDERS: { [t: number]: Sender } = {
   [FrameType.Discard]: 'source',
   [FrameType.PagesCompressed]: 'source',
   [FrameType.Image]: 'source',
+  [FrameType.PageRun]: 'source',
   [FrameType.Complete]: 'source',
   [FrameType.Committed]: 'destination',
   [FrameType.Activated]: 'destination',

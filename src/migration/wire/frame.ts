@@ -179,6 +179,36 @@ export class FrameReader {
     }
   }
 
+  /**
+   * The frame being received while only part of its payload is here: its checked header and the
+   * payload bytes buffered so far (`buffered` < `length`). Undefined at a frame boundary without
+   * a whole header yet, and when a whole frame is buffered (next() returns it).
+   */
+  partial(): (FrameHeader & { readonly buffered: number }) | undefined {
+    if (this.failure !== undefined) throw this.failure;
+    try {
+      if (this.ready() || this.pendingType < 0) return undefined;
+    } catch (e) {
+      if (e instanceof WireError) this.failure = e;
+      throw e;
+    }
+    return { type: this.pendingType as FrameType, flags: this.pendingFlags, length: this.pendingLength, buffered: this.avail };
+  }
+
+  /**
+   * Ends the partial frame here: returns its buffered payload bytes as views (`length` is their
+   * count) and goes back to a frame boundary. The frame's other bytes will not be pushed: the
+   * caller receives them itself (PAGE_RUN data read straight into guest RAM), and pushes what
+   * follows them.
+   */
+  detachPartial(): FramePieces {
+    const p = this.partial();
+    if (p === undefined) throw new Error('FrameReader.detachPartial(): no partly received frame');
+    const n = this.avail;
+    this.complete();
+    return { type: p.type, flags: p.flags, length: n, pieces: this.takePieces(n) };
+  }
+
   /** Every complete frame buffered now. */
   *drain(): Generator<Frame, void, undefined> {
     for (;;) {

@@ -29,6 +29,8 @@ export {
   MAX_REQUEST_PAGES,
   MAX_STREAMS,
   MAX_PAGE_RUNS,
+  MAX_RUN_PAGES,
+  PAGE_RUN_FIXED_BYTES,
   MAX_PAGES_PAYLOAD,
   MAX_PAGES_COMPRESSED_PAYLOAD,
   frameTypeName,
@@ -95,6 +97,7 @@ export {
 } from './control.js';
 export { encodePostcopyStats, decodePostcopyStats } from './postcopy-stats.js';
 export { encodeImage, decodeImage } from './image.js';
+export { PAGE_RUN_HEAD_BYTES, writePageRunHead, decodePageRunHead, encodePageRun, decodePageRun, type PageRunHead } from './page-run.js';
 export {
   CompressionCode,
   MIN_PAGES_PAYLOAD,

@@ -199,6 +199,16 @@ export interface Image {
   readonly digest: Uint8Array;
 }
 
+/** Since 1.5 (page-runs): `count` consecutive raw pages from `first`, sent in round `round`. */
+export interface PageRun {
+  readonly type: FrameType.PageRun;
+  readonly round: number;
+  readonly first: number;
+  readonly count: number;
+  /** count × 4096 bytes. */
+  readonly data: Uint8Array;
+}
+
 export interface PageRequest {
   readonly type: FrameType.PageRequest;
   /** Non-zero; echoed in the PAGES frames (flag demand) that answer it. */
@@ -241,6 +251,7 @@ export type Message =
   | ResumedAt
   | PausedAt
   | Image
+  | PageRun
   | PageRequest
   | Resume
   | Ping

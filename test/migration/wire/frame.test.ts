@@ -197,6 +197,37 @@ test('end(): a stream cut inside a frame is truncated', () => {
   assert.throws(() => r2.end(), (e: unknown) => e instanceof WireError && e.code === 'truncated' && e.message.includes('frame header'));
 });
 
+test('partial(): the header and buffered bytes of a frame still arriving; detachPartial() hands them over and goes on after the frame', () => {
+  const run = cat(frame(0x16, cat(new Uint8Array(12), new Uint8Array(8192).fill(5))), encodePing({ nonce: 9n }));
+  const r = new FrameReader();
+  r.push(run.subarray(0, 6));
+  assert.equal(r.partial(), undefined, 'no whole header yet');
+  r.push(run.subarray(6, 30));
+  assert.deepEqual(r.partial(), { type: FrameType.PageRun, flags: 0, length: 12 + 8192, buffered: 22 });
+  assert.equal(r.next(), undefined);
+  const d = r.detachPartial();
+  assert.equal(d.type, FrameType.PageRun);
+  assert.equal(d.length, 22);
+  assert.deepEqual(cat(...d.pieces), run.subarray(8, 30));
+  assert.equal(r.partial(), undefined, 'back at a frame boundary');
+  assert.throws(() => r.detachPartial(), /no partly received frame/);
+  // The rest of the run's payload went elsewhere; what follows it is framed as usual.
+  const after = 8 + 12 + 8192;
+  const f = r.feed(run.subarray(after)).next().value as Frame;
+  assert.equal(f.type, FrameType.Ping);
+  r.end();
+  // A whole frame buffered is next()'s, not partial()'s.
+  const r2 = new FrameReader();
+  r2.push(encodePing({ nonce: 1n }));
+  assert.equal(r2.partial(), undefined);
+  assert.equal(r2.next()?.type, FrameType.Ping);
+  // A bad header is a WireError from partial() too, and the reader stays failed.
+  const r3 = new FrameReader();
+  r3.push(frame(0x7f, [1]));
+  assert.throws(() => r3.partial(), (e: unknown) => e instanceof WireError && e.code === 'unknown-type');
+  assert.throws(() => r3.next(), WireError);
+});
+
 test('a zero-length payload is a frame too (header-only frames work back to back)', () => {
   const r = new FrameReader();
   // COMMITTED's minimum is 4 bytes, so use the framer only: a 0-length ABORT frame is framed fine

@@ -57,6 +57,12 @@ import {
   capabilityNames,
   decodeImage,
   encodeImage,
+  decodePageRun,
+  decodePageRunHead,
+  encodePageRun,
+  writePageRunHead,
+  PAGE_RUN_HEAD_BYTES,
+  MAX_RUN_PAGES,
   maxPayloadFor,
   senderOf,
   type Message,
@@ -290,6 +296,32 @@ test('PAUSED_AT (1.4): hand-made bytes; exactly 32 bytes; sentUs not before paus
   assert.throws(() => encodePausedAt({ bootId: id.subarray(0, 15), pausedUs: 1, sentUs: 1 }), WireError);
 });
 
+test('PAGE_RUN (1.5): hand-made bytes; count 1..256 and the length agree; pages inside RAM', () => {
+  const data = cat(pageOf(1), pageOf(2));
+  const payload = cat(le.u32(3), le.u32(40), le.u32(2), data);
+  const bytes = frame(0x16, payload);
+  assert.deepEqual(encodePageRun({ round: 3, first: 40, count: 2, data }), bytes);
+  const m = decodePageRun(payload, 42);
+  assert.deepEqual({ ...m, data: Array.from(m.data) }, { type: FrameType.PageRun, round: 3, first: 40, count: 2, data: Array.from(data) });
+  assert.equal(m.data.buffer, payload.buffer, 'the data is a view');
+  // The head alone (what a receiver has before the data): the same fields, checked against the frame length.
+  const head = new Uint8Array(PAGE_RUN_HEAD_BYTES);
+  writePageRunHead(head, 0, 3, 40, 2);
+  assert.deepEqual(head, bytes.subarray(0, PAGE_RUN_HEAD_BYTES));
+  assert.deepEqual(decodePageRunHead(head.subarray(8), 12 + 2 * 4096, 42), { round: 3, first: 40, count: 2 });
+  assert.throws(() => decodePageRunHead(head.subarray(8, 19), 12 + 2 * 4096), (e: unknown) => e instanceof WireError && e.code === 'truncated');
+  assert.throws(() => decodePageRunHead(head.subarray(8), 12 + 3 * 4096), (e: unknown) => e instanceof WireError && e.code === 'bad-count' && /needs a 8204-byte payload, the frame has 12300/.test(e.message));
+  assert.throws(() => decodePageRun(payload, 41), (e: unknown) => e instanceof WireError && e.code === 'bad-value' && /pages 40\.\.41 are outside guest RAM \(41 pages\)/.test(e.message));
+  assert.throws(() => decodePageRun(cat(le.u32(3), le.u32(40), le.u32(0)), 42), (e: unknown) => e instanceof WireError && e.code === 'bad-count');
+  assert.throws(() => writePageRunHead(head, 0, 1, 0, MAX_RUN_PAGES + 1), (e: unknown) => e instanceof WireError && e.code === 'bad-count');
+  assert.throws(() => writePageRunHead(head, 0, 1, 0xffff_ffff, 2), (e: unknown) => e instanceof WireError && e.code === 'bad-value');
+  assert.throws(() => encodePageRun({ round: 1, first: 0, count: 2, data: pageOf(1) }), WireError);
+  // The frame bound is a full run: one byte more is refused from the header.
+  assert.equal(maxPayloadFor(FrameType.PageRun), 12 + MAX_RUN_PAGES * 4096);
+  assert.equal(senderOf(FrameType.PageRun), 'source');
+  assert.deepEqual(capabilityNames(Capability.PageRuns), ['page-runs']);
+});
+
 test('PAGE_REQUEST: hand-made bytes', () => {
   const payload = cat(le.u32(17), le.u16(3), le.u16(0), le.u32(10), le.u32(11), le.u32(4000));
   const m = { requestId: 17, pages: Uint32Array.from([10, 11, 4000]) };
@@ -351,6 +383,7 @@ test('every message round-trips through encodeMessage/decodeMessage and the fram
     { type: FrameType.Ping, nonce: 5n },
     { type: FrameType.Pong, nonce: 5n },
     { type: FrameType.Image, image: Uint8Array.from([7, 8, 9]), digest: sha256(Uint8Array.from([7, 8, 9])) },
+    { type: FrameType.PageRun, round: 1, first: 7, count: 1, data: pageOf(7) },
   ];
   const stream = cat(...msgs.map(encodeMessage));
   const reader = new FrameReader();
