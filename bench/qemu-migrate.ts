@@ -41,10 +41,11 @@ export interface MigrationOptions {
   /** tern only: extra `tern migrate` arguments (--mode, --prepaging, --precopy-rounds). */
   ternArgs?: string[];
   /**
-   * tern only: after the measured migration, migrate the VM back to the first host, which kept
-   * the RAM it left in its RAM pool (`--ram-pool`): the figures of a move into warm memory.
+   * tern only: after the measured migration, this many more moves back and forth (the first back
+   * to the first host, which kept the RAM the VM left in its RAM pool, `--ram-pool`): the figures
+   * of moves into warm memory.
    */
-  ternBack?: boolean;
+  ternBack?: number;
 }
 
 /** The guest-visible pause, seen from outside through the console. */

@@ -26,8 +26,8 @@ export interface TernMigrationResult {
   notes: string[];
   /** `tern migrate --json` output, as it was. */
   report: MigrationReport | undefined;
-  /** With `ternBack`: the report of the move back into the first host's pooled RAM. */
-  backReport?: MigrationReport;
+  /** With `ternBack`: the reports of the moves after the measured one (back, forth, ...), into pooled RAM. */
+  backReports?: MigrationReport[];
   consoleTail: { source: string; destination: string };
 }
 
@@ -164,19 +164,22 @@ export async function migrateOnTern(o: MigrationOptions): Promise<TernMigrationR
     const gap = timeline.gap(startedAt);
     if (report.status === 'completed' && gap.destinationTicks === 0) notes.push('the guest never ticked on the destination');
     if (report.switchoverReason !== undefined && report.switchoverReason !== 'downtime-limit') notes.push(`switchover: ${report.switchoverReason}`);
-    let backReport: MigrationReport | undefined;
-    if (o.ternBack === true && report.status === 'completed') {
-      const back = args.map((v) => (v === a.api ? b.api : v === b.api ? a.api : v));
-      const ran = await cli(children, back, timeoutMs + 30_000);
+    const backReports: MigrationReport[] = [];
+    for (let k = 1; k <= (o.ternBack ?? 0) && report.status === 'completed'; k++) {
+      const move = k % 2 === 1 ? args.map((v) => (v === a.api ? b.api : v === b.api ? a.api : v)) : args;
+      const ran = await cli(children, move, timeoutMs + 30_000);
       try {
-        backReport = JSON.parse(ran.stdout) as MigrationReport;
+        const r = JSON.parse(ran.stdout) as MigrationReport;
+        backReports.push(r);
+        if (r.status !== 'completed') break;
       } catch {
-        notes.push(`the migration back printed no report (exit ${ran.code}): ${ran.stderr.trim().slice(0, 200)}`);
+        notes.push(`move ${k + 1} printed no report (exit ${ran.code}): ${ran.stderr.trim().slice(0, 200)}`);
+        break;
       }
     }
     const r1 = report.perRound?.[0];
     return {
-      ...(backReport !== undefined ? { backReport } : {}),
+      ...(backReports.length > 0 ? { backReports } : {}),
       status,
       totalTimeMs: report.totalTimeMs ?? null,
       downtimeMs: report.downtimeMs ?? null,
