@@ -10,8 +10,8 @@ interface Held {
   scrubbed: number;
 }
 
-/** The scrubber zeroes at most this much per turn of the event loop (about a millisecond of memset). */
-const SCRUB_SLICE_BYTES = 4 * 1024 * 1024;
+/** The scrubber zeroes at most this much per turn of the event loop (a fraction of a millisecond of memset: the thread also relays its VMs' network traffic). */
+const SCRUB_SLICE_BYTES = 1024 * 1024;
 const SCRUB_SLICE_PAGES = SCRUB_SLICE_BYTES / PAGE_SIZE;
 
 /**
