@@ -6,7 +6,7 @@
 // the downtime the migration reports. Not a test: it prints figures.
 //
 //   npm run bench:net -- [--migrations N] [--max-bandwidth 1Gbit] [--no-redis-benchmark] [--tick-alone] [--host-arg 'OPTIONS'] [--json]
-import { execFile, spawn } from 'node:child_process';
+import { execFile, spawn, spawnSync } from 'node:child_process';
 import { get as httpGet, type ClientRequest } from 'node:http';
 import { connect, createServer, type Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -267,6 +267,10 @@ interface Row {
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
+  if (args.redisBenchmark && spawnSync('redis-benchmark', ['--version'], { stdio: 'ignore' }).error !== undefined) {
+    process.stderr.write('bench:net: redis-benchmark is not installed (Debian package redis-tools: apt-get install redis-tools); or run with --no-redis-benchmark\n');
+    process.exit(2);
+  }
   const gw = await serve(['gateway', 'serve', '--listen', '127.0.0.1:0']);
   const a = await serve(['host', 'serve', '--listen', '127.0.0.1:0', '--name', 'a', ...args.hostArgs]);
   const b = await serve(['host', 'serve', '--listen', '127.0.0.1:0', '--name', 'b', ...args.hostArgs]);
