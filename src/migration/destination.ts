@@ -817,7 +817,7 @@ class IncomingSession implements UserReads {
     if (this.phase !== 'transfer') throw violation(`PAGE_RUN in phase ${this.phase}`, 'PAGE_RUN');
     if (this.state !== undefined) throw violation('PAGE_RUN after STATE', 'PAGE_RUN');
     const fixed = f.length >= PAGE_RUN_FIXED_BYTES ? this.runHead : this.runHead.subarray(0, f.length);
-    copyPrefix(f.pieces, fixed);
+    copyFromPieces(f.pieces, 0, fixed, 0, fixed.length);
     const ram = this.ram!;
     const h = decodePageRunHead(fixed, length, ram.length / PAGE_SIZE);
     if (h.round !== this.round) throw violation(`PAGE_RUN of round ${h.round} during round ${this.round}`, 'PAGE_RUN');
@@ -825,24 +825,15 @@ class IncomingSession implements UserReads {
       this.checkRoundFault();
       if (this.ended) return;
     }
-    let at = h.first * PAGE_SIZE;
-    let skip = PAGE_RUN_FIXED_BYTES;
-    for (const piece of f.pieces) {
-      if (skip >= piece.length) {
-        skip -= piece.length;
-        continue;
-      }
-      const part = skip > 0 ? piece.subarray(skip) : piece;
-      skip = 0;
-      ram.set(part, at);
-      at += part.length;
-    }
+    const at = h.first * PAGE_SIZE;
+    const here = f.length - PAGE_RUN_FIXED_BYTES;
+    copyFromPieces(f.pieces, PAGE_RUN_FIXED_BYTES, ram, at, here);
     this.written!.fill(1, h.first, h.first + h.count);
     this.pagesInRound += h.count;
     this.pagesReceived += h.count;
     const rest = length - f.length;
     if (rest > 0) {
-      this.directAt = at;
+      this.directAt = at + here;
       this.directLeft = rest;
     }
   }
@@ -1042,14 +1033,19 @@ class IncomingSession implements UserReads {
   }
 }
 
-/** Fills `out` from the start of `pieces` (which hold at least out.length bytes). */
-function copyPrefix(pieces: readonly Uint8Array[], out: Uint8Array): void {
-  let o = 0;
+/** Copies `n` bytes from offset `from` of the concatenated `pieces` to `out` at `at`. */
+function copyFromPieces(pieces: readonly Uint8Array[], from: number, out: Uint8Array, at: number, n: number): void {
   for (const q of pieces) {
-    if (o === out.length) return;
-    const k = Math.min(q.length, out.length - o);
-    out.set(k === q.length ? q : q.subarray(0, k), o);
-    o += k;
+    if (n === 0) return;
+    if (from >= q.length) {
+      from -= q.length;
+      continue;
+    }
+    const k = Math.min(q.length - from, n);
+    out.set(from === 0 && k === q.length ? q : q.subarray(from, from + k), at);
+    at += k;
+    n -= k;
+    from = 0;
   }
 }
 

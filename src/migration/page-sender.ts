@@ -82,12 +82,44 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/**
+ * A ring of write slots (the batch builders, the PAGE_RUN heads): each has at most one write in
+ * flight, which the sender waits for before it reuses the slot. The write callbacks are made once,
+ * not per write.
+ */
+class WriteSlots {
+  /** Per slot: the write in flight (undefined: free). */
+  readonly inFlight: (Promise<void> | undefined)[];
+  private readonly release: (() => void)[];
+  /** Per slot: the write callback that frees it, then calls `onFree`. */
+  readonly done: ((err?: Error | null) => void)[];
+
+  constructor(count: number, onFree: (i: number) => void = noop) {
+    this.inFlight = new Array<Promise<void> | undefined>(count).fill(undefined);
+    this.release = new Array<() => void>(count).fill(noop);
+    this.done = Array.from({ length: count }, (_, i) => () => {
+      this.release[i]!();
+      onFree(i);
+    });
+  }
+
+  /** Slot `i` is busy until its `done` callback runs. */
+  arm(i: number): void {
+    this.inFlight[i] = new Promise<void>((resolve) => {
+      this.release[i] = () => {
+        this.inFlight[i] = undefined;
+        resolve();
+      };
+    });
+  }
+}
+
 export class PageSender {
   private readonly builders: PageBatchBuilder[] = [];
-  /** Per builder: the write in flight (undefined: free). */
-  private readonly inFlight: (Promise<void> | undefined)[] = [];
-  private readonly release: (() => void)[] = [];
-  private readonly onWritten: ((err?: Error | null) => void)[] = [];
+  /** One slot per builder: its frame's write. */
+  private readonly slots = new WriteSlots(BUILDERS, (i) => {
+    if (this.disposed) this.giveBack(i);
+  });
   private next = 0;
   /** The builder sendRound is filling (acquired, not yet flushed), or -1. */
   private filling = -1;
@@ -111,11 +143,9 @@ export class PageSender {
   private readonly pageRuns: boolean;
   /** Longest run under the current rate (a run is one paced write, like a batch). */
   private runPages = MAX_RUN_PAGES;
-  /** Per run slot: its PAGE_RUN head, the write in flight (undefined: free), and its callbacks. */
+  /** Per run slot: its PAGE_RUN head, and the write of its pages. */
   private readonly runHeads: Uint8Array[] = [];
-  private readonly runInFlight: (Promise<void> | undefined)[] = [];
-  private readonly runRelease: (() => void)[] = [];
-  private readonly onRunWritten: (() => void)[] = [];
+  private readonly runSlots = new WriteSlots(RUN_SLOTS);
   private nextRun = 0;
   /** PAGE_RUN frames sent, and the pages they carried (over the whole migration). */
   runFrames = 0;
@@ -131,23 +161,10 @@ export class PageSender {
     this.xbzrle = encodings.xbzrle;
     this.compressor = encodings.compressor;
     this.pageRuns = encodings.pageRuns === true;
-    if (this.pageRuns) {
-      for (let i = 0; i < RUN_SLOTS; i++) {
-        this.runHeads.push(new Uint8Array(PAGE_RUN_HEAD_BYTES));
-        this.runInFlight.push(undefined);
-        this.runRelease.push(noop);
-        this.onRunWritten.push(() => this.runRelease[i]!());
-      }
-    }
+    if (this.pageRuns) for (let i = 0; i < RUN_SLOTS; i++) this.runHeads.push(new Uint8Array(PAGE_RUN_HEAD_BYTES));
     for (let i = 0; i < BUILDERS; i++) {
       this.builders.push(takeBuilder());
-      this.inFlight.push(undefined);
       this.returned.push(false);
-      this.release.push(() => {});
-      this.onWritten.push(() => {
-        this.release[i]!();
-        if (this.disposed) this.giveBack(i);
-      });
     }
   }
 
@@ -159,7 +176,7 @@ export class PageSender {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    for (let i = 0; i < BUILDERS; i++) if (this.inFlight[i] === undefined) this.giveBack(i);
+    for (let i = 0; i < BUILDERS; i++) if (this.slots.inFlight[i] === undefined) this.giveBack(i);
   }
 
   /** After an await: a disposed sender's builders may be pooled already, so it must not touch one. */
@@ -168,7 +185,7 @@ export class PageSender {
   }
 
   private giveBack(i: number): void {
-    if (this.returned[i] || i === this.filling || this.inFlight[i] !== undefined) return;
+    if (this.returned[i] || i === this.filling || this.slots.inFlight[i] !== undefined) return;
     this.returned[i] = true;
     giveBuilder(this.builders[i]!);
   }
@@ -249,10 +266,7 @@ export class PageSender {
       } else {
         b.addRaw(p, u8, p * PAGE_SIZE);
       }
-      if (b.full || b.frameBytes >= this.batchBytes) {
-        await this.flush(b, tally);
-        b = await this.acquire(round);
-      }
+      if (this.batchDone(b)) b = await this.nextBatch(b, round, tally);
     }
     if (runLen > 0) b = await this.endRun(runFirst, runLen, round, b, tally);
     if (b.count > 0) await this.flush(b, tally);
@@ -264,8 +278,8 @@ export class PageSender {
 
   /** Waits until every batch and run has left for the kernel. */
   async settle(): Promise<void> {
-    for (const p of this.inFlight) if (p !== undefined) await this.sink.guard(p);
-    for (const p of this.runInFlight) if (p !== undefined) await this.sink.guard(p);
+    for (const p of this.slots.inFlight) if (p !== undefined) await this.sink.guard(p);
+    for (const p of this.runSlots.inFlight) if (p !== undefined) await this.sink.guard(p);
   }
 
   /**
@@ -280,32 +294,35 @@ export class PageSender {
     const u8 = this.ram.u8;
     for (let p = first; p < first + count; p++) {
       b.addRaw(p, u8, p * PAGE_SIZE);
-      if (b.full || b.frameBytes >= this.batchBytes) {
-        await this.flush(b, tally);
-        b = await this.acquire(round);
-      }
+      if (this.batchDone(b)) b = await this.nextBatch(b, round, tally);
     }
     return b;
+  }
+
+  /** `b` holds a batch's worth (checked per page, so not an async call: no promise per page). */
+  private batchDone(b: PageBatchBuilder): boolean {
+    return b.full || b.frameBytes >= this.batchBytes;
+  }
+
+  /** Flushes the full batch `b` and returns the next builder. */
+  private async nextBatch(b: PageBatchBuilder, round: number, tally: RoundTally): Promise<PageBatchBuilder> {
+    await this.flush(b, tally);
+    return this.acquire(round);
   }
 
   /** One PAGE_RUN: its head, then the pages written from guest RAM in place. */
   private async writeRun(first: number, count: number, round: number, tally: RoundTally): Promise<void> {
     const i = this.nextRun;
-    const pending = this.runInFlight[i];
+    const pending = this.runSlots.inFlight[i];
     if (pending !== undefined) await this.sink.guard(pending);
     const bytes = PAGE_RUN_HEAD_BYTES + count * PAGE_SIZE;
     await this.pace(bytes, tally);
     this.checkLive();
     const head = this.runHeads[i]!;
     writePageRunHead(head, 0, round, first, count);
-    this.runInFlight[i] = new Promise<void>((resolve) => {
-      this.runRelease[i] = () => {
-        this.runInFlight[i] = undefined;
-        resolve();
-      };
-    });
+    this.runSlots.arm(i);
     this.sink.write(head, noop);
-    this.sink.write(this.ram.u8.subarray(first * PAGE_SIZE, (first + count) * PAGE_SIZE), this.onRunWritten[i]!);
+    this.sink.write(this.ram.u8.subarray(first * PAGE_SIZE, (first + count) * PAGE_SIZE), this.runSlots.done[i]!);
     tally.bytes += bytes;
     tally.pages += count;
     this.totalBytes += bytes;
@@ -331,7 +348,7 @@ export class PageSender {
 
   private async acquire(round: number): Promise<PageBatchBuilder> {
     const i = this.next;
-    const pending = this.inFlight[i];
+    const pending = this.slots.inFlight[i];
     if (pending !== undefined) await this.sink.guard(pending);
     this.checkLive();
     this.filling = i;
@@ -358,14 +375,9 @@ export class PageSender {
     await this.pace(wireBytes, tally);
     this.checkLive();
     this.filling = -1;
-    this.inFlight[i] = new Promise<void>((resolve) => {
-      this.release[i] = () => {
-        this.inFlight[i] = undefined;
-        resolve();
-      };
-    });
+    this.slots.arm(i);
     if (head !== undefined) this.sink.write(head, noop);
-    this.sink.write(frame, this.onWritten[i]);
+    this.sink.write(frame, this.slots.done[i]!);
     tally.bytes += wireBytes;
     tally.pages += count;
     this.totalBytes += wireBytes;
