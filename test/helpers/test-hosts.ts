@@ -1,13 +1,15 @@
 // In-test hosts for migration tests: a MigratableVm over a real Vcpu, and a DestinationHost that
 // reserves GuestRam, restores the state into a paused Vcpu and resumes it on activation.
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { GuestRam } from '../../src/machine/memory/ram.js';
 import { Vcpu } from '../../src/machine/vcpu/vcpu.js';
 import { MigrationServer, type MigrationServerOptions } from '../../src/migration/destination.js';
 import type { MigrationReport } from '../../src/migration/report.js';
 import { OutgoingMigration, type MigrateOptions } from '../../src/migration/source.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type MigratableVm, type PreparedVm, type Reservation } from '../../src/migration/vm-port.js';
-import type { MachineConfig } from '../../src/migration/wire/index.js';
+import { FrameReader, type Frame, type MachineConfig } from '../../src/migration/wire/index.js';
 import { imageBytes, text } from './images.js';
 
 export const MiB = 1024 * 1024;
@@ -291,4 +293,26 @@ export function migrateOptions(port: number, over: Partial<MigrateOptions> = {})
 export function migrate(vm: MigratableVm, port: number, over: Partial<MigrateOptions> = {}): { migration: OutgoingMigration; report: Promise<MigrationReport> } {
   const migration = new OutgoingMigration(vm, migrateOptions(port, over));
   return { migration, report: migration.run() };
+}
+
+/**
+ * Sends `bytes` to a migration listener, half-closes, and returns the frames it answered until it
+ * closed. With `pauseAfter`, the first that many bytes go first and the rest 20 ms later (so a
+ * frame's head and its data arrive in different reads).
+ */
+export async function exchangeFrames(port: number, bytes: Uint8Array, pauseAfter = 0): Promise<Frame[]> {
+  const sock = connect(port, '127.0.0.1');
+  const answers: Buffer[] = [];
+  sock.on('data', (c: Buffer) => answers.push(c));
+  sock.on('error', () => {});
+  const closed = once(sock, 'close');
+  await once(sock, 'connect');
+  const first = Math.min(bytes.length, pauseAfter);
+  if (first > 0) {
+    sock.write(bytes.subarray(0, first));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  sock.end(bytes.subarray(first));
+  await closed;
+  return [...new FrameReader().feed(Buffer.concat(answers))];
 }

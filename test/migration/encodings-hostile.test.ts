@@ -3,15 +3,12 @@
 // hides a page beyond RAM. Every session ends with ABORT(protocol) or a close, the server keeps
 // serving, nothing stays reserved, and a real migration with the encodings still completes.
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
-import { connect } from 'node:net';
 import { test } from 'node:test';
 import { GuestRam } from '../../src/machine/memory/ram.js';
 import { compressor } from '../../src/migration/encoding/compress.js';
 import {
   Capability,
   CompressionCode,
-  FrameReader,
   FrameType,
   PROTOCOL_VERSION,
   PageBatchBuilder,
@@ -22,7 +19,7 @@ import {
 } from '../../src/migration/wire/index.js';
 import { until } from '../helpers/images.js';
 import { staticVm } from '../helpers/static-vm.js';
-import { MiB, NullDestinationHost, migrate, startServer } from '../helpers/test-hosts.js';
+import { MiB, NullDestinationHost, exchangeFrames, migrate, startServer } from '../helpers/test-hosts.js';
 import { cat, prng, randInt } from './wire/helpers.js';
 
 const RAM = 1 * MiB;
@@ -44,19 +41,6 @@ function hello(capabilities: number): Uint8Array {
 }
 
 const ALL = Capability.ZeroPages | Capability.Xbzrle | Capability.Compression | Capability.Lz4 | Capability.Zstd;
-
-/** Sends `bytes`, half-closes, returns the server's frames until it closes. */
-async function exchange(port: number, bytes: Uint8Array): Promise<Frame[]> {
-  const sock = connect(port, '127.0.0.1');
-  const answers: Buffer[] = [];
-  sock.on('data', (c: Buffer) => answers.push(c));
-  sock.on('error', () => {});
-  const closed = once(sock, 'close');
-  await once(sock, 'connect');
-  sock.end(bytes);
-  await closed;
-  return [...new FrameReader().feed(Buffer.concat(answers))];
-}
 
 function lastAnswer(frames: Frame[]): string {
   const last = frames.at(-1);
@@ -91,15 +75,15 @@ test('garbage deltas and compressed blocks, ungranted encodings: ABORT(protocol)
         if (algorithm === CompressionCode.Zstd && t % 8 === 3) d.set([0x28, 0xb5, 0x2f, 0xfd]);
         body = encodePagesCompressed({ demand: false, algorithm, rawLength: randInt(rand, 17, 8000), data: d });
       }
-      count(lastAnswer(await exchange(port, cat(hello(ALL), body))));
+      count(lastAnswer(await exchangeFrames(port, cat(hello(ALL), body))));
     }
     // Encodings the session did not grant.
-    const noXbzrle = await exchange(port, cat(hello(Capability.ZeroPages), deltaBatch(Uint8Array.from([0, 1, 7]))));
+    const noXbzrle = await exchangeFrames(port, cat(hello(Capability.ZeroPages), deltaBatch(Uint8Array.from([0, 1, 7]))));
     assert.equal(lastAnswer(noXbzrle), 'ABORT(protocol)');
     assert.match(new TextDecoder().decode(noXbzrle.at(-1)!.payload), /XBZRLE was not granted/);
     const raw = new PageBatchBuilder(4).begin(1).addZero(1).finish().slice(8);
     const z = await compressor('zstd').compress(raw);
-    const onlyLz4 = await exchange(port, cat(hello(Capability.ZeroPages | Capability.Compression | Capability.Lz4), encodePagesCompressed({ demand: false, algorithm: CompressionCode.Zstd, rawLength: raw.length, data: z })));
+    const onlyLz4 = await exchangeFrames(port, cat(hello(Capability.ZeroPages | Capability.Compression | Capability.Lz4), encodePagesCompressed({ demand: false, algorithm: CompressionCode.Zstd, rawLength: raw.length, data: z })));
     assert.equal(lastAnswer(onlyLz4), 'ABORT(protocol)');
     assert.match(new TextDecoder().decode(onlyLz4.at(-1)!.payload), /did not grant/);
     // A well-formed compressed batch whose page lies beyond RAM is checked like any PAGES.
@@ -107,7 +91,7 @@ test('garbage deltas and compressed blocks, ungranted encodings: ABORT(protocol)
     beyond.set(new PageBatchBuilder(4).begin(1).addZero(RAM / 4096).finish());
     const inner = beyond.subarray(8);
     const zb = await compressor('lz4').compress(inner);
-    const far = await exchange(port, cat(hello(ALL), encodePagesCompressed({ demand: false, algorithm: CompressionCode.Lz4, rawLength: inner.length, data: zb })));
+    const far = await exchangeFrames(port, cat(hello(ALL), encodePagesCompressed({ demand: false, algorithm: CompressionCode.Lz4, rawLength: inner.length, data: zb })));
     assert.equal(lastAnswer(far), 'ABORT(protocol)');
     assert.match(new TextDecoder().decode(far.at(-1)!.payload), /beyond guest RAM/);
 

@@ -3,13 +3,11 @@
 // (so heads split across reads, and direct reads start and stop anywhere) end with equal RAM
 // digests; hostile PAGE_RUN frames get ABORT(protocol) with a clear reason and leave nothing held.
 import assert from 'node:assert/strict';
-import { once } from 'node:events';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { GuestRam } from '../../src/machine/memory/ram.js';
 import {
   Capability,
-  FrameReader,
   FrameType,
   PROTOCOL_VERSION,
   decodeAbort,
@@ -20,7 +18,7 @@ import {
 } from '../../src/migration/wire/index.js';
 import { until } from '../helpers/images.js';
 import { staticVm } from '../helpers/static-vm.js';
-import { MiB, NullDestinationHost, migrate, startServer } from '../helpers/test-hosts.js';
+import { MiB, NullDestinationHost, exchangeFrames, migrate, startServer } from '../helpers/test-hosts.js';
 import { cat, frame, le, pageOf, prng, randInt } from './wire/helpers.js';
 
 const RAM = 8 * MiB;
@@ -131,22 +129,6 @@ function hello(capabilities: number, mode: 'precopy' | 'postcopy' = 'precopy'): 
   });
 }
 
-/** Sends `bytes` (in two writes, so the run's data can be read straight into RAM), half-closes, returns the answers. */
-async function exchange(port: number, bytes: Uint8Array): Promise<Frame[]> {
-  const sock = connect(port, '127.0.0.1');
-  const answers: Buffer[] = [];
-  sock.on('data', (c: Buffer) => answers.push(c));
-  sock.on('error', () => {});
-  const closed = once(sock, 'close');
-  await once(sock, 'connect');
-  const half = Math.min(bytes.length, 600);
-  sock.write(bytes.subarray(0, half));
-  await new Promise((r) => setTimeout(r, 20));
-  sock.end(bytes.subarray(half));
-  await closed;
-  return [...new FrameReader().feed(Buffer.concat(answers))];
-}
-
 function abortText(frames: Frame[]): string {
   const last = frames.at(-1);
   if (last === undefined) return 'closed';
@@ -172,7 +154,7 @@ test('hostile PAGE_RUN frames: ABORT(protocol) with the reason, nothing held, th
       ['after the run, a ROUND_END that miscounts', cat(hello(OK), run(1, 0, 16), encodeRoundEnd({ round: 1, pagesSent: 15, pagesDirtied: 0, durationUs: 1, bytes: 1 })), /ABORT\(protocol\): .*round 1 claims 15 pages, 16 arrived/],
     ];
     for (const [name, bytes, want] of cases) {
-      const got = abortText(await exchange(port, bytes));
+      const got = abortText(await exchangeFrames(port, bytes, 600));
       assert.match(got, want, name);
     }
     assert.ok(await until(() => server.sessions === 0 && host.reservations === 0, 10_000), `sessions ${server.sessions}, reservations ${host.reservations}`);
