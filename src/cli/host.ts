@@ -131,7 +131,7 @@ ${examples([
         ['started', info.startedAt],
         ['VMs', String(info.vms)],
         ['memory', `${formatBytes(info.memory.usedBytes)} used, ${formatBytes(info.memory.reservedBytes)} reserved for incoming, ${formatBytes(info.memory.freeBytes)} free of ${formatBytes(info.memory.maxBytes)}, ${formatBytes(info.memory.pooledBytes)} kept warm for reuse`],
-        ['vCPU threads', `${info.warmThreads} kept for the next VM of their image, ${info.spareThreads} spare; ${info.warmUps} guest-image warm-ups run for incoming migrations`],
+        ['vCPU threads', `${info.warmThreads} kept for the next VM of their image, ${info.spareThreads} spare; ${info.warmUps} guest-image warm-ups run for incoming migrations (${info.warmUpTraffic.answers} answers to replayed client traffic on ${info.warmUpTraffic.connections} connections)`],
         ['migrations', `${info.migrations.outgoing} outgoing, ${info.migrations.incoming} incoming in progress`],
       ]));
     });

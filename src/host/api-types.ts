@@ -101,6 +101,11 @@ export interface HostInfo {
   /** Guest-image warm-ups run here for incoming migrations since the daemon started (--warm-up). */
   warmUps: number;
   /**
+   * What those warm-ups' replays of client traffic did (WARM_TRAFFIC, docs/networking.md): the
+   * connections the throwaway boots accepted and the answers read from them.
+   */
+  warmUpTraffic: { connections: number; answers: number };
+  /**
    * Guest RAM on transparent huge pages: 'on', or 'off: ' and why (src/util/huge-pages.ts). A
    * first write to fresh RAM then faults once per 2 MiB instead of once per 4 KiB.
    */

@@ -86,6 +86,8 @@ export class Host {
   readonly warmUpMs: number;
   /** Guest-image warm-ups run for incoming migrations (IncomingVms.warmUp). */
   warmUps = 0;
+  /** Their replays of client traffic: connections accepted, answers read. */
+  readonly warmUpTraffic = { connections: 0, answers: 0 };
   private readonly vms = new Map<string, HostedVm>();
   /** Callers waiting for a VM of that name to arrive here (whenHere). */
   private readonly arrivals = new Map<string, Set<(vm: HostedVm) => void>>();
@@ -357,6 +359,7 @@ export class Host {
       warmThreads: this.threads.size,
       spareThreads: this.threads.spares,
       warmUps: this.warmUps,
+      warmUpTraffic: { ...this.warmUpTraffic },
       hugePages: this.hugePages.note,
       migrations,
     };

@@ -7,7 +7,7 @@ import type { GuestRam } from '../machine/memory/ram.js';
 import { VcpuState } from '../machine/vcpu/control.js';
 import type { Vcpu, VcpuError } from '../machine/vcpu/vcpu.js';
 import type { GuestChannel, MigratableVm } from '../migration/vm-port.js';
-import type { MachineConfig } from '../migration/wire/messages.js';
+import type { MachineConfig, TrafficSample } from '../migration/wire/messages.js';
 import type { VmNetwork } from '../net/vm-network.js';
 import { GuestStream } from '../net/guest-stream.js';
 import { VsockEndpoint } from '../net/vsock-endpoint.js';
@@ -121,6 +121,10 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
   }
 
   // ---- MigratableVm (the engine's controls) ----
+
+  trafficSamples(): readonly TrafficSample[] {
+    return this.network?.endpoint.trafficSamples() ?? [];
+  }
 
   async pause(): Promise<void> {
     await this.vcpu.pause();

@@ -10,6 +10,7 @@ import { HostedVm, formatUuid, type HostedVmConfig } from './hosted-vm.js';
 import { STUN_CONFIG_KEY, resumeStunnedTasks } from '../migration/stun.js';
 import { warmUpThread } from './warm-up.js';
 import { monotonicUs } from '../util/host-clock.js';
+import type { TrafficSample } from '../net/vsock-endpoint.js';
 
 /** This host's reservation for one incoming VM: the RAM, and the claim on the memory budget. */
 interface HostReservation extends Reservation {
@@ -23,6 +24,11 @@ interface HostReservation extends Reservation {
   endWarmUp?: () => void;
   /** The guest image, once the source sent it: kept with the VM for its next move. */
   image?: Uint8Array;
+  /** The client traffic samples, once the source sent them (WARM_TRAFFIC): replayed by the warm-up, kept with the VM. */
+  samples: readonly TrafficSample[];
+  /** Settles the warm-up's `traffic` with the samples. */
+  samplesArrived: (samples: readonly TrafficSample[]) => void;
+  readonly traffic: Promise<readonly TrafficSample[]>;
 }
 
 /** Names a VM may carry (also the API's rule, so every VM is addressable as /v1/vms/{name}). */
@@ -65,7 +71,12 @@ export class IncomingVms implements DestinationHost {
     const thread = kept ?? this.host.threads.takeSpare();
     const standby = Vcpu.start({ ram, name: vm.name, devices, start: { kind: 'standby' }, ...(thread !== undefined ? { thread } : {}) });
     standby.catch(() => {}); // a failure surfaces in load()
+    let samplesArrived!: (samples: readonly TrafficSample[]) => void;
+    const traffic = new Promise<readonly TrafficSample[]>((resolve) => (samplesArrived = resolve));
     const r: HostReservation = {
+      samples: [],
+      samplesArrived,
+      traffic,
       ram,
       claim,
       standby,
@@ -105,7 +116,7 @@ export class IncomingVms implements DestinationHost {
       end();
     };
     const log = this.host.log.child({ vm: vm.name });
-    const guest = { name: vm.name, image, imageName: hostedConfig(vm).imageName, bootArgs: vm.config.bootArgs, ramBytes: vm.ramBytes, devices: r.devices };
+    const guest = { name: vm.name, image, imageName: hostedConfig(vm).imageName, bootArgs: vm.config.bootArgs, ramBytes: vm.ramBytes, devices: r.devices, traffic: r.traffic, log };
     r.standby = r.standby.then(async (standby) => {
       // Ended before it could start (a new standby thread still loading its code when round 1
       // was in): booting, dropping and rebuilding would only delay the load. Measured without a
@@ -120,13 +131,28 @@ export class IncomingVms implements DestinationHost {
         const w = await warmUpThread(thread, guest, ms, until);
         warmed = w.thread;
         this.host.warmUps++;
-        log.info({ ranMs: Math.round(w.ranMs), cut: w.cut, threadKept: warmed !== undefined }, 'incoming migration: guest image warm-up done');
+        if (w.traffic !== undefined) {
+          this.host.warmUpTraffic.connections += w.traffic.connections;
+          this.host.warmUpTraffic.answers += w.traffic.answers;
+        }
+        log.info({ ranMs: Math.round(w.ranMs), cut: w.cut, threadKept: warmed !== undefined, ...(w.traffic !== undefined ? { trafficConnections: w.traffic.connections, trafficAnswers: w.traffic.answers } : {}) }, 'incoming migration: guest image warm-up done');
       } catch (e) {
         log.warn({ err: (e as Error).message }, 'incoming migration: the guest image warm-up failed; the VM resumes on a cold thread');
       }
       return Vcpu.start({ ram: r.ram, name: vm.name, devices: r.devices, start: { kind: 'standby' }, ...(warmed !== undefined ? { thread: warmed } : {}) });
     });
     r.standby.catch(() => {}); // a failure surfaces in load()
+  }
+
+  /**
+   * The source sent samples of the VM's client traffic: the warm-up replays them to its boot (if
+   * it has not ended), and the VM keeps them for its next move.
+   */
+  warmTraffic(_vm: IncomingVm, reservation: Reservation, samples: readonly TrafficSample[]): void {
+    if (!this.held.has(reservation as HostReservation)) return;
+    const r = reservation as HostReservation;
+    r.samples = samples.map((s) => ({ vmPort: s.vmPort, bytes: new Uint8Array(s.bytes) })); // copies: the frame's buffer is reused
+    r.samplesArrived(r.samples);
   }
 
   /**
@@ -166,7 +192,7 @@ export class IncomingVms implements DestinationHost {
         // the new location is announced to the gateway (the role of Xen's unsolicited ARP).
         if (net !== undefined) {
           try {
-            attachNetwork(this.host, hosted, net.config, net.endpoint);
+            attachNetwork(this.host, hosted, net.config, net.endpoint).endpoint.adoptSamples(r.samples);
           } catch (e) {
             this.host.log.error({ vm: vm.name, err: (e as Error).message }, 'incoming migration: the VM network could not be restored; its connections are lost');
           }

@@ -2,6 +2,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { VirtioDeviceSpec } from '../machine/devices/virtio/device-spec.js';
 import { GuestRam } from '../machine/memory/ram.js';
 import { Vcpu, type VcpuThread } from '../machine/vcpu/vcpu.js';
+import { SampleReplay, type ReplayTally } from '../net/sample-replay.js';
+import type { TrafficSample } from '../net/vsock-endpoint.js';
+import type { Logger } from '../util/log.js';
 
 /** What a warm-up boots: the incoming VM's image, boot args, RAM size and devices. */
 export interface WarmUpGuest {
@@ -11,6 +14,12 @@ export interface WarmUpGuest {
   readonly bootArgs: string;
   readonly ramBytes: number;
   readonly devices: readonly VirtioDeviceSpec[];
+  /**
+   * Client traffic to replay to the throwaway boot over its vsock device (the source's
+   * WARM_TRAFFIC), once it is known; never settling means none.
+   */
+  readonly traffic?: Promise<readonly TrafficSample[]>;
+  readonly log: Logger;
 }
 
 /** What one warm-up did, for the log. */
@@ -21,6 +30,8 @@ export interface WarmUpResult {
   readonly ranMs: number;
   /** Whether `until` cut it short. */
   readonly cut: boolean;
+  /** What the traffic replay did; undefined if there was none. */
+  readonly traffic: ReplayTally | undefined;
 }
 
 /**
@@ -28,8 +39,10 @@ export interface WarmUpResult {
  * `until` settles, and hands the thread back. A vCPU thread runs a guest at a few percent of full
  * speed for its first 100–200 ms while V8 compiles the CPU loop for that guest's instructions;
  * after a warm-up the real VM resumes on compiled code. The throwaway machine has its own RAM (a
- * fresh buffer the kernel backs only where the guest writes), no network and no console reader;
- * nothing it does reaches the incoming VM.
+ * fresh buffer the kernel backs only where the guest writes) and no console reader. Its network
+ * is this host alone: the client traffic samples, if any, are replayed to it (SampleReplay), so
+ * its request paths run before the resume too (docs/networking.md, "Warm-up traffic", for what it
+ * measured). Nothing it does reaches the incoming VM or a client.
  */
 export async function warmUpThread(thread: VcpuThread | undefined, guest: WarmUpGuest, ms: number, until: Promise<void>): Promise<WarmUpResult> {
   const t0 = performance.now();
@@ -44,6 +57,17 @@ export async function warmUpThread(thread: VcpuThread | undefined, guest: WarmUp
   });
   const timer = new AbortController();
   let cut = false;
+  let ended = false;
+  let replay: SampleReplay | undefined;
+  const port = vcpu.vsock;
+  if (port !== undefined) {
+    guest.traffic?.then(
+      (samples) => {
+        if (!ended && samples.length > 0) replay = new SampleReplay(port, samples, guest.log, `${guest.name} (warm-up)`);
+      },
+      () => {},
+    );
+  }
   const stopped = new Promise<void>((resolve) => {
     vcpu.once('exit', () => resolve());
     vcpu.once('crash', () => resolve());
@@ -54,6 +78,8 @@ export async function warmUpThread(thread: VcpuThread | undefined, guest: WarmUp
     stopped,
   ]);
   timer.abort();
+  ended = true;
+  const traffic = await replay?.stop();
   const ranMs = performance.now() - t0;
-  return { thread: await vcpu.retire(), ranMs, cut };
+  return { thread: await vcpu.retire(), ranMs, cut, traffic };
 }

@@ -47,6 +47,7 @@ import {
   formatId,
   frameTypeName,
   decodeImage,
+  decodeWarmTraffic,
   isZeroId,
   randomId,
   sha256,
@@ -326,6 +327,7 @@ class IncomingSession implements UserReads {
   private mode: MigrationMode = 'precopy';
   private verify = false;
   private imageSeen = false;
+  private trafficSeen = false;
   private granted = 0;
   /** When the source paused the VM, on this host's CLOCK_MONOTONIC (µs), from PAUSED_AT. */
   private pausedSinceUs: number | undefined;
@@ -579,6 +581,9 @@ class IncomingSession implements UserReads {
       case FrameType.Image:
         this.onImage(f);
         return;
+      case FrameType.WarmTraffic:
+        this.onWarmTraffic(f);
+        return;
       default:
         throw violation(`${frameTypeName(f.type)} is not part of a pre-copy migration`, frameTypeName(f.type));
     }
@@ -624,7 +629,11 @@ class IncomingSession implements UserReads {
     // Runs of raw pages: pre-copy over one stream (a run's pages would belong to several streams).
     if (h.mode === 'precopy' && h.streamCount === 1) this.granted |= h.capabilities & Capability.PageRuns;
     // The image for a warm-up, if this host does them and pre-copy comes first.
-    if (h.mode !== 'postcopy' && this.host.warmUp !== undefined) this.granted |= h.capabilities & Capability.WarmImage;
+    if (h.mode !== 'postcopy' && this.host.warmUp !== undefined) {
+      this.granted |= h.capabilities & Capability.WarmImage;
+      // ...and client traffic to replay to it, if it takes that too.
+      if (this.host.warmTraffic !== undefined && (this.granted & Capability.WarmImage) !== 0) this.granted |= h.capabilities & Capability.WarmTraffic;
+    }
     if (h.streamCount > 1) {
       this.granted |= Capability.MultiStream;
       this.streamCount = h.streamCount;
@@ -649,6 +658,15 @@ class IncomingSession implements UserReads {
     const digest = 'sha256:' + Buffer.from(m.digest).toString('hex');
     if (digest !== this.vm!.config.imageDigest) throw violation(`IMAGE is ${digest}, but the VM's config names ${this.vm!.config.imageDigest}`, 'IMAGE');
     this.host.warmUp?.(this.vm!, this.reservation!, new Uint8Array(m.image)); // a copy: the host keeps it with the VM
+  }
+
+  /** WARM_TRAFFIC: once, right after IMAGE and before any page, and only when granted. */
+  private onWarmTraffic(f: Frame): void {
+    if ((this.granted & Capability.WarmTraffic) === 0 || this.owner !== undefined) throw violation('WARM_TRAFFIC without the warm-traffic capability, or on a data stream', 'WARM_TRAFFIC');
+    if (!this.imageSeen || this.trafficSeen || this.pagesReceived > 0 || this.round > 1) throw violation(this.trafficSeen ? 'a second WARM_TRAFFIC' : !this.imageSeen ? 'WARM_TRAFFIC before IMAGE' : 'WARM_TRAFFIC after pages', 'WARM_TRAFFIC');
+    this.trafficSeen = true;
+    const m = decodeWarmTraffic(f.payload);
+    this.host.warmTraffic?.(this.vm!, this.reservation!, m.samples);
   }
 
   // ---- parallel streams (migration-protocol.md §5.5) --------------------------------------------

@@ -48,6 +48,10 @@ import {
   encodeComplete,
   encodeHello,
   encodeImage,
+  encodeWarmTraffic,
+  MAX_WARM_SAMPLES,
+  MAX_WARM_SAMPLE_BYTES,
+  type TrafficSample,
   encodePausedAt,
   isZeroId,
   MAX_IMAGE_BYTES,
@@ -418,7 +422,12 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.log.info({ session: formatId(m.sessionId), zeroPages: this.zeroGranted }, 'migration: destination accepted, RAM reserved there');
     // Before any page: the destination starts running the guest's code on its standby thread.
     const image = this.warmUpImage();
-    if ((m.capabilities & Capability.WarmImage) !== 0 && image !== undefined) this.write(encodeImage({ image }));
+    if ((m.capabilities & Capability.WarmImage) !== 0 && image !== undefined) {
+      this.write(encodeImage({ image }));
+      // ...and, if it replays client traffic to that boot, what the VM's clients sent first.
+      const samples = (m.capabilities & Capability.WarmTraffic) !== 0 ? this.warmUpTraffic() : [];
+      if (samples.length > 0) this.write(encodeWarmTraffic({ samples }));
+    }
     const n = this.opts.mode === 'precopy' ? (this.opts.streams ?? 1) : 1;
     if (n > 1) {
       if ((m.capabilities & Capability.MultiStream) === 0) throw new MigrationError('reservation', `destination ${this.peer} does not take parallel streams`, { peer: this.peer, abort: 'cancelled' });
@@ -518,7 +527,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       capabilities: (mode === 'precopy' ? Capability.ZeroPages : Capability.ZeroPages | Capability.PostcopyRecovery | Capability.BalloonPages) | offeredCapabilities(this.opts) | (streamCount > 1 ? Capability.MultiStream : 0)
         | (this.xbzrleFallbackWanted(mode, streamCount) ? Capability.Xbzrle : 0)
         // The image, for the destination's warm-up: a new session that runs pre-copy first.
-        | (this.warmUpImage() !== undefined && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage : 0)
+        | (this.warmUpImage() !== undefined && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage | Capability.WarmTraffic : 0)
         | Capability.ResumedAt
         | (this.guestClock === 'continuous' ? Capability.PausedAt : 0)
         | (mode === 'precopy' && streamCount === 1 && this.opts.pageRuns !== false ? Capability.PageRuns : 0),
@@ -542,6 +551,12 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     if (!this.fallbackDeclinedLogged) this.log.info({ meanDeltaBytes: Math.round(mean) }, 'pre-copy is not converging; XBZRLE would not help (sampled pages change whole): no fallback');
     this.fallbackDeclinedLogged = true;
     return false;
+  }
+
+  /** Client traffic samples for the destination's warm-up: the VM's, as many as fit a WARM_TRAFFIC frame. */
+  private warmUpTraffic(): readonly TrafficSample[] {
+    const samples = this.vm.trafficSamples?.() ?? [];
+    return samples.slice(-MAX_WARM_SAMPLES).map((s) => (s.bytes.length > MAX_WARM_SAMPLE_BYTES ? { vmPort: s.vmPort, bytes: s.bytes.subarray(0, MAX_WARM_SAMPLE_BYTES) } : s));
   }
 
   /** The guest image to send for the destination's warm-up: the VM's, if it has one that fits an IMAGE frame. */

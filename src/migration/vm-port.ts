@@ -5,7 +5,7 @@
  */
 import type { BalloonHostPort } from '../machine/devices/virtio/balloon-host-port.js';
 import type { GuestRam } from '../machine/memory/ram.js';
-import type { MachineConfig } from './wire/messages.js';
+import type { MachineConfig, TrafficSample } from './wire/messages.js';
 
 /** Who a VM is: stays the same across every move. */
 export interface VmIdentity {
@@ -46,6 +46,8 @@ export interface MigratableVm extends VmIdentity {
   connectGuest?(port: number): GuestChannel | undefined;
   /** The guest image it booted from (config.imageDigest is its digest), if this host has it: sent for the destination's warm-up. */
   readonly image?: Uint8Array;
+  /** Per vsock port clients connect to, the first bytes a client sent (WARM_TRAFFIC): replayed by the destination's warm-up. */
+  trafficSamples?(): readonly TrafficSample[];
 }
 
 /** A byte stream the host opened to a guest port; see docs/assist.md. */
@@ -119,6 +121,12 @@ export interface DestinationHost {
    * load(), so the VM resumes on compiled code. Never fails the migration.
    */
   warmUp?(vm: IncomingVm, reservation: Reservation, image: Uint8Array): void;
+  /**
+   * Optional, after warmUp: samples of the VM's client traffic (WARM_TRAFFIC), for the warm-up
+   * to replay to its boot and for the VM to keep. The samples are views: copy to keep. Never
+   * fails the migration.
+   */
+  warmTraffic?(vm: IncomingVm, reservation: Reservation, samples: readonly TrafficSample[]): void;
   /**
    * Optional: the first round (every page) has arrived. Later rounds are short, so the state may
    * come at any moment: a warm-up still running should end now, so that dropping it is not inside

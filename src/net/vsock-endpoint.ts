@@ -24,6 +24,17 @@ const LOW_CREDIT = 64 * 1024;
 /** Retry sending to a full host→guest ring, or re-ask a silent guest for credit, after this long. */
 const RETRY_MS = 2;
 const CREDIT_REQUEST_RETRY_MS = 200;
+/** Guest ports a traffic sample is kept for at most (the oldest port's goes first). */
+export const MAX_TRAFFIC_SAMPLES = 16;
+/** Bytes kept of a connection's first client→VM bytes. */
+export const TRAFFIC_SAMPLE_BYTES = 512;
+
+/** A guest port clients connect to and the first bytes the latest client sent there (possibly none). */
+export interface TrafficSample {
+  readonly vmPort: number;
+  readonly bytes: Uint8Array;
+}
+
 /** Local (host-side) vsock ports we use for the connections we open. */
 const FIRST_HOST_PORT = 49152;
 
@@ -102,6 +113,12 @@ export class VsockEndpoint {
   private pendingResets: { connId: number; reason: ResetReason }[] = [];
   private retryTimer: NodeJS.Timeout | undefined;
   private upstream: StreamUpstream | undefined;
+  /**
+   * Per guest port the gateway's clients connect to, the first bytes of the latest connection
+   * that sent any (copied once per connection): what a destination's warm-up sends to the
+   * throwaway boot of the guest image (docs/networking.md, "Warm-up traffic").
+   */
+  private readonly samples = new Map<number, Uint8Array>();
   /** Counters for status and tests. */
   readonly stats = { packetsIn: 0, packetsOut: 0, dropped: 0, resets: 0 };
   /** pumpUp's connection, for sendUp (made once: no closure per packet). */
@@ -174,7 +191,28 @@ export class VsockEndpoint {
       ...(local !== undefined ? { local } : {}),
     };
     this.add(c);
+    if (local === undefined && !this.samples.has(guestPort)) this.keepSample(guestPort, new Uint8Array(0));
     this.sendCtrl(c, Op.Request, 0);
+  }
+
+  /** The traffic samples (see `samples`), newest port last. */
+  trafficSamples(): TrafficSample[] {
+    const out: TrafficSample[] = [];
+    for (const [vmPort, bytes] of this.samples) out.push({ vmPort, bytes });
+    return out;
+  }
+
+  /** Samples the VM arrived with: kept for ports this endpoint has none of its own for. */
+  adoptSamples(list: readonly TrafficSample[]): void {
+    for (const s of list) {
+      if (!this.samples.has(s.vmPort)) this.keepSample(s.vmPort, new Uint8Array(s.bytes.subarray(0, TRAFFIC_SAMPLE_BYTES)));
+    }
+  }
+
+  private keepSample(port: number, bytes: Uint8Array): void {
+    this.samples.delete(port);
+    if (this.samples.size >= MAX_TRAFFIC_SAMPLES) this.samples.delete(this.samples.keys().next().value!);
+    this.samples.set(port, bytes);
   }
 
   /** Client→VM bytes at offset `seq`. Bytes already held are skipped; a gap or an overrun resets. */
@@ -192,6 +230,9 @@ export class VsockEndpoint {
     }
     const skip = end - seq;
     if (skip >= bytes.length) return;
+    // A connection's first bytes: the port's traffic sample (one copy per connection; `bytes` may
+    // be a Buffer, whose slice() is a view).
+    if (end === 0 && c.local === undefined) this.keepSample(c.guestPort, new Uint8Array(bytes.subarray(0, TRAFFIC_SAMPLE_BYTES)));
     if (c.inQ.length + bytes.length - skip > IN_WINDOW + 2 * 64 * 1024) {
       this.log.warn({ vm: this.vmName, connId, held: c.inQ.length }, 'vsock: the gateway overran the window; resetting the connection');
       this.resetConn(c, ResetReason.Protocol, true);

@@ -9,7 +9,7 @@ import { MigrationServer, type MigrationServerOptions } from '../../src/migratio
 import type { MigrationReport } from '../../src/migration/report.js';
 import { OutgoingMigration, type MigrateOptions } from '../../src/migration/source.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type MigratableVm, type PreparedVm, type Reservation } from '../../src/migration/vm-port.js';
-import { FrameReader, type Frame, type MachineConfig } from '../../src/migration/wire/index.js';
+import { FrameReader, type Frame, type MachineConfig, type TrafficSample } from '../../src/migration/wire/index.js';
 import { imageBytes, text } from './images.js';
 
 export const MiB = 1024 * 1024;
@@ -257,6 +257,14 @@ export class NullDestinationHost implements DestinationHost {
   warmUp(_vm: IncomingVm, reservation: Reservation, image: Uint8Array): void {
     if (!this.held.has(reservation)) throw new Error('warm-up of a reservation this host does not hold');
     this.warmImages.push(image);
+  }
+
+  /** Traffic samples received for a warm-up (WARM_TRAFFIC frames), copied, in order. */
+  readonly warmTraffics: TrafficSample[][] = [];
+
+  warmTraffic(_vm: IncomingVm, reservation: Reservation, samples: readonly TrafficSample[]): void {
+    if (!this.held.has(reservation)) throw new Error('warm traffic for a reservation this host does not hold');
+    this.warmTraffics.push(samples.map((s) => ({ vmPort: s.vmPort, bytes: new Uint8Array(s.bytes) })));
   }
 
   private drop(r: Reservation): void {

@@ -19,6 +19,7 @@ import {
   decodeRefuse,
   encodeHello,
   encodeImage,
+  encodeWarmTraffic,
   encodePausedAt,
   encodeRoundEnd,
   encodeState,
@@ -32,6 +33,7 @@ import { cat, prng, randInt } from './wire/helpers.js';
 /** What fakeVm says it booted from: its config names this image's digest. */
 const IMAGE = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7 + 3) & 0xff);
 const IMAGE_DIGEST = 'sha256:' + createHash('sha256').update(IMAGE).digest('hex');
+const SAMPLES = [{ vmPort: 6379, bytes: new TextEncoder().encode('*1\r\n$4\r\nPING\r\n') }, { vmPort: 7777, bytes: new Uint8Array(0) }];
 
 /** A small VM that never changes: 1 MiB of RAM, a few pages of pattern, the rest zero. */
 function fakeVm(name = 'fuzz-vm'): MigratableVm {
@@ -44,6 +46,7 @@ function fakeVm(name = 'fuzz-vm'): MigratableVm {
     ram,
     config: { imageDigest: IMAGE_DIGEST, bootArgs: 'x=1', devices: [] },
     image: IMAGE,
+    trafficSamples: () => SAMPLES,
     pause: async () => {},
     resume: () => {},
     setThrottle: () => {},
@@ -170,9 +173,10 @@ test('thousands of mutated and truncated migration streams: the server survives,
   try {
     const stream = await recordSourceStream(port);
     const starts = frameStarts(stream);
-    assert.ok(starts.length >= 7, 'HELLO, IMAGE, PAGES, ROUND_END..., STATE, PING, COMPLETE');
+    assert.ok(starts.length >= 8, 'HELLO, IMAGE, WARM_TRAFFIC, PAGES, ROUND_END..., STATE, PING, COMPLETE');
     assert.equal(host.warmImages.length, 1, 'the recorded migration carried the image');
     assert.deepEqual(host.warmImages[0], IMAGE);
+    assert.deepEqual(host.warmTraffics, [SAMPLES], 'and the traffic samples');
     await checkClean(server, host);
     const activationsBefore = host.activations;
 
@@ -286,6 +290,29 @@ test('hostile streams get a clear answer: a page beyond RAM, a non-tern peer, a 
     corrupt[corrupt.length - 1]! ^= 1;
     await imageAbort(cat(withImage, corrupt), /SHA-256 of the 5000-byte image does not match/);
     assert.equal(host.warmImages.length, 1, 'only the well-formed IMAGE reached the host');
+
+    // WARM_TRAFFIC (protocol 1.6): only with warm-traffic (granted with warm-image), once, right
+    // after IMAGE, before any page.
+    const traffic = encodeWarmTraffic({ samples: SAMPLES });
+    const trafficsBefore = host.warmTraffics.length;
+    const withTraffic = encodeHello({
+      version: PROTOCOL_VERSION, vmId: vm.uuid, vmName: 'hostile', ramBytes: 1 * MiB, pageSize: 4096, config: vm.config,
+      mode: 'precopy', capabilities: Capability.ZeroPages | Capability.WarmImage | Capability.WarmTraffic, streamIndex: 0, streamCount: 1, sessionId: new Uint8Array(16),
+    });
+    const trafficOnly = encodeHello({
+      version: PROTOCOL_VERSION, vmId: vm.uuid, vmName: 'hostile', ramBytes: 1 * MiB, pageSize: 4096, config: vm.config,
+      mode: 'precopy', capabilities: Capability.ZeroPages | Capability.WarmTraffic, streamIndex: 0, streamCount: 1, sessionId: new Uint8Array(16),
+    });
+    await imageAbort(cat(withImage, image, traffic), /WARM_TRAFFIC without the warm-traffic capability/);
+    await imageAbort(cat(trafficOnly, traffic), /WARM_TRAFFIC without the warm-traffic capability/);
+    await imageAbort(cat(withTraffic, traffic), /WARM_TRAFFIC before IMAGE/);
+    await imageAbort(cat(withTraffic, image, traffic, traffic), /a second WARM_TRAFFIC/);
+    await imageAbort(cat(withTraffic, image, ok, traffic), /WARM_TRAFFIC after pages/);
+    const twice = cat(traffic.subarray(0, 8), traffic.subarray(8));
+    twice[8 + 4 + 6 + 14] = 0xeb; // the second sample's port (7777) becomes the first's (6379 = 0x18eb)
+    twice[8 + 4 + 6 + 14 + 1] = 0x18;
+    await imageAbort(cat(withTraffic, image, twice), /port 6379 has two samples/);
+    assert.equal(host.warmTraffics.length - trafficsBefore, 1, 'only the first of the two well-formed WARM_TRAFFIC frames reached the host');
 
     // PAUSED_AT (protocol 1.4): only with the paused-at capability, once, on stream 0, before STATE.
     const withClock = encodeHello({

@@ -354,3 +354,37 @@ test('a local connection (openLocal) has its own upstream, is not the gateway\'s
   ep2.restoreState(state);
   assert.equal([...ep2.connections()].length, 0, 'a local connection never migrates');
 });
+
+test('traffic samples: the first client bytes of the latest connection per guest port, bounded; never a local connection\'s', () => {
+  const { port, ep } = setup();
+  assert.deepEqual(ep.trafficSamples().map((s) => [s.vmPort, s.bytes.length]), [[6379, 0]], 'a port is known from its first connection');
+  port.guest(fromGuest(VsockOp.CreditUpdate, 49152, '', { bufAlloc: 1 << 20 }));
+  ep.data(7, 0, Buffer.from('*1\r\n$4\r\nPING\r\n'));
+  ep.data(7, 14, Buffer.from('*1\r\n$4\r\nINFO\r\n'));
+  const text = (): [number, string][] => ep.trafficSamples().map((s) => [s.vmPort, Buffer.from(s.bytes).toString('latin1')]);
+  assert.deepEqual(text(), [[6379, '*1\r\n$4\r\nPING\r\n']], 'only the first bytes of a connection');
+  // A later connection to the same port replaces it; a long first write is cut at 512 bytes.
+  ep.open(8, 6379);
+  ep.data(8, 0, Buffer.alloc(600, 0x47));
+  assert.deepEqual(ep.trafficSamples().map((s) => [s.vmPort, s.bytes.length]), [[6379, 512]]);
+  // The sample is a copy: the caller's buffer may change.
+  const buf = Buffer.from('GET / HTTP/1.1\r\n\r\n');
+  ep.open(9, 8080);
+  ep.data(9, 0, buf);
+  buf.fill(0);
+  assert.deepEqual(text()[1], [8080, 'GET / HTTP/1.1\r\n\r\n']);
+  // This host's own connections (openLocal) are not clients: no sample.
+  ep.openLocal(1235, new Recorder());
+  assert.deepEqual(ep.trafficSamples().map((s) => s.vmPort), [6379, 8080]);
+  // At most 16 ports: the oldest goes.
+  for (let p = 1; p <= 16; p++) ep.open(100 + p, 20000 + p);
+  const ports = ep.trafficSamples().map((s) => s.vmPort);
+  assert.equal(ports.length, 16);
+  assert.ok(!ports.includes(6379) && !ports.includes(8080) && ports.includes(20016));
+  // Samples a VM arrives with fill in ports it has none of its own for.
+  const fresh = new VsockEndpoint(new HandPort(), silentLogger, 'vm2');
+  fresh.adoptSamples([{ vmPort: 6379, bytes: Buffer.from('PING\r\n') }, { vmPort: 7777, bytes: new Uint8Array(0) }]);
+  assert.deepEqual(fresh.trafficSamples().map((s) => [s.vmPort, Buffer.from(s.bytes).toString()]), [[6379, 'PING\r\n'], [7777, '']]);
+  fresh.adoptSamples([{ vmPort: 6379, bytes: Buffer.from('other') }]);
+  assert.equal(Buffer.from(fresh.trafficSamples()[0]!.bytes).toString(), 'PING\r\n', 'its own sample stays');
+});

@@ -37,6 +37,7 @@ import { decodePagesCompressed, encodePagesCompressed } from './pages-compressed
 import { decodePostcopyStats, encodePostcopyStats } from './postcopy-stats.js';
 import { decodeImage, encodeImage } from './image.js';
 import { decodePageRun, encodePageRun } from './page-run.js';
+import { decodeWarmTraffic, encodeWarmTraffic } from './warm-traffic.js';
 
 export interface DecodeOptions {
   /** Guest RAM pages, when known: PAGES entries beyond it are refused. */
@@ -71,6 +72,7 @@ export function decodeMessage(frame: Frame, options: DecodeOptions = {}): Messag
     case FrameType.PausedAt: return decodePausedAt(p);
     case FrameType.Image: return decodeImage(p);
     case FrameType.PageRun: return decodePageRun(p, options.ramPages);
+    case FrameType.WarmTraffic: return decodeWarmTraffic(p);
     case FrameType.PageRequest: return decodePageRequest(p);
     case FrameType.Resume: return decodeResume(p);
     case FrameType.Ping: return decodePing(p);
@@ -100,6 +102,7 @@ export function encodeMessage(m: Message): Uint8Array {
     case FrameType.PausedAt: return encodePausedAt(m);
     case FrameType.Image: return encodeImage(m);
     case FrameType.PageRun: return encodePageRun(m);
+    case FrameType.WarmTraffic: return encodeWarmTraffic(m);
     case FrameType.PageRequest: return encodePageRequest(m);
     case FrameType.Resume: return encodeResume(m);
     case FrameType.Ping: return encodePing(m);

@@ -9,9 +9,10 @@ export const PROTOCOL_MAJOR = 1;
  * 1.2 added IMAGE (0x15) and the warm-image capability bit;
  * 1.3 added RESUMED_AT (0x24) and the resumed-at capability bit;
  * 1.4 added PAUSED_AT (0x25) and the paused-at capability bit;
- * 1.5 added PAGE_RUN (0x16) and the page-runs capability bit.
+ * 1.5 added PAGE_RUN (0x16) and the page-runs capability bit;
+ * 1.6 added WARM_TRAFFIC (0x17) and the warm-traffic capability bit.
  */
-export const PROTOCOL_MINOR = 5;
+export const PROTOCOL_MINOR = 6;
 
 export interface ProtocolVersion {
   readonly major: number;
@@ -43,6 +44,8 @@ export const enum FrameType {
   Image = 0x15,
   /** Since 1.5 (page-runs): consecutive raw pages, their bytes exactly as in guest RAM. */
   PageRun = 0x16,
+  /** Since 1.6 (warm-traffic): the first bytes clients sent to the VM's ports, for the destination's warm-up. */
+  WarmTraffic = 0x17,
   Complete = 0x20,
   Committed = 0x21,
   Activated = 0x22,
@@ -113,6 +116,12 @@ export const enum Capability {
    * one stream), which the destination reads from the socket straight into guest RAM.
    */
   PageRuns = 1 << 11,
+  /**
+   * Since 1.6 (with warm-image): the source sends WARM_TRAFFIC after IMAGE, the first bytes
+   * clients sent on connections to the VM's vsock ports, which the destination's warm-up sends
+   * to the throwaway boot of the image so the guest's request paths run compiled at the resume.
+   */
+  WarmTraffic = 1 << 12,
 }
 
 export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
@@ -128,10 +137,11 @@ export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
   [Capability.ResumedAt, 'resumed-at'],
   [Capability.PausedAt, 'paused-at'],
   [Capability.PageRuns, 'page-runs'],
+  [Capability.WarmTraffic, 'warm-traffic'],
 ];
 
 /** Capability bits this version defines. */
-export const KNOWN_CAPABILITIES = 0xfff;
+export const KNOWN_CAPABILITIES = 0x1fff;
 
 export const FRAME_HEADER_BYTES = 8;
 /** The page size of protocol 1.x; a raw PAGES entry carries exactly this many bytes. */
@@ -174,6 +184,13 @@ export const IMAGE_FIXED_BYTES = DIGEST_BYTES + 4;
 export const PAGE_RUN_FIXED_BYTES = 12;
 /** Pages in one PAGE_RUN at most (1 MiB of data). */
 export const MAX_RUN_PAGES = 256;
+/** WARM_TRAFFIC: count u16 + reserved u16, then per sample vmPort u32 + length u16 + bytes. */
+export const WARM_TRAFFIC_FIXED_BYTES = 4;
+export const WARM_SAMPLE_FIXED_BYTES = 6;
+/** Samples in one WARM_TRAFFIC at most (one per guest port). */
+export const MAX_WARM_SAMPLES = 16;
+/** Bytes of one sample at most: the start of a connection's client→VM stream. */
+export const MAX_WARM_SAMPLE_BYTES = 512;
 
 /** Worst-case entry: page u32 + encoding u8 + length u32 + a page of bytes. */
 export const MAX_PAGE_ENTRY_BYTES = 4 + 1 + 4 + MAX_ENCODED_PAGE_BYTES;
@@ -195,6 +212,7 @@ const NAMES: { [t: number]: string } = {
   [FrameType.PagesCompressed]: 'PAGES_COMPRESSED',
   [FrameType.Image]: 'IMAGE',
   [FrameType.PageRun]: 'PAGE_RUN',
+  [FrameType.WarmTraffic]: 'WARM_TRAFFIC',
   [FrameType.Complete]: 'COMPLETE',
   [FrameType.Committed]: 'COMMITTED',
   [FrameType.Activated]: 'ACTIVATED',
@@ -220,6 +238,7 @@ const MAX_PAYLOAD: { [t: number]: number } = {
   [FrameType.PagesCompressed]: MAX_PAGES_COMPRESSED_PAYLOAD,
   [FrameType.Image]: IMAGE_FIXED_BYTES + MAX_IMAGE_BYTES,
   [FrameType.PageRun]: PAGE_RUN_FIXED_BYTES + MAX_RUN_PAGES * WIRE_PAGE_SIZE,
+  [FrameType.WarmTraffic]: WARM_TRAFFIC_FIXED_BYTES + MAX_WARM_SAMPLES * (WARM_SAMPLE_FIXED_BYTES + MAX_WARM_SAMPLE_BYTES),
   [FrameType.Complete]: 8 + DIGEST_BYTES,
   [FrameType.Committed]: 4 + DIGEST_BYTES,
   [FrameType.Activated]: 8,
@@ -250,6 +269,7 @@ const SENDERS: { [t: number]: Sender } = {
   [FrameType.PagesCompressed]: 'source',
   [FrameType.Image]: 'source',
   [FrameType.PageRun]: 'source',
+  [FrameType.WarmTraffic]: 'source',
   [FrameType.Complete]: 'source',
   [FrameType.Committed]: 'destination',
   [FrameType.Activated]: 'destination',

@@ -31,6 +31,8 @@ export {
   MAX_PAGE_RUNS,
   MAX_RUN_PAGES,
   PAGE_RUN_FIXED_BYTES,
+  MAX_WARM_SAMPLES,
+  MAX_WARM_SAMPLE_BYTES,
   MAX_PAGES_PAYLOAD,
   MAX_PAGES_COMPRESSED_PAYLOAD,
   frameTypeName,
@@ -97,6 +99,7 @@ export {
 } from './control.js';
 export { encodePostcopyStats, decodePostcopyStats } from './postcopy-stats.js';
 export { encodeImage, decodeImage } from './image.js';
+export { encodeWarmTraffic, decodeWarmTraffic } from './warm-traffic.js';
 export { PAGE_RUN_HEAD_BYTES, writePageRunHead, decodePageRunHead, encodePageRun, decodePageRun, type PageRunHead } from './page-run.js';
 export {
   CompressionCode,

@@ -209,6 +209,18 @@ export interface PageRun {
   readonly data: Uint8Array;
 }
 
+/** One vsock port of the VM and the first bytes a client sent on a connection to it (possibly none). */
+export interface TrafficSample {
+  readonly vmPort: number;
+  readonly bytes: Uint8Array;
+}
+
+/** Since 1.6 (warm-traffic): samples of client traffic for the destination's warm-up. */
+export interface WarmTraffic {
+  readonly type: FrameType.WarmTraffic;
+  readonly samples: readonly TrafficSample[];
+}
+
 export interface PageRequest {
   readonly type: FrameType.PageRequest;
   /** Non-zero; echoed in the PAGES frames (flag demand) that answer it. */
@@ -252,6 +264,7 @@ export type Message =
   | PausedAt
   | Image
   | PageRun
+  | WarmTraffic
   | PageRequest
   | Resume
   | Ping

@@ -63,6 +63,10 @@ import {
   writePageRunHead,
   PAGE_RUN_HEAD_BYTES,
   MAX_RUN_PAGES,
+  MAX_WARM_SAMPLES,
+  MAX_WARM_SAMPLE_BYTES,
+  encodeWarmTraffic,
+  decodeWarmTraffic,
   maxPayloadFor,
   senderOf,
   type Message,
@@ -320,6 +324,31 @@ test('PAGE_RUN (1.5): hand-made bytes; count 1..256 and the length agree; pages 
   assert.equal(maxPayloadFor(FrameType.PageRun), 12 + MAX_RUN_PAGES * 4096);
   assert.equal(senderOf(FrameType.PageRun), 'source');
   assert.deepEqual(capabilityNames(Capability.PageRuns), ['page-runs']);
+});
+
+test('WARM_TRAFFIC (1.6): hand-made bytes; count, lengths and ports checked', () => {
+  const get = new TextEncoder().encode('GET / HTTP/1.1\r\n\r\n');
+  const payload = cat(le.u16(2), le.u16(0), le.u32(8080), le.u16(get.length), get, le.u32(7777), le.u16(0));
+  const samples = [{ vmPort: 8080, bytes: get }, { vmPort: 7777, bytes: new Uint8Array(0) }];
+  assert.deepEqual(encodeWarmTraffic({ samples }), frame(0x17, payload));
+  const m = decodeWarmTraffic(payload);
+  assert.deepEqual({ type: m.type, samples: m.samples.map((x) => ({ vmPort: x.vmPort, bytes: Array.from(x.bytes) })) }, { type: FrameType.WarmTraffic, samples: samples.map((x) => ({ vmPort: x.vmPort, bytes: Array.from(x.bytes) })) });
+  assert.deepEqual(decodeWarmTraffic(cat(le.u16(0), le.u16(0))), { type: FrameType.WarmTraffic, samples: [] });
+  const bad = (p: Uint8Array, code: string, re: RegExp): void => {
+    assert.throws(() => decodeWarmTraffic(p), (e: unknown) => e instanceof WireError && e.code === code && re.test(e.message), `${code} ${re}`);
+  };
+  bad(cat(le.u16(MAX_WARM_SAMPLES + 1), le.u16(0)), 'bad-count', /17 samples exceed 16/);
+  bad(cat(le.u16(0), le.u16(1)), 'reserved-bits', /reserved/);
+  bad(cat(le.u16(1), le.u16(0), le.u32(1), le.u16(MAX_WARM_SAMPLE_BYTES + 1), new Uint8Array(MAX_WARM_SAMPLE_BYTES + 1)), 'bad-value', /513 bytes exceeds 512/);
+  bad(cat(le.u16(1), le.u16(0), le.u32(1), le.u16(10), new Uint8Array(9)), 'bad-count', /declares 10 bytes/);
+  bad(cat(le.u16(2), le.u16(0), le.u32(5), le.u16(0), le.u32(5), le.u16(0)), 'bad-value', /port 5 has two samples/);
+  bad(cat(le.u16(1), le.u16(0), le.u32(5)), 'truncated', /needs 2 bytes/);
+  bad(cat(payload, [0]), 'trailing-bytes', /1 unexpected bytes/);
+  assert.throws(() => encodeWarmTraffic({ samples: [{ vmPort: 1, bytes: new Uint8Array(MAX_WARM_SAMPLE_BYTES + 1) }] }), WireError);
+  assert.throws(() => encodeWarmTraffic({ samples: Array.from({ length: MAX_WARM_SAMPLES + 1 }, (_, i) => ({ vmPort: i, bytes: new Uint8Array(0) })) }), WireError);
+  assert.equal(maxPayloadFor(FrameType.WarmTraffic), 4 + MAX_WARM_SAMPLES * (6 + MAX_WARM_SAMPLE_BYTES));
+  assert.equal(senderOf(FrameType.WarmTraffic), 'source');
+  assert.deepEqual(capabilityNames(Capability.WarmTraffic), ['warm-traffic']);
 });
 
 test('PAGE_REQUEST: hand-made bytes', () => {
