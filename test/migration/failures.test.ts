@@ -58,7 +58,11 @@ for (const [at, stage] of FAULTS) {
       await failed;
       if (at === 'before-commit') assert.equal(host.discards, 1, 'the loaded VM was discarded');
       else assert.equal(host.releases, 1);
-      if (at === 'round2' || at === 'stop-and-copy' || at === 'before-commit') assert.ok(r.perRound.length >= 2);
+      // Round 1 ended before a round-2 fault; whether round 2 is on record depends on whether the
+      // source finished writing it before it saw the drop (one CI run: not). The final round is
+      // recorded before STATE is written, so the later faults always find two.
+      if (at === 'round2') assert.ok(r.perRound.length >= 1 && r.perRound[0]!.round === 1);
+      if (at === 'stop-and-copy' || at === 'before-commit') assert.ok(r.perRound.length >= 2);
       await checkSourceKeepsRunning(r, host);
     } finally {
       await server.close();
