@@ -10,7 +10,7 @@ import { HostedVm, formatUuid, type HostedVmConfig } from './hosted-vm.js';
 import { STUN_CONFIG_KEY, resumeStunnedTasks } from '../migration/stun.js';
 import { warmUpThread } from './warm-up.js';
 import { monotonicUs } from '../util/host-clock.js';
-import type { TrafficSample } from '../net/vsock-endpoint.js';
+import type { TrafficSample } from '../migration/wire/messages.js';
 
 /** This host's reservation for one incoming VM: the RAM, and the claim on the memory budget. */
 interface HostReservation extends Reservation {

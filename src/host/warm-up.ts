@@ -3,7 +3,7 @@ import type { VirtioDeviceSpec } from '../machine/devices/virtio/device-spec.js'
 import { GuestRam } from '../machine/memory/ram.js';
 import { Vcpu, type VcpuThread } from '../machine/vcpu/vcpu.js';
 import { SampleReplay, type ReplayTally } from '../net/sample-replay.js';
-import type { TrafficSample } from '../net/vsock-endpoint.js';
+import type { TrafficSample } from '../migration/wire/messages.js';
 import type { Logger } from '../util/log.js';
 
 /** What a warm-up boots: the incoming VM's image, boot args, RAM size and devices. */

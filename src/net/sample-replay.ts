@@ -9,7 +9,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../util/log.js';
 import { GuestStream } from './guest-stream.js';
-import { VsockEndpoint, type TrafficSample } from './vsock-endpoint.js';
+import type { TrafficSample } from '../migration/wire/messages.js';
+import { VsockEndpoint } from './vsock-endpoint.js';
 import type { VsockHostPort } from './vsock-port.js';
 
 /** How long one exchange waits for the guest's answer before it sends again. */

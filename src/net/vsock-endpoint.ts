@@ -7,6 +7,8 @@
  * a migration. A guest that misbehaves gets RST or a dropped packet and a log line, never a crash.
  */
 import type { Logger } from '../util/log.js';
+import { MAX_WARM_SAMPLES, MAX_WARM_SAMPLE_BYTES } from '../migration/wire/constants.js';
+import type { TrafficSample } from '../migration/wire/messages.js';
 import { ByteQueue } from './byte-queue.js';
 import { ResetReason } from './link-protocol.js';
 import { HDR_BYTES, HOST_CID, Hdr, OP_NAMES, Op, RING_RECORD_OVERHEAD, Shut, VSOCK_TYPE_STREAM, type VsockHostPort, u16At, u32At, writeHdr } from './vsock-port.js';
@@ -24,17 +26,6 @@ const LOW_CREDIT = 64 * 1024;
 /** Retry sending to a full host→guest ring, or re-ask a silent guest for credit, after this long. */
 const RETRY_MS = 2;
 const CREDIT_REQUEST_RETRY_MS = 200;
-/** Guest ports a traffic sample is kept for at most (the oldest port's goes first). */
-export const MAX_TRAFFIC_SAMPLES = 16;
-/** Bytes kept of a connection's first client→VM bytes. */
-export const TRAFFIC_SAMPLE_BYTES = 512;
-
-/** A guest port clients connect to and the first bytes the latest client sent there (possibly none). */
-export interface TrafficSample {
-  readonly vmPort: number;
-  readonly bytes: Uint8Array;
-}
-
 /** Local (host-side) vsock ports we use for the connections we open. */
 const FIRST_HOST_PORT = 49152;
 
@@ -116,7 +107,8 @@ export class VsockEndpoint {
   /**
    * Per guest port the gateway's clients connect to, the first bytes of the latest connection
    * that sent any (copied once per connection): what a destination's warm-up sends to the
-   * throwaway boot of the guest image (docs/networking.md, "Warm-up traffic").
+   * throwaway boot of the guest image (docs/networking.md, "Warm-up traffic"). Bounded as a
+   * WARM_TRAFFIC frame is: MAX_WARM_SAMPLES ports (the oldest goes), MAX_WARM_SAMPLE_BYTES each.
    */
   private readonly samples = new Map<number, Uint8Array>();
   /** Counters for status and tests. */
@@ -205,13 +197,13 @@ export class VsockEndpoint {
   /** Samples the VM arrived with: kept for ports this endpoint has none of its own for. */
   adoptSamples(list: readonly TrafficSample[]): void {
     for (const s of list) {
-      if (!this.samples.has(s.vmPort)) this.keepSample(s.vmPort, new Uint8Array(s.bytes.subarray(0, TRAFFIC_SAMPLE_BYTES)));
+      if (!this.samples.has(s.vmPort)) this.keepSample(s.vmPort, new Uint8Array(s.bytes.subarray(0, MAX_WARM_SAMPLE_BYTES)));
     }
   }
 
   private keepSample(port: number, bytes: Uint8Array): void {
     this.samples.delete(port);
-    if (this.samples.size >= MAX_TRAFFIC_SAMPLES) this.samples.delete(this.samples.keys().next().value!);
+    if (this.samples.size >= MAX_WARM_SAMPLES) this.samples.delete(this.samples.keys().next().value!);
     this.samples.set(port, bytes);
   }
 
@@ -232,7 +224,7 @@ export class VsockEndpoint {
     if (skip >= bytes.length) return;
     // A connection's first bytes: the port's traffic sample (one copy per connection; `bytes` may
     // be a Buffer, whose slice() is a view).
-    if (end === 0 && c.local === undefined) this.keepSample(c.guestPort, new Uint8Array(bytes.subarray(0, TRAFFIC_SAMPLE_BYTES)));
+    if (end === 0 && c.local === undefined) this.keepSample(c.guestPort, new Uint8Array(bytes.subarray(0, MAX_WARM_SAMPLE_BYTES)));
     if (c.inQ.length + bytes.length - skip > IN_WINDOW + 2 * 64 * 1024) {
       this.log.warn({ vm: this.vmName, connId, held: c.inQ.length }, 'vsock: the gateway overran the window; resetting the connection');
       this.resetConn(c, ResetReason.Protocol, true);
