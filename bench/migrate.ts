@@ -231,6 +231,9 @@ if (!postcopyOnly) {
   const s = throughputScenario;
   const tern = await attempt('tern', s.name, () => migrateOnTern(s.options));
   const qemu = await attempt('QEMU', s.name, () => migrateOnQemu(s.options));
+  // The same with both hosts started with --prealloc-ram: move 1 lands in RAM backed at start.
+  const preallocArgs = ['--prealloc-ram', s.options.mem];
+  const pre = await attempt('tern', `${s.name} ${preallocArgs.join(' ')}`, () => migrateOnTern({ ...s.options, ternHostArgs: preallocArgs }));
   log('');
   log(`${s.name}: ${s.about}`);
   const gbs = (bps: number | null): string => (bps === null ? '-' : `${(bps / 1e9).toFixed(2)} GB/s`);
@@ -249,6 +252,9 @@ if (!postcopyOnly) {
   backs.forEach((r, i) => log(`  tern page data, move ${i + 2} (${i === 0 ? 'back into the RAM the first host kept' : 'pooled RAM on both hosts'}): round 1 ${gbs(round1Of(r))}, whole migration ${gbs(overallOf(r))}, downtime ${ms(r.downtimeMs)}`));
   const backRound1 = backs[0] !== undefined ? round1Of(backs[0]) : null;
   const backOverall = backs[0] !== undefined ? overallOf(backs[0]) : null;
+  const preMoves = pre.ok ? [pre.result.round1BytesPerSec, ...(pre.result.backReports ?? []).map(round1Of)] : [];
+  if (pre.ok) log(`  tern with hosts started ${preallocArgs.join(' ')}: round 1 of moves 1-${preMoves.length} ${preMoves.map(gbs).join(', ')} (move 1 into preallocated RAM), downtime ${ms(pre.result.downtimeMs)}`);
+  else log(`  tern with hosts started ${preallocArgs.join(' ')}: ${pre.error}`);
   if (qemu.ok) log(`  QEMU ram.mbps:  ${gbs(qemuBps)}`);
   result.throughput = {
     name: s.name,
@@ -258,6 +264,7 @@ if (!postcopyOnly) {
     ternBackRound1BytesPerSec: backRound1,
     ternBackOverallBytesPerSec: backOverall,
     ternMovesRound1BytesPerSec: backs.map(round1Of),
+    ternPreallocMovesRound1BytesPerSec: preMoves,
     qemuBytesPerSec: qemuBps,
     tern: tern.ok ? tern.result : { error: tern.error },
     qemu: qemu.ok ? qemu.result : { error: qemu.error },

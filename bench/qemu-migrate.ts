@@ -46,6 +46,8 @@ export interface MigrationOptions {
    * of moves into warm memory.
    */
   ternBack?: number;
+  /** tern only: extra `tern host serve` arguments for both hosts (e.g. --prealloc-ram). */
+  ternHostArgs?: string[];
 }
 
 /** The guest-visible pause, seen from outside through the console. */

@@ -50,8 +50,8 @@ function cli(children: Children, args: string[], timeoutMs: number): Promise<{ c
 }
 
 /** Starts `tern host serve` on a free port and waits for its address line. */
-async function startHost(children: Children, name: string): Promise<HostAddrs> {
-  const child = children.track(spawn(process.execPath, [CLI, 'host', 'serve', '--listen', '127.0.0.1:0', '--name', name, '--json'], { stdio: ['ignore', 'pipe', 'pipe'], env: withHugePages({ ...process.env, TERN_LOG: 'warn' }) }));
+async function startHost(children: Children, name: string, extra: string[] = []): Promise<HostAddrs> {
+  const child = children.track(spawn(process.execPath, [CLI, 'host', 'serve', '--listen', '127.0.0.1:0', '--name', name, '--json', ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env: withHugePages({ ...process.env, TERN_LOG: 'warn' }) }));
   let out = '';
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err = (err + d.toString()).slice(-4000)));
@@ -118,7 +118,7 @@ export async function migrateOnTern(o: MigrationOptions): Promise<TernMigrationR
   const children = new Children();
   const notes: string[] = [];
   try {
-    const [a, b] = await Promise.all([startHost(children, 'bench-a'), startHost(children, 'bench-b')]);
+    const [a, b] = await Promise.all([startHost(children, 'bench-a', o.ternHostArgs), startHost(children, 'bench-b', o.ternHostArgs)]);
     const started = await cli(children, ['vm', 'start', o.image, '--host', a.api, '--name', vm, '--mem', o.mem, '--append', o.append], 30_000);
     if (started.code !== 0) throw new Error(`tern vm start failed (exit ${started.code}): ${started.stderr.trim()}`);
 

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { parseHostPort } from '../host/address.js';
 import type { HostEvent } from '../host/api-types.js';
 import { Daemon, ListenError } from '../host/daemon.js';
+import { GuestRam } from '../machine/memory/ram.js';
 import { CliError, TernClient } from './client.js';
 import { examples, keyValues, printJson } from './output.js';
 import { formatBytes, parseDuration, parseSize } from './units.js';
@@ -15,6 +16,7 @@ interface ServeOpts {
   maxMem: string;
   maxIncoming: string;
   ramPool: string;
+  preallocRam?: string;
   warmThreads: string;
   warmUp: string;
   engineWarmUp: boolean;
@@ -44,6 +46,7 @@ export function registerHost(program: Command): void {
     .option('--max-mem <size>', 'budget for the RAM of all VMs on this host: 8G, 512M', '8G')
     .option('--max-incoming <n>', 'incoming migrations accepted at the same time', '4')
     .option('--ram-pool <size>', 'RAM of VMs that left, kept warm for the next VM of the same size (0: none); fresh RAM costs a kernel page fault per page (per 2 MiB on huge pages) on first write', '512M')
+    .option('--prealloc-ram <sizes>', "guest RAM to back at start, for incoming VMs (and VMs started here) of these sizes: one buffer per size, comma-separated (256M or 256M,1G); its pages are written in the background, so a migration into it takes no page faults (like QEMU's -mem-prealloc). Counts against --ram-pool, and holds that memory while no VM uses it")
     .option('--warm-threads <n>', "vCPU threads of VMs that left, kept for the next VM of the same image (0: none); a new thread runs a guest slowly for its first 100-200 ms while its code compiles", '2')
     .option('--warm-up <duration>', "how long an incoming VM's guest image runs on its standby vCPU thread during pre-copy, so the VM resumes on compiled code (0: never; only when no thread here ran that image)", '300ms')
     .option('--no-engine-warm-up', 'skip compiling the migration paths at start (a second or so of loopback migrations of a synthetic VM, so the first real migration runs as fast as later ones)')
@@ -59,19 +62,26 @@ ${examples([
   'tern host serve --listen 127.0.0.1:7001 --name a &',
   'tern host serve --listen 0.0.0.0:7002 --name b --migration-listen 0.0.0.0:9000 --max-mem 16G',
   'tern host serve --listen 127.0.0.1:0 --json      # any free ports; the line says which',
+  'tern host serve --listen 127.0.0.1:7002 --name b --prealloc-ram 256M   # its first 256 MiB VM lands in backed RAM',
 ])}`)
     .action(async (opts: ServeOpts) => {
       const listen = parseHostPort(opts.listen, '--listen', { allowZero: true });
       const migrationListen = opts.migrationListen !== undefined ? parseHostPort(opts.migrationListen, '--migration-listen', { allowZero: true, defaultHost: listen.host }) : undefined;
       const maxMemBytes = parseSize(opts.maxMem, '--max-mem', true);
       const ramPoolBytes = parseSize(opts.ramPool, '--ram-pool', false);
+      const preallocRam = opts.preallocRam === undefined ? [] : opts.preallocRam.split(',').map((t) => parseSize(t, '--prealloc-ram', true));
+      for (const size of preallocRam) {
+        if (!GuestRam.isValidSize(size)) throw new CliError(`--prealloc-ram: ${formatBytes(size)} is not a VM RAM size (a multiple of 4 KiB from 1 MiB to 2 GiB)`, 2);
+      }
+      const preallocTotal = preallocRam.reduce((a, b) => a + b, 0);
+      if (preallocTotal > ramPoolBytes) throw new CliError(`--prealloc-ram: ${formatBytes(preallocTotal)} does not fit --ram-pool ${formatBytes(ramPoolBytes)} (raise --ram-pool)`, 2);
       const warmThreads = Number(opts.warmThreads);
       if (!Number.isSafeInteger(warmThreads) || warmThreads < 0 || warmThreads > 64) throw new CliError(`--warm-threads: '${opts.warmThreads}' is not a whole number from 0 to 64`, 2);
       const warmUpMs = parseDuration(opts.warmUp, '--warm-up');
       const maxIncoming = Number(opts.maxIncoming);
       if (!Number.isSafeInteger(maxIncoming) || maxIncoming < 1) throw new CliError(`--max-incoming: '${opts.maxIncoming}' is not a positive whole number`, 2);
       if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(opts.name)) throw new CliError(`--name: '${opts.name}' is not a valid host name (letters, digits, '.', '_', '-')`, 2);
-      const daemon = new Daemon({ name: opts.name, listen, maxMemBytes, ramPoolBytes, warmThreads, warmUpMs, engineWarmUp: opts.engineWarmUp, spareThread: opts.spareThread, maxIncoming, ...(migrationListen !== undefined ? { migrationListen } : {}) });
+      const daemon = new Daemon({ name: opts.name, listen, maxMemBytes, ramPoolBytes, preallocRam, warmThreads, warmUpMs, engineWarmUp: opts.engineWarmUp, spareThread: opts.spareThread, maxIncoming, ...(migrationListen !== undefined ? { migrationListen } : {}) });
       let addrs;
       try {
         addrs = await daemon.start();

@@ -91,7 +91,7 @@ export interface HostInfo {
     /** RAM reserved for incoming migrations. */
     reservedBytes: number;
     freeBytes: number;
-    /** RAM of departed VMs kept warm for reuse (--ram-pool), outside the budget. */
+    /** RAM of departed VMs kept warm for reuse (--ram-pool) and buffers preallocated at start (--prealloc-ram) not yet taken; outside the budget. */
     pooledBytes: number;
   };
   /** vCPU threads of departed VMs kept for the next VM of the same image (--warm-threads). */

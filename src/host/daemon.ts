@@ -19,6 +19,8 @@ export interface DaemonOptions {
   readonly maxMemBytes: number;
   /** RAM of departed VMs kept for reuse (default 512 MiB; 0: none). */
   readonly ramPoolBytes?: number;
+  /** See HostOptions.preallocRam. */
+  readonly preallocRam?: readonly number[];
   /** vCPU threads of departed VMs kept for the next VM of the same image (default 2; 0: none). */
   readonly warmThreads?: number;
   /** See HostOptions.warmUpMs. */
@@ -64,7 +66,7 @@ export class Daemon {
   constructor(private readonly opts: DaemonOptions) {
     // 'hostName', not 'host': the engine logs peer addresses as host/port.
     this.log = opts.log ?? createLogger({ hostName: opts.name });
-    this.host = new Host({ name: opts.name, maxMemBytes: opts.maxMemBytes, ...(opts.ramPoolBytes !== undefined ? { ramPoolBytes: opts.ramPoolBytes } : {}), ...(opts.warmThreads !== undefined ? { warmThreads: opts.warmThreads } : {}), ...(opts.warmUpMs !== undefined ? { warmUpMs: opts.warmUpMs } : {}), log: this.log });
+    this.host = new Host({ name: opts.name, maxMemBytes: opts.maxMemBytes, ...(opts.ramPoolBytes !== undefined ? { ramPoolBytes: opts.ramPoolBytes } : {}), ...(opts.preallocRam !== undefined ? { preallocRam: opts.preallocRam } : {}), ...(opts.warmThreads !== undefined ? { warmThreads: opts.warmThreads } : {}), ...(opts.warmUpMs !== undefined ? { warmUpMs: opts.warmUpMs } : {}), log: this.log });
     this.migrations = new Migrations(this.host);
     this.incoming = new IncomingVms(this.host);
     this.api = new ManagementApi({

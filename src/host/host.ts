@@ -21,6 +21,12 @@ export interface HostOptions {
   readonly maxMemBytes: number;
   /** RAM of departed VMs kept warm for the next VM of the same size (0: none). Default 512 MiB. */
   readonly ramPoolBytes?: number;
+  /**
+   * Guest RAM sizes to preallocate into the pool at start, one buffer each (its pages written in
+   * the background, so the kernel backs them before a VM of that size arrives). Their sum must fit
+   * ramPoolBytes. Default none.
+   */
+  readonly preallocRam?: readonly number[];
   /** vCPU threads of departed VMs kept for the next VM of the same image (0: none). Default 2. */
   readonly warmThreads?: number;
   /**
@@ -102,9 +108,23 @@ export class Host {
     this.name = opts.name;
     this.maxMemBytes = opts.maxMemBytes;
     this.ramPool = new RamPool(opts.ramPoolBytes ?? DEFAULT_RAM_POOL_BYTES);
+    this.log = opts.log;
+    this.preallocate(opts.preallocRam ?? []);
     this.threads = new ThreadPool(opts.warmThreads ?? DEFAULT_WARM_THREADS);
     this.warmUpMs = opts.warmUpMs ?? DEFAULT_WARM_UP_MS;
-    this.log = opts.log;
+  }
+
+  /** Puts one new buffer per size into the RAM pool, backed in the background; logs when it is done. */
+  private preallocate(sizes: readonly number[]): void {
+    if (sizes.length === 0) return;
+    const bytes = sizes.reduce((a, b) => a + b, 0);
+    for (const size of sizes) {
+      if (!GuestRam.isValidSize(size)) throw new RamSizeError(size);
+      if (!this.ramPool.prealloc(size)) throw new RangeError(`cannot preallocate ${bytes} bytes of guest RAM: the RAM pool holds at most ${this.ramPool.capBytes} bytes`);
+    }
+    const started = performance.now();
+    this.log.info({ bytes, buffers: sizes.length }, 'preallocating guest RAM');
+    void this.ramPool.idle().then(() => this.log.info({ bytes, ms: Math.round(performance.now() - started) }, 'guest RAM preallocated'));
   }
 
   get shuttingDown(): boolean {

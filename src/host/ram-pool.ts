@@ -31,6 +31,7 @@ export class RamPool {
   private readonly buffers: Held[] = [];
   private held = 0;
   private scrubbing: NodeJS.Timeout | undefined;
+  private idleWaiters: (() => void)[] = [];
 
   /** `capBytes` 0 disables the pool. */
   constructor(readonly capBytes: number) {}
@@ -54,6 +55,25 @@ export class RamPool {
     this.scheduleScrub();
   }
 
+  /**
+   * Adds a new buffer of `bytes` for the next VM of that size, whose pages the scrubber writes in
+   * the background (a slice per turn of the event loop): writing a fresh page is what makes the
+   * kernel back it, so the VM that takes the buffer (an incoming migration, a VM started here)
+   * finds its RAM backed, like QEMU's -mem-prealloc. Returns false when it does not fit the cap
+   * beside what is held already (nothing is evicted for it).
+   */
+  prealloc(bytes: number): boolean {
+    if (bytes <= 0 || bytes % PAGE_SIZE !== 0 || this.held + bytes > this.capBytes) return false;
+    this.put(new SharedArrayBuffer(bytes));
+    return true;
+  }
+
+  /** Resolves when the scrubber has nothing left to do (every held buffer zeroed; preallocated ones backed). */
+  idle(): Promise<void> {
+    if (this.scrubbed) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
   /** A zeroed buffer of exactly `bytes`, or undefined when none is held. */
   take(bytes: number): SharedArrayBuffer | undefined {
     const i = this.buffers.findIndex((h) => h.buffer.byteLength === bytes);
@@ -74,7 +94,12 @@ export class RamPool {
     const step = (): void => {
       this.scrubbing = undefined;
       const h = this.buffers.find((b) => b.scrubbed * PAGE_SIZE < b.buffer.byteLength);
-      if (h === undefined) return;
+      if (h === undefined) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const w of waiters) w();
+        return;
+      }
       zeroFrom(h, SCRUB_SLICE_PAGES);
       this.scrubbing = setTimeout(step, 0);
       this.scrubbing.unref();

@@ -256,11 +256,26 @@ describe('host daemon API', { timeout: 180_000 }, () => {
     small.proc.kill('SIGTERM');
     assert.deepEqual(await small.exited, { code: 0, signal: null });
   });
+
+  test('--prealloc-ram holds a buffer in the RAM pool from the start; a VM of that size takes it', async () => {
+    const pre = await startDaemon('prealloc-host', ['--prealloc-ram', '32M,16M', '--ram-pool', '64M']);
+    assert.equal((await http(pre.api, 'GET', '/v1/host')).json<HostInfo>().memory.pooledBytes, 48 * MiB);
+    const image = readFileSync(VERIFY).toString('base64');
+    const made = await http(pre.api, 'POST', '/v1/vms', { name: 'p1', image, imageName: 'verify.elf', memBytes: 32 * MiB, bootArgs: 'region=1M pace=5ms' });
+    assert.equal(made.status, 201, made.text);
+    const info = (await http(pre.api, 'GET', '/v1/host')).json<HostInfo>();
+    assert.equal(info.memory.pooledBytes, 16 * MiB, 'the 32 MiB buffer went to the VM; the 16 MiB one stays');
+    assert.equal(info.memory.usedBytes, 32 * MiB);
+    assert.ok(await waitFor(async () => count((await http(pre.api, 'GET', '/v1/vms/p1/console')).text, 'B') >= 2, 20_000), 'the VM runs in preallocated RAM');
+    assert.doesNotMatch((await http(pre.api, 'GET', '/v1/vms/p1/console')).text, /X/);
+    pre.proc.kill('SIGTERM');
+    assert.deepEqual(await pre.exited, { code: 0, signal: null });
+  });
 });
 
 describe('CLI errors', { timeout: 60_000 }, () => {
   test('usage errors exit 2, unreachable hosts exit 1 with a clear message', async () => {
-    for (const args of [['vm', 'list', '--bogus'], ['vm', 'inspect'], ['vm', 'start', VERIFY, '--mem', 'lots'], ['vm', 'list', '--host', 'nohostport'], ['migrate', 'v1'], ['migrate', 'v1', '--to', '127.0.0.1:1', '--max-bandwidth', 'fast'], ['migrate', 'v1', '--to', '127.0.0.1:1', '--guest-clock', 'sometimes']]) {
+    for (const args of [['vm', 'list', '--bogus'], ['vm', 'inspect'], ['vm', 'start', VERIFY, '--mem', 'lots'], ['vm', 'list', '--host', 'nohostport'], ['migrate', 'v1'], ['migrate', 'v1', '--to', '127.0.0.1:1', '--max-bandwidth', 'fast'], ['migrate', 'v1', '--to', '127.0.0.1:1', '--guest-clock', 'sometimes'], ['host', 'serve', '--listen', '127.0.0.1:0', '--prealloc-ram', '1G'], ['host', 'serve', '--listen', '127.0.0.1:0', '--prealloc-ram', '256M,100K'], ['host', 'serve', '--listen', '127.0.0.1:0', '--prealloc-ram', 'big']]) {
       const r = await tern(args);
       assert.equal(r.code, 2, `tern ${args.join(' ')}: ${r.stderr}`);
       assert.ok(r.stderr.length > 0);

@@ -82,15 +82,18 @@ export class GuestRam {
     this.freeHints = new PageMarks(d.freeHints, this.pageCount);
   }
 
+  /** Whether a VM may have `bytes` of RAM: a multiple of 4 KiB from 1 MiB to just under 2 GiB. */
+  static isValidSize(bytes: number): boolean {
+    return Number.isInteger(bytes) && bytes >= MIN_RAM_BYTES && bytes <= MAX_RAM_BYTES && bytes % PAGE_SIZE === 0;
+  }
+
   /**
    * New guest RAM, all zero. `reuse` supplies the data buffer (already zeroed, exactly `bytes`
    * long) from RAM whose VM is gone: its pages are already backed, so writing them costs no
    * page faults. `trackWrites`: see `writesTracked`.
    */
   static allocate(bytes: number, reuse?: SharedArrayBuffer, trackWrites = false): GuestRam {
-    if (!Number.isInteger(bytes) || bytes < MIN_RAM_BYTES || bytes > MAX_RAM_BYTES || bytes % PAGE_SIZE !== 0) {
-      throw new RamSizeError(bytes);
-    }
+    if (!GuestRam.isValidSize(bytes)) throw new RamSizeError(bytes);
     if (reuse !== undefined && reuse.byteLength !== bytes) throw new RangeError(`reused RAM is ${reuse.byteLength} bytes, not ${bytes}`);
     const pages = bytes / PAGE_SIZE;
     const presence = new SharedArrayBuffer(pages);
