@@ -157,8 +157,8 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
     return this.vcpu.setDirtyLogging(on);
   }
 
-  pauseAndSave(): { paused: Promise<void>; state: Promise<Uint8Array> } {
-    const p = this.vcpu.pauseAndSave();
+  pauseAndSave(consoleFrom?: number): { paused: Promise<void>; state: Promise<Uint8Array> } {
+    const p = this.vcpu.pauseAndSave(consoleFrom);
     const paused = p.paused.then(() => this.freezeRelay());
     // The network section once the relay is frozen, the machine state whenever it comes.
     const state = Promise.all([p.state, paused]).then(([machine]) => encodeEnvelope(machine, this.network?.saveState()));
@@ -192,6 +192,10 @@ export class HostedVm extends EventEmitter<HostedVmEvents> implements Migratable
   userResume(): void {
     this.userPaused = false;
     this.vcpu.resume();
+  }
+
+  consoleSince(from: number): { end: number; bytes: Uint8Array } {
+    return this.vcpu.consoleSince(from);
   }
 
   /** The console history, at most what the machine itself keeps (and carries across migrations). */

@@ -1,7 +1,7 @@
 import type { GuestRam } from '../machine/memory/ram.js';
 import { Vcpu, type VcpuThread } from '../machine/vcpu/vcpu.js';
 import { DeviceConfigError, parseDeviceSpecs, type VirtioDeviceSpec } from '../machine/devices/virtio/device-spec.js';
-import { RefusedError, type DestinationHost, type IncomingVm, type PreparedVm, type Reservation } from '../migration/vm-port.js';
+import { RefusedError, type DestinationHost, type IncomingVm, type LoadOptions, type PreparedVm, type Reservation } from '../migration/vm-port.js';
 import type { JsonValue } from '../migration/wire/messages.js';
 import { HOST_DEVICE_KINDS, type Host, type MemoryClaim } from './host.js';
 import { decodeEnvelope } from './vm-envelope.js';
@@ -164,7 +164,10 @@ export class IncomingVms implements DestinationHost {
     (reservation as HostReservation).endWarmUp?.();
   }
 
-  async load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts: { readonly postcopy: boolean }): Promise<PreparedVm> {
+  /** load() joins the console history sent live to the state's (console-precopy). */
+  readonly joinsConsole = true;
+
+  async load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts: LoadOptions): Promise<PreparedVm> {
     const r = this.own(reservation);
     r.endWarmUp?.();
     const vcpu = await r.standby;
@@ -173,7 +176,7 @@ export class IncomingVms implements DestinationHost {
     try {
       const parts = decodeEnvelope(state);
       if (parts.network !== undefined) net = arrivedNetwork(parts.network);
-      await vcpu.restore(parts.machine);
+      await vcpu.restore(parts.machine, opts.console);
     } catch (e) {
       await vcpu.stop();
       throw e;

@@ -3,6 +3,22 @@ import { StateReader, StateWriter, type Stateful } from './state/codec.js';
 /** Bytes of console history kept with the VM; older output is dropped, and the count of dropped bytes kept. */
 export const CONSOLE_HISTORY_BYTES = 1 << 20;
 
+/** The last `n` bytes of `chunks` joined (all of them if they hold fewer), copied from the newest chunk back. */
+export function lastBytes(chunks: readonly Uint8Array[], n: number): Uint8Array {
+  let have = 0;
+  let i = chunks.length;
+  while (i > 0 && have < n) have += chunks[--i]!.length;
+  const out = new Uint8Array(Math.min(n, have));
+  let o = out.length;
+  for (let k = chunks.length - 1; k >= i && o > 0; k--) {
+    const c = chunks[k]!;
+    const m = Math.min(c.length, o);
+    out.set(c.subarray(c.length - m), o - m);
+    o -= m;
+  }
+  return out;
+}
+
 /**
  * Everything the guest printed on its console, kept with the machine so it travels across
  * migrations. A ring of the last CONSOLE_HISTORY_BYTES bytes.
@@ -41,9 +57,45 @@ export class ConsoleLog implements Stateful {
     return this.total - this.filled;
   }
 
+  /**
+   * The next saveState writes only the bytes from this position of the whole output on (the ones
+   * before it travelled already: migration's CONSOLE frames); 0 (the default) writes all that is
+   * retained. A state saved this way is an ordinary console state whose history starts later.
+   */
+  saveFrom = 0;
+
+  /** The retained bytes from `from` (a position in the whole output) on, a copy; all retained if `from` is older. */
+  since(from: number): Uint8Array {
+    const all = this.contents();
+    const skip = Math.min(all.length, Math.max(0, from - (this.total - this.filled)));
+    return skip === 0 ? all : all.slice(skip);
+  }
+
   saveState(w: StateWriter): void {
     w.f64(this.total);
-    w.bytes(this.contents());
+    w.bytes(this.saveFrom > 0 ? this.since(this.saveFrom) : this.contents());
+  }
+
+  /**
+   * Puts history that ended at `end` (bytes [end − prefix.length, end) of the whole output) in
+   * front of what this log retains, where the two meet or overlap: the history a migration sent
+   * live, joined to the tail the machine state carried. Where they do not meet (a gap, or the
+   * retained bytes already reach back as far), it changes nothing. The newest
+   * CONSOLE_HISTORY_BYTES are kept. Returns whether it joined.
+   */
+  join(end: number, prefix: Uint8Array): boolean {
+    const base = this.total - this.filled;
+    const start = end - prefix.length;
+    if (base > end || base <= start || this.filled >= CONSOLE_HISTORY_BYTES) return false;
+    const head = prefix.subarray(0, base - start);
+    const tail = this.contents();
+    const keep = Math.min(CONSOLE_HISTORY_BYTES, head.length + tail.length);
+    const fromHead = keep - tail.length;
+    this.ring.set(head.subarray(head.length - fromHead), 0);
+    this.ring.set(tail, fromHead);
+    this.filled = keep;
+    this.head = keep % CONSOLE_HISTORY_BYTES;
+    return true;
   }
 
   restoreState(r: StateReader): void {

@@ -184,8 +184,14 @@ export class Machine {
     return this.parts;
   }
 
-  saveState(): Uint8Array {
-    return encodeSnapshot(this.parts);
+  /** `consoleFrom`: the console section carries only the output from that position on (ConsoleLog.saveFrom). */
+  saveState(consoleFrom = 0): Uint8Array {
+    this.console.saveFrom = consoleFrom;
+    try {
+      return encodeSnapshot(this.parts);
+    } finally {
+      this.console.saveFrom = 0;
+    }
   }
 
   /** Restores into this (fresh) machine; on error the machine must be discarded. */

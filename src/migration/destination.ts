@@ -17,6 +17,7 @@ import { algorithmGranted, grantedEncodings } from './encoding/negotiate.js';
 import { compressorForCode } from './encoding/compress.js';
 import { xbzrleDecode } from './encoding/xbzrle.js';
 import { adoptForUserReads, type UserReads } from './user-reads.js';
+import { ReceivedConsole } from './console-history.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type PreparedVm, type Reservation } from './vm-port.js';
 import {
   Capability,
@@ -48,6 +49,7 @@ import {
   frameTypeName,
   decodeImage,
   decodeWarmTraffic,
+  decodeConsole,
   isZeroId,
   randomId,
   sha256,
@@ -328,6 +330,8 @@ class IncomingSession implements UserReads {
   private verify = false;
   private imageSeen = false;
   private trafficSeen = false;
+  /** console-precopy: the history received in CONSOLE frames, for load(). */
+  private readonly console = new ReceivedConsole();
   private granted = 0;
   /** When the source paused the VM, on this host's CLOCK_MONOTONIC (µs), from PAUSED_AT. */
   private pausedSinceUs: number | undefined;
@@ -584,6 +588,9 @@ class IncomingSession implements UserReads {
       case FrameType.WarmTraffic:
         this.onWarmTraffic(f);
         return;
+      case FrameType.Console:
+        this.onConsole(f);
+        return;
       default:
         throw violation(`${frameTypeName(f.type)} is not part of a pre-copy migration`, frameTypeName(f.type));
     }
@@ -634,6 +641,8 @@ class IncomingSession implements UserReads {
       // ...and client traffic to replay to it, if it takes that too.
       if (this.host.warmTraffic !== undefined && (this.granted & Capability.WarmImage) !== 0) this.granted |= h.capabilities & Capability.WarmTraffic;
     }
+    // Console history sent live, if this host joins it to the state's: pre-copy only (post-copy loads elsewhere).
+    if (h.mode === 'precopy' && this.host.joinsConsole === true) this.granted |= h.capabilities & Capability.ConsolePrecopy;
     if (h.streamCount > 1) {
       this.granted |= Capability.MultiStream;
       this.streamCount = h.streamCount;
@@ -667,6 +676,15 @@ class IncomingSession implements UserReads {
     this.trafficSeen = true;
     const m = decodeWarmTraffic(f.payload);
     this.host.warmTraffic?.(this.vm!, this.reservation!, m.samples);
+  }
+
+  /** CONSOLE: any number, before STATE, only when granted; each continues the history so far. */
+  private onConsole(f: Frame): void {
+    if ((this.granted & Capability.ConsolePrecopy) === 0 || this.owner !== undefined) throw violation('CONSOLE without the console-precopy capability, or on a data stream', 'CONSOLE');
+    if (this.state !== undefined) throw violation('CONSOLE after STATE', 'CONSOLE');
+    const m = decodeConsole(f.payload);
+    const why = this.console.add(m.end, m.bytes);
+    if (why !== undefined) throw violation(why, 'CONSOLE');
   }
 
   // ---- parallel streams (migration-protocol.md §5.5) --------------------------------------------
@@ -938,7 +956,8 @@ class IncomingSession implements UserReads {
     let prepared: PreparedVm;
     this.loading = true;
     try {
-      prepared = await this.host.load(vm, this.reservation!, this.state!, { postcopy: false });
+      const history = this.console.history();
+      prepared = await this.host.load(vm, this.reservation!, this.state!, { postcopy: false, ...(history !== undefined ? { console: history } : {}) });
     } catch (e) {
       this.loading = false;
       if (this.phase === 'done') void this.cleanup();

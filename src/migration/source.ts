@@ -49,6 +49,7 @@ import {
   encodeHello,
   encodeImage,
   encodeWarmTraffic,
+  encodeConsole,
   MAX_WARM_SAMPLES,
   MAX_WARM_SAMPLE_BYTES,
   type TrafficSample,
@@ -263,6 +264,10 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
   private resumedAtGranted = false;
   /** The destination takes PAUSED_AT (guest clock 'continuous'). */
   private pausedAtGranted = false;
+  /** console-precopy granted: CONSOLE frames go live and the state saved at the pause leaves their bytes out. */
+  private consoleGranted = false;
+  /** Where the console history sent so far ends in the guest's output; -1: none sent. */
+  private consoleSent = -1;
   /** The destination takes PAGE_RUN frames (pre-copy over one stream). */
   private pageRunsGranted = false;
   /** CLOCK_MONOTONIC (µs) when the vCPU thread stopped the guest clock for the pause: where a counted pause begins. */
@@ -419,6 +424,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.balloonPagesGranted = (m.capabilities & Capability.BalloonPages) !== 0;
     this.resumedAtGranted = (m.capabilities & Capability.ResumedAt) !== 0;
     this.pausedAtGranted = (m.capabilities & Capability.PausedAt) !== 0;
+    this.consoleGranted = (m.capabilities & Capability.ConsolePrecopy) !== 0 && this.vm.consoleSince !== undefined;
     this.log.info({ session: formatId(m.sessionId), zeroPages: this.zeroGranted }, 'migration: destination accepted, RAM reserved there');
     // Before any page: the destination starts running the guest's code on its standby thread.
     const image = this.warmUpImage();
@@ -443,6 +449,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       await this.streams.open();
       this.log.info({ streams: n }, 'migration: data streams joined');
     }
+    // The console history so far: only what is printed after the last CONSOLE is left for the state.
+    this.sendConsole();
     // The first RTT sample. The destination holds its PONGs until its standby can load a state,
     // which on a first visit is after the guest-image warm-up (the setup time then includes it).
     await this.guard(this.pingAndWait());
@@ -530,7 +538,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         | (this.warmUpImage() !== undefined && mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WarmImage | Capability.WarmTraffic : 0)
         | Capability.ResumedAt
         | (this.guestClock === 'continuous' ? Capability.PausedAt : 0)
-        | (mode === 'precopy' && streamCount === 1 && this.opts.pageRuns !== false ? Capability.PageRuns : 0),
+        | (mode === 'precopy' && streamCount === 1 && this.opts.pageRuns !== false ? Capability.PageRuns : 0)
+        | (mode === 'precopy' && vm.consoleSince !== undefined && vm.pauseAndSave !== undefined ? Capability.ConsolePrecopy : 0),
       streamIndex: 0,
       streamCount,
       sessionId,
@@ -623,6 +632,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       if (!xbzrle && round >= 2) this.deltaProbe?.snapshot(ram, list);
       const tally = await this.sendRoundAll(list, round, !(xbzrle && round >= 2), limit);
       if (round === 1) this.hintRun?.stop(); // as QEMU: hints serve the bulk round only
+      this.sendConsole();
       const durationMs = Math.max(performance.now() - started, 0.001);
       const dirtyPages = ram.dirty.count();
       const dirtyRate = (dirtyPages * PAGE_SIZE * 1000) / Math.max(performance.now() - dirtySince, 0.001);
@@ -868,6 +878,18 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.failWaiters.clear();
   }
 
+  /**
+   * CONSOLE (console-precopy): the console history printed since the last one (all the host holds,
+   * the first time). Nothing when there is nothing new.
+   */
+  private sendConsole(): void {
+    if (!this.consoleGranted) return;
+    const h = this.vm.consoleSince!(Math.max(0, this.consoleSent));
+    if (h.end <= this.consoleSent) return;
+    this.write(encodeConsole(h));
+    this.consoleSent = h.end;
+  }
+
   /** Stop-and-copy's start (both designs): pause the vCPU, then let its thread save the state. */
   private async pauseAndSave(): Promise<{ saving: Promise<Uint8Array> }> {
     this.stage = 'stop-and-copy';
@@ -875,7 +897,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     this.emitProgress();
     this.pausedAt = performance.now();
     this.pausedMonoUs = monotonicUs();
-    const both = this.vm.pauseAndSave?.();
+    const both = this.vm.pauseAndSave?.(this.consoleGranted && this.consoleSent >= 0 ? this.consoleSent : undefined);
     this.pausing = both !== undefined ? both.paused : this.vm.pause();
     this.pausing.catch(noop);
     both?.state.catch(noop);
@@ -911,6 +933,7 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
     // The state is saved by the vCPU thread while this thread sends the last pages.
     // With each page, the blocks written since the last sync: XBZRLE compares only those.
     const blocks = this.encodings?.xbzrle !== undefined ? new Uint8Array(ram.pageCount) : undefined;
+    this.sendConsole(); // what was printed since the last round: the state then carries only the last moment's
     const { saving } = await this.pauseAndSave();
     const list = this.skips.laterRound(ram.dirty.sync(undefined, blocks));
     const round = ++this.round;

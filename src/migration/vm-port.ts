@@ -39,7 +39,13 @@ export interface MigratableVm extends VmIdentity {
    * pause() and saveState() at once, if the VM can do better than one after the other (the
    * state is saved as soon as the vCPU stops). `state` rejects if the pause did not happen.
    */
-  pauseAndSave?(): { paused: Promise<void>; state: Promise<Uint8Array> };
+  pauseAndSave?(consoleFrom?: number): { paused: Promise<void>; state: Promise<Uint8Array> };
+  /**
+   * The console history from position `from` of the guest's whole output on (what the host
+   * holds of it, at most 1 MiB), and the position where it ends: sent live (CONSOLE frames), so
+   * that pauseAndSave(consoleFrom) leaves what was sent out of the state saved in the downtime.
+   */
+  consoleSince?(from: number): { end: number; bytes: Uint8Array };
   /** Its virtio-balloon device, if it has one: free page hinting at migration start. */
   readonly balloon?: BalloonHostPort;
   /** A stream to a guest vsock port (the migration-assist channel); undefined without a vsock device. */
@@ -61,6 +67,17 @@ export interface GuestChannel {
   close(): Promise<void>;
   /** Resets the connection now. */
   destroy(): void;
+}
+
+/** How DestinationHost.load loads a state. */
+export interface LoadOptions {
+  /** Post-copy: pages not yet received are absent and fetched on demand once it runs. */
+  readonly postcopy: boolean;
+  /**
+   * Console history received live (CONSOLE frames; bytes [end − length, end) of the guest's
+   * output), to put in front of the shorter history the state carries (ConsoleLog.join).
+   */
+  readonly console?: { readonly end: number; readonly bytes: Uint8Array };
 }
 
 /** What a destination host offers an incoming migration. */
@@ -112,7 +129,9 @@ export interface DestinationHost {
    * Throws if the state is refused. `postcopy`: pages not yet received are absent in the
    * presence map and fetched on demand once it runs.
    */
-  load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts: { readonly postcopy: boolean }): Promise<PreparedVm>;
+  load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts: LoadOptions): Promise<PreparedVm>;
+  /** Whether load() joins `opts.console` to the state's console history: only then is console-precopy granted. */
+  readonly joinsConsole?: boolean;
   /** The migration failed before a VM was loaded: drop the reserved RAM. */
   release(vm: IncomingVm, reservation: Reservation): void;
   /**

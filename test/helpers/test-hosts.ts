@@ -8,7 +8,7 @@ import { Vcpu } from '../../src/machine/vcpu/vcpu.js';
 import { MigrationServer, type MigrationServerOptions } from '../../src/migration/destination.js';
 import type { MigrationReport } from '../../src/migration/report.js';
 import { OutgoingMigration, type MigrateOptions } from '../../src/migration/source.js';
-import { RefusedError, type DestinationHost, type IncomingVm, type MigratableVm, type PreparedVm, type Reservation } from '../../src/migration/vm-port.js';
+import { RefusedError, type DestinationHost, type IncomingVm, type LoadOptions, type MigratableVm, type PreparedVm, type Reservation } from '../../src/migration/vm-port.js';
 import { FrameReader, type Frame, type MachineConfig, type TrafficSample } from '../../src/migration/wire/index.js';
 import { imageBytes, text } from './images.js';
 
@@ -227,8 +227,14 @@ export class NullDestinationHost implements DestinationHost {
     return r;
   }
 
-  async load(_vm: IncomingVm, reservation: Reservation, state: Uint8Array): Promise<PreparedVm> {
+  /** console-precopy is granted: load() is given the history sent live, recorded here. */
+  readonly joinsConsole = true;
+  /** The console history each load() was given (copied), or undefined where none came. */
+  readonly consoles: ({ end: number; bytes: Uint8Array } | undefined)[] = [];
+
+  async load(_vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts?: LoadOptions): Promise<PreparedVm> {
     if (state.length < 4) throw new Error('state too short');
+    this.consoles.push(opts?.console !== undefined ? { end: opts.console.end, bytes: new Uint8Array(opts.console.bytes) } : undefined);
     await Promise.resolve();
     let done = false;
     return {

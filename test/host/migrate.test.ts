@@ -8,6 +8,7 @@ import { imagePath } from '../helpers/images.js';
 import { HAS_ENGINE, count, http, killAll, sleep, startDaemon, tern, ternBackground, ternJson, waitFor, type Daemon } from './helpers.js';
 
 const VERIFY = imagePath('verify');
+const MUNCH = imagePath('munch');
 const skip = HAS_ENGINE ? false : 'this build has no migration engine (src/migration/source.ts, destination.ts)';
 
 after(() => killAll());
@@ -213,6 +214,27 @@ describe('live migration between two daemons', { skip, timeout: 600_000 }, () =>
     const rec = (await http(a.api, 'GET', `/v1/migrations/${r.value.id}`)).json<MigrationInfo>();
     assert.equal(rec.status, 'failed');
     assert.equal((await tern(['vm', 'stop', 'k1', '--host', a.api])).code, 0);
+  });
+
+  test('console history travels live (console-precopy): the state saved in the downtime carries only its tail, and the history stays whole', { timeout: 120_000 }, async () => {
+    // munch reporting every millisecond of guest time: tens of KiB of console a second.
+    const start = await tern(['vm', 'start', MUNCH, '--host', a.api, '--name', 'ch1', '--mem', '32M', '--append', 'wws=1M rate=1M rss=1M report=1ms rsscheck=64K']);
+    assert.equal(start.code, 0, start.stderr);
+    assert.ok(await waitFor(async () => (await consoleOf(a, 'ch1')).length > 100_000, 60_000, 200), 'over 100 KB of console');
+    let from = a;
+    let to = b;
+    for (let i = 0; i < 2; i++) {
+      const before = await consoleOf(from, 'ch1');
+      const r = await ternJson<MigrationReport>(['migrate', 'ch1', '--from', from.api, '--to', to.api], 60_000);
+      assert.equal(r.code, 0, `${r.stderr} ${JSON.stringify(r.value.error)}`);
+      assert.equal(r.value.status, 'completed');
+      assert.ok(r.value.stateBytes < before.length / 4, `move ${i + 1}: ${r.value.stateBytes} bytes of state for ${before.length} bytes of console history`);
+      const arrived = await consoleOf(to, 'ch1');
+      assert.ok(arrived.startsWith(before), `move ${i + 1}: the history is whole (${before.length} bytes before, ${arrived.length} after)`);
+      assert.doesNotMatch(arrived, /BAD/);
+      [from, to] = [to, from];
+    }
+    assert.equal((await tern(['vm', 'stop', 'ch1', '--host', from.api])).code, 0);
   });
 
   test('console --follow follows the VM to its new host without repeating or losing output', { timeout: 120_000 }, async () => {

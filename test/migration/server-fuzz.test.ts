@@ -20,6 +20,7 @@ import {
   encodeHello,
   encodeImage,
   encodeWarmTraffic,
+  encodeConsole,
   encodePausedAt,
   encodeRoundEnd,
   encodeState,
@@ -34,6 +35,9 @@ import { cat, prng, randInt } from './wire/helpers.js';
 const IMAGE = Uint8Array.from({ length: 5000 }, (_, i) => (i * 7 + 3) & 0xff);
 const IMAGE_DIGEST = 'sha256:' + createHash('sha256').update(IMAGE).digest('hex');
 const SAMPLES = [{ vmPort: 6379, bytes: new TextEncoder().encode('*1\r\n$4\r\nPING\r\n') }, { vmPort: 7777, bytes: new Uint8Array(0) }];
+/** fakeVm's console history: bytes [HISTORY_END − HISTORY.length, HISTORY_END) of its output (the start was dropped). */
+const HISTORY = new TextEncoder().encode(Array.from({ length: 200 }, (_, i) => `console line ${i}\n`).join(''));
+const HISTORY_END = HISTORY.length + 777;
 
 /** A small VM that never changes: 1 MiB of RAM, a few pages of pattern, the rest zero. */
 function fakeVm(name = 'fuzz-vm'): MigratableVm {
@@ -54,6 +58,8 @@ function fakeVm(name = 'fuzz-vm'): MigratableVm {
       if (on) ram.dirty.clear();
     },
     saveState: async () => state,
+    pauseAndSave: () => ({ paused: Promise.resolve(), state: Promise.resolve(state) }),
+    consoleSince: (from) => ({ end: HISTORY_END, bytes: HISTORY.subarray(Math.max(0, from - (HISTORY_END - HISTORY.length))) }),
   };
 }
 
@@ -173,10 +179,11 @@ test('thousands of mutated and truncated migration streams: the server survives,
   try {
     const stream = await recordSourceStream(port);
     const starts = frameStarts(stream);
-    assert.ok(starts.length >= 8, 'HELLO, IMAGE, WARM_TRAFFIC, PAGES, ROUND_END..., STATE, PING, COMPLETE');
+    assert.ok(starts.length >= 9, 'HELLO, IMAGE, WARM_TRAFFIC, CONSOLE, PAGES, ROUND_END..., STATE, PING, COMPLETE');
     assert.equal(host.warmImages.length, 1, 'the recorded migration carried the image');
     assert.deepEqual(host.warmImages[0], IMAGE);
     assert.deepEqual(host.warmTraffics, [SAMPLES], 'and the traffic samples');
+    assert.deepEqual(host.consoles, [{ end: HISTORY_END, bytes: HISTORY }], 'and the console history (CONSOLE), given to load()');
     await checkClean(server, host);
     const activationsBefore = host.activations;
 
@@ -327,6 +334,19 @@ test('hostile streams get a clear answer: a page beyond RAM, a non-tern peer, a 
     const backwards = pausedAt.slice();
     backwards[8 + 16 + 2] = 0xff; // pausedUs (little-endian) now beyond sentUs
     await imageAbort(cat(withClock, round1, backwards), /sentUs 2000 is before pausedUs/);
+
+    // CONSOLE (protocol 1.7): only with console-precopy, before STATE, each continuing the history so far.
+    const withConsole = encodeHello({
+      version: PROTOCOL_VERSION, vmId: vm.uuid, vmName: 'hostile', ramBytes: 1 * MiB, pageSize: 4096, config: vm.config,
+      mode: 'precopy', capabilities: Capability.ZeroPages | Capability.ConsolePrecopy, streamIndex: 0, streamCount: 1, sessionId: new Uint8Array(16),
+    });
+    const consoleFrame = encodeConsole({ end: 100, bytes: HISTORY.subarray(0, 60) });
+    await imageAbort(cat(hello, consoleFrame), /CONSOLE without the console-precopy capability/);
+    await imageAbort(cat(withConsole, consoleFrame, encodeConsole({ end: 120, bytes: HISTORY.subarray(0, 30) })), /CONSOLE history \[90, 120\) goes back before the end of the history received \(100\)/);
+    await imageAbort(cat(withConsole, round1, encodeState({ state: Uint8Array.of(1, 2, 3) }), consoleFrame), /CONSOLE after STATE/);
+    const early = consoleFrame.slice();
+    early[8] = 10; // end 10, before the start of its 60 bytes
+    await imageAbort(cat(withConsole, early), /end 10 is before the start of 60 bytes/);
 
     // A round that lies about its page count.
     frames = await exchange(port, cat(hello, ok, encodeRoundEnd({ round: 1, pagesSent: 5, pagesDirtied: 0, durationUs: 1, bytes: 1 })), rand);

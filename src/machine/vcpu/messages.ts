@@ -29,10 +29,12 @@ export type ToVcpu =
   | { readonly type: 'resume' }
   | { readonly type: 'step'; readonly id: number; readonly count: number }
   /** pausing: sent with a pause (Vcpu.pauseAndSave): stop at the boundary the handler runs at if not yet stopped. */
-  | { readonly type: 'save'; readonly id: number; readonly pausing?: boolean }
+  /** `consoleFrom`: the state's console section starts at this position of the output (Machine.saveState). */
+  | { readonly type: 'save'; readonly id: number; readonly pausing?: boolean; readonly consoleFrom?: number }
   | { readonly type: 'input'; readonly data: Uint8Array }
   | { readonly type: 'stats'; readonly id: number }
-  | { readonly type: 'restore'; readonly id: number; readonly state: Uint8Array }
+  /** `console`: history sent ahead of the state (migration's CONSOLE frames), joined in front of the state's (ConsoleLog.join). */
+  | { readonly type: 'restore'; readonly id: number; readonly state: Uint8Array; readonly console?: { readonly end: number; readonly bytes: Uint8Array } }
   /** Post an event on the vsock event queue (VsockHostPort.postEvent). */
   | { readonly type: 'vsock-event'; readonly id: number }
   /** Drop the machine (paused or stopped) and keep the thread for another one ('retired'). */
@@ -54,7 +56,7 @@ export type FromVcpu =
   | { readonly type: 'exit'; readonly code: number }
   | { readonly type: 'stepped'; readonly id: number; readonly executed: number }
   | { readonly type: 'saved'; readonly id: number; readonly state: Uint8Array }
-  | { readonly type: 'restored'; readonly id: number; readonly console: Uint8Array }
+  | { readonly type: 'restored'; readonly id: number; readonly console: Uint8Array; readonly consoleTotal: number }
   | { readonly type: 'stats'; readonly id: number; readonly stats: VcpuStats }
   | { readonly type: 'failed'; readonly id: number; readonly message: string }
   | { readonly type: 'crash'; readonly message: string; readonly stack: string }

@@ -4,7 +4,11 @@ import { BalloonHost, type BalloonHostPort } from '../devices/virtio/balloon-hos
 import type { VirtioDeviceSpec } from '../devices/virtio/device-spec.js';
 import { VsockHost, type VsockHostPort } from '../devices/virtio/vsock-host-port.js';
 import { allocateVsockRings, type VsockRings } from '../devices/virtio/vsock.js';
+import { CONSOLE_HISTORY_BYTES, lastBytes } from '../console-log.js';
 import { GuestRam } from '../memory/ram.js';
+
+/** The console mirror is folded into one chunk when it has this many (consoleHistory). */
+const CONSOLE_FOLD_CHUNKS = 1024;
 import { CLOCK_WRAP_US, Sig, ring, wrappedAgeUs } from '../memory/signals.js';
 import { monotonicUs } from '../../util/host-clock.js';
 import { VcpuCommand, VcpuState, vcpuStateName } from './control.js';
@@ -141,6 +145,8 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
   private dirtyEpoch = 0;
   /** Console history as of start plus everything printed since (the host's mirror). */
   private consoleChunks: Uint8Array[] = [];
+  /** Where the mirror ends in the guest's whole output (the machine's ConsoleLog.total, as far as this thread has heard). */
+  private consoleEnd = 0;
 
   private constructor(opts: VcpuOptions, worker: Worker, rings: VsockRings | undefined, reused: boolean) {
     super();
@@ -193,6 +199,7 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
       const onFirst = (m: FromVcpu): void => {
         if (m.type === 'ready') {
           vcpu.consoleChunks.push(m.console);
+          vcpu.consoleEnd = m.consoleTotal;
           worker.off('message', onFirst);
           worker.off('error', onError);
           worker.on('message', vcpu.onWorkerMessage);
@@ -225,6 +232,9 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
     switch (m.type) {
       case 'console':
         this.consoleChunks.push(m.data);
+        this.consoleEnd += m.data.length;
+        // Folded now and then into one chunk of at most what the machine keeps: the mirror stays bounded.
+        if (this.consoleChunks.length >= CONSOLE_FOLD_CHUNKS) this.consoleHistory();
         this.emit('console', m.data);
         break;
       case 'exit':
@@ -345,10 +355,10 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
    * pause() sets it again), so a worker that reads the request between slices sees the pause
    * asked for and stops there.
    */
-  pauseAndSave(): { paused: Promise<void>; state: Promise<Uint8Array> } {
+  pauseAndSave(consoleFrom?: number): { paused: Promise<void>; state: Promise<Uint8Array> } {
     Atomics.store(this.sig, Sig.Command, VcpuCommand.Pause);
     ring(this.sig);
-    const state = this.request((id) => ({ type: 'save', id, pausing: true })).then((m) => {
+    const state = this.request((id) => ({ type: 'save', id, pausing: true, ...(consoleFrom !== undefined ? { consoleFrom } : {}) })).then((m) => {
       if (m.type !== 'saved') throw new VcpuError('unexpected reply to save', this.name);
       return m.state;
     });
@@ -367,10 +377,11 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
    * Throws a VcpuError if the state is refused; the thread may then hold a half-loaded machine and
    * must be stopped.
    */
-  async restore(state: Uint8Array): Promise<void> {
-    const m = await this.request((id) => ({ type: 'restore', id, state }));
+  async restore(state: Uint8Array, console?: { readonly end: number; readonly bytes: Uint8Array }): Promise<void> {
+    const m = await this.request((id) => ({ type: 'restore', id, state, ...(console !== undefined ? { console } : {}) }));
     if (m.type !== 'restored') throw new VcpuError('unexpected reply to restore', this.name);
     this.consoleChunks = [m.console];
+    this.consoleEnd = m.consoleTotal;
   }
 
   async stats(): Promise<VcpuStats> {
@@ -412,8 +423,17 @@ export class Vcpu extends EventEmitter<VcpuEvents> {
       out.set(c, o);
       o += c.length;
     }
-    if (this.consoleChunks.length > 64) this.consoleChunks = [out];
+    if (this.consoleChunks.length > 64) this.consoleChunks = [out.length > CONSOLE_HISTORY_BYTES ? out.slice(out.length - CONSOLE_HISTORY_BYTES) : out];
     return out;
+  }
+
+  /**
+   * The console history this thread has heard of from position `from` of the guest's whole output
+   * on (from the oldest it holds, if `from` is older), and the position where it ends.
+   */
+  consoleSince(from: number): { end: number; bytes: Uint8Array } {
+    const want = Math.min(CONSOLE_HISTORY_BYTES, Math.max(0, this.consoleEnd - from));
+    return { end: this.consoleEnd, bytes: lastBytes(this.consoleChunks, want) };
   }
 
   /** Waits for the next absent-page access the vCPU reports (post-copy network fault). */

@@ -419,7 +419,7 @@ port.on('message', (m: ToVcpu) => {
           post({ type: 'failed', id: m.id, message: 'the machine state can only be saved while the vCPU is paused' });
           break;
         }
-        const state = machine.saveState();
+        const state = machine.saveState(m.consoleFrom);
         post({ type: 'saved', id: m.id, state }, [state.buffer as ArrayBuffer]);
         break;
       }
@@ -429,8 +429,10 @@ port.on('message', (m: ToVcpu) => {
           break;
         }
         machine.restoreState(m.state);
+        if (m.console !== undefined) machine.console.join(m.console.end, m.console.bytes);
         standby = false;
-        post({ type: 'restored', id: m.id, console: machine.console.contents() });
+        const history = machine.console.contents();
+        post({ type: 'restored', id: m.id, console: history, consoleTotal: machine.console.total }, [history.buffer as ArrayBuffer]);
         awaitResume();
         break;
       }

@@ -38,6 +38,7 @@ import { decodePostcopyStats, encodePostcopyStats } from './postcopy-stats.js';
 import { decodeImage, encodeImage } from './image.js';
 import { decodePageRun, encodePageRun } from './page-run.js';
 import { decodeWarmTraffic, encodeWarmTraffic } from './warm-traffic.js';
+import { decodeConsole, encodeConsole } from './console.js';
 
 export interface DecodeOptions {
   /** Guest RAM pages, when known: PAGES entries beyond it are refused. */
@@ -73,6 +74,7 @@ export function decodeMessage(frame: Frame, options: DecodeOptions = {}): Messag
     case FrameType.Image: return decodeImage(p);
     case FrameType.PageRun: return decodePageRun(p, options.ramPages);
     case FrameType.WarmTraffic: return decodeWarmTraffic(p);
+    case FrameType.Console: return decodeConsole(p);
     case FrameType.PageRequest: return decodePageRequest(p);
     case FrameType.Resume: return decodeResume(p);
     case FrameType.Ping: return decodePing(p);
@@ -103,6 +105,7 @@ export function encodeMessage(m: Message): Uint8Array {
     case FrameType.Image: return encodeImage(m);
     case FrameType.PageRun: return encodePageRun(m);
     case FrameType.WarmTraffic: return encodeWarmTraffic(m);
+    case FrameType.Console: return encodeConsole(m);
     case FrameType.PageRequest: return encodePageRequest(m);
     case FrameType.Resume: return encodeResume(m);
     case FrameType.Ping: return encodePing(m);

@@ -10,9 +10,10 @@ export const PROTOCOL_MAJOR = 1;
  * 1.3 added RESUMED_AT (0x24) and the resumed-at capability bit;
  * 1.4 added PAUSED_AT (0x25) and the paused-at capability bit;
  * 1.5 added PAGE_RUN (0x16) and the page-runs capability bit;
- * 1.6 added WARM_TRAFFIC (0x17) and the warm-traffic capability bit.
+ * 1.6 added WARM_TRAFFIC (0x17) and the warm-traffic capability bit;
+ * 1.7 added CONSOLE (0x18) and the console-precopy capability bit.
  */
-export const PROTOCOL_MINOR = 6;
+export const PROTOCOL_MINOR = 7;
 
 export interface ProtocolVersion {
   readonly major: number;
@@ -46,6 +47,8 @@ export const enum FrameType {
   PageRun = 0x16,
   /** Since 1.6 (warm-traffic): the first bytes clients sent to the VM's ports, for the destination's warm-up. */
   WarmTraffic = 0x17,
+  /** Since 1.7 (console-precopy): console history sent live, so the state in the downtime carries only its tail. */
+  Console = 0x18,
   Complete = 0x20,
   Committed = 0x21,
   Activated = 0x22,
@@ -122,6 +125,13 @@ export const enum Capability {
    * to the throwaway boot of the image so the guest's request paths run compiled at the resume.
    */
   WarmTraffic = 1 << 12,
+  /**
+   * Since 1.7: the source sends the VM's console history live in CONSOLE frames (all of it
+   * first, then what was printed since, after each round), and the machine state it saves at the
+   * pause carries only what was printed after the last of them; the destination joins the two.
+   * Up to 1 MiB of history no longer travels inside the downtime.
+   */
+  ConsolePrecopy = 1 << 13,
 }
 
 export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
@@ -138,10 +148,11 @@ export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
   [Capability.PausedAt, 'paused-at'],
   [Capability.PageRuns, 'page-runs'],
   [Capability.WarmTraffic, 'warm-traffic'],
+  [Capability.ConsolePrecopy, 'console-precopy'],
 ];
 
 /** Capability bits this version defines. */
-export const KNOWN_CAPABILITIES = 0x1fff;
+export const KNOWN_CAPABILITIES = 0x3fff;
 
 export const FRAME_HEADER_BYTES = 8;
 /** The page size of protocol 1.x; a raw PAGES entry carries exactly this many bytes. */
@@ -191,6 +202,10 @@ export const WARM_SAMPLE_FIXED_BYTES = 6;
 export const MAX_WARM_SAMPLES = 16;
 /** Bytes of one sample at most: the start of a connection's client→VM stream. */
 export const MAX_WARM_SAMPLE_BYTES = 512;
+/** CONSOLE: end u64, then the bytes. */
+export const CONSOLE_FIXED_BYTES = 8;
+/** Console history in one CONSOLE frame at most: what a machine keeps (machine/console-log.ts). */
+export const MAX_CONSOLE_BYTES = 1024 * 1024;
 
 /** Worst-case entry: page u32 + encoding u8 + length u32 + a page of bytes. */
 export const MAX_PAGE_ENTRY_BYTES = 4 + 1 + 4 + MAX_ENCODED_PAGE_BYTES;
@@ -213,6 +228,7 @@ const NAMES: { [t: number]: string } = {
   [FrameType.Image]: 'IMAGE',
   [FrameType.PageRun]: 'PAGE_RUN',
   [FrameType.WarmTraffic]: 'WARM_TRAFFIC',
+  [FrameType.Console]: 'CONSOLE',
   [FrameType.Complete]: 'COMPLETE',
   [FrameType.Committed]: 'COMMITTED',
   [FrameType.Activated]: 'ACTIVATED',
@@ -239,6 +255,7 @@ const MAX_PAYLOAD: { [t: number]: number } = {
   [FrameType.Image]: IMAGE_FIXED_BYTES + MAX_IMAGE_BYTES,
   [FrameType.PageRun]: PAGE_RUN_FIXED_BYTES + MAX_RUN_PAGES * WIRE_PAGE_SIZE,
   [FrameType.WarmTraffic]: WARM_TRAFFIC_FIXED_BYTES + MAX_WARM_SAMPLES * (WARM_SAMPLE_FIXED_BYTES + MAX_WARM_SAMPLE_BYTES),
+  [FrameType.Console]: CONSOLE_FIXED_BYTES + MAX_CONSOLE_BYTES,
   [FrameType.Complete]: 8 + DIGEST_BYTES,
   [FrameType.Committed]: 4 + DIGEST_BYTES,
   [FrameType.Activated]: 8,
@@ -270,6 +287,7 @@ const SENDERS: { [t: number]: Sender } = {
   [FrameType.Image]: 'source',
   [FrameType.PageRun]: 'source',
   [FrameType.WarmTraffic]: 'source',
+  [FrameType.Console]: 'source',
   [FrameType.Complete]: 'source',
   [FrameType.Committed]: 'destination',
   [FrameType.Activated]: 'destination',

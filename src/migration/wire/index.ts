@@ -33,6 +33,7 @@ export {
   PAGE_RUN_FIXED_BYTES,
   MAX_WARM_SAMPLES,
   MAX_WARM_SAMPLE_BYTES,
+  MAX_CONSOLE_BYTES,
   MAX_PAGES_PAYLOAD,
   MAX_PAGES_COMPRESSED_PAYLOAD,
   frameTypeName,
@@ -100,6 +101,7 @@ export {
 export { encodePostcopyStats, decodePostcopyStats } from './postcopy-stats.js';
 export { encodeImage, decodeImage } from './image.js';
 export { encodeWarmTraffic, decodeWarmTraffic } from './warm-traffic.js';
+export { encodeConsole, decodeConsole } from './console.js';
 export { PAGE_RUN_HEAD_BYTES, writePageRunHead, decodePageRunHead, encodePageRun, decodePageRun, type PageRunHead } from './page-run.js';
 export {
   CompressionCode,

@@ -221,6 +221,16 @@ export interface WarmTraffic {
   readonly samples: readonly TrafficSample[];
 }
 
+/**
+ * Since 1.7 (console-precopy): console history. `bytes` are the last bytes.length of the first
+ * `end` bytes the guest ever printed; a frame after the first starts where the one before ended.
+ */
+export interface ConsoleHistory {
+  readonly type: FrameType.Console;
+  readonly end: number;
+  readonly bytes: Uint8Array;
+}
+
 export interface PageRequest {
   readonly type: FrameType.PageRequest;
   /** Non-zero; echoed in the PAGES frames (flag demand) that answer it. */
@@ -265,6 +275,7 @@ export type Message =
   | Image
   | PageRun
   | WarmTraffic
+  | ConsoleHistory
   | PageRequest
   | Resume
   | Ping

@@ -67,6 +67,9 @@ import {
   MAX_WARM_SAMPLE_BYTES,
   encodeWarmTraffic,
   decodeWarmTraffic,
+  encodeConsole,
+  decodeConsole,
+  MAX_CONSOLE_BYTES,
   maxPayloadFor,
   senderOf,
   type Message,
@@ -349,6 +352,29 @@ test('WARM_TRAFFIC (1.6): hand-made bytes; count, lengths and ports checked', ()
   assert.equal(maxPayloadFor(FrameType.WarmTraffic), 4 + MAX_WARM_SAMPLES * (6 + MAX_WARM_SAMPLE_BYTES));
   assert.equal(senderOf(FrameType.WarmTraffic), 'source');
   assert.deepEqual(capabilityNames(Capability.WarmTraffic), ['warm-traffic']);
+});
+
+test('CONSOLE (1.7): hand-made bytes; the end and the 1 MiB bound checked', () => {
+  const text = new TextEncoder().encode('munch: t=1.000s\n');
+  const payload = cat(le.u32(1000), le.u32(0), text);
+  assert.deepEqual(encodeConsole({ end: 1000, bytes: text }), frame(0x18, payload));
+  const m = decodeConsole(payload);
+  assert.deepEqual({ type: m.type, end: m.end, bytes: Array.from(m.bytes) }, { type: FrameType.Console, end: 1000, bytes: Array.from(text) });
+  assert.deepEqual(decodeConsole(cat(le.u32(0), le.u32(0))), { type: FrameType.Console, end: 0, bytes: new Uint8Array(0) });
+  assert.equal(decodeConsole(cat(le.u32(5), le.u32(1), text)).end, 2 ** 32 + 5, 'end is a u64');
+  const bad = (p: Uint8Array, code: string, re: RegExp): void => {
+    assert.throws(() => decodeConsole(p), (e: unknown) => e instanceof WireError && e.code === code && re.test(e.message), `${code} ${re}`);
+  };
+  bad(cat(le.u32(3), le.u32(0), text), 'bad-value', /end 3 is before the start of 16 bytes/);
+  bad(cat(le.u32(0), le.u32(0x0020_0000), text), 'bad-value', /exceeds 2\^53/);
+  bad(cat(le.u32(0)), 'truncated', /needs/);
+  bad(cat(le.u32(0), le.u32(1), new Uint8Array(MAX_CONSOLE_BYTES + 1)), 'oversized', /1048577 bytes of history exceed 1048576/);
+  assert.throws(() => encodeConsole({ end: MAX_CONSOLE_BYTES + 1, bytes: new Uint8Array(MAX_CONSOLE_BYTES + 1) }), WireError);
+  assert.throws(() => encodeConsole({ end: 2, bytes: text }), WireError);
+  assert.throws(() => encodeConsole({ end: -1, bytes: new Uint8Array(0) }), WireError);
+  assert.equal(maxPayloadFor(FrameType.Console), 8 + MAX_CONSOLE_BYTES);
+  assert.equal(senderOf(FrameType.Console), 'source');
+  assert.deepEqual(capabilityNames(Capability.ConsolePrecopy), ['console-precopy']);
 });
 
 test('PAGE_REQUEST: hand-made bytes', () => {
