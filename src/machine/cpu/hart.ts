@@ -80,6 +80,12 @@ const POST = -1;
 
 /** XOR with a guest address gives the RAM offset (as int32: in RAM iff 0 <= off < ram.bytes). */
 const RAM_BIAS = 0x8000_0000 | 0;
+/**
+ * `(a ^ U32_ORDER) < (b ^ U32_ORDER)` is `a >>> 0 < b >>> 0` on int32 values without a uint32 in
+ * between: V8 speculates that `>>> 0` fits an int32 until an operand of 2^31 or more comes, then
+ * deoptimizes the whole interpreter (see memEnd in run()).
+ */
+const U32_ORDER = 0x8000_0000 | 0;
 const PAGE_SHIFT = 12;
 const PAGE_MASK = 0xfff;
 /** layout.ts BLOCK_SHIFT, as a module constant the JIT folds: a dirty mark's bit per 512 bytes. */
@@ -257,6 +263,12 @@ export class Hart implements Stateful {
     // With presence checking on, every RAM data access takes the slow path (which checks the
     // page); RAM fetches re-check only when the pc leaves the current page.
     const memLimit = this.presenceOn ? 0 : ram.bytes;
+    // The fast path's bound check, on signed int32 only: RAM [RAM_BASE, RAM_BASE + memLimit) is,
+    // read as int32, [-2^31, memEnd). A check written `off >>> 0 < memLimit` makes V8 speculate
+    // that the uint32 fits an int32, and the first MMIO address through it (above 2^31 as uint32)
+    // deoptimizes the whole interpreter ("lost precision"): a VM restored onto a thread whose
+    // earlier machine never took that path ran 15x slower for 100 ms after its resume.
+    const memEnd = (memLimit ^ RAM_BIAS) | 0;
 
     let pc = this.pc | 0;
     let left = budget;
@@ -276,7 +288,7 @@ export class Hart implements Stateful {
       decode: {
         illegal: {
           let d = (pc - fBase) | 0;
-          if (d >>> 0 >= fLen) {
+          if ((d ^ U32_ORDER) >= (fLen ^ U32_ORDER)) {
             this.pc = pc >>> 0;
             this.instret = inst0 + (budget - left) - 1;
             const c = this.slow(Slow.Fetch, pc, 0, 0);
@@ -309,7 +321,7 @@ export class Hart implements Stateful {
                   x[rd] = a < imm ? 1 : 0;
                   break;
                 case 3:
-                  x[rd] = a >>> 0 < imm >>> 0 ? 1 : 0;
+                  x[rd] = (a ^ U32_ORDER) < (imm ^ U32_ORDER) ? 1 : 0;
                   break;
                 case 4:
                   x[rd] = a ^ imm;
@@ -348,7 +360,7 @@ export class Hart implements Stateful {
                     x[rd] = a < b ? 1 : 0;
                     break;
                   case 3:
-                    x[rd] = a >>> 0 < b >>> 0 ? 1 : 0;
+                    x[rd] = (a ^ U32_ORDER) < (b ^ U32_ORDER) ? 1 : 0;
                     break;
                   case 4:
                     x[rd] = a ^ b;
@@ -406,35 +418,35 @@ export class Hart implements Stateful {
               const f3 = (inst >>> 12) & 7;
               switch (f3) {
                 case 0:
-                  if (off >>> 0 < memLimit) {
+                  if (a < memEnd) {
                     x[rd] = (u8[off]! << 24) >> 24;
                     pc = (pc + 4) | 0;
                     continue;
                   }
                   break;
                 case 1:
-                  if (off >>> 0 < memLimit && (off & 1) === 0) {
+                  if (a < memEnd && (off & 1) === 0) {
                     x[rd] = (u16[off >> 1]! << 16) >> 16;
                     pc = (pc + 4) | 0;
                     continue;
                   }
                   break;
                 case 2:
-                  if (off >>> 0 < memLimit && (off & 3) === 0) {
+                  if (a < memEnd && (off & 3) === 0) {
                     x[rd] = i32[off >> 2]!;
                     pc = (pc + 4) | 0;
                     continue;
                   }
                   break;
                 case 4:
-                  if (off >>> 0 < memLimit) {
+                  if (a < memEnd) {
                     x[rd] = u8[off]!;
                     pc = (pc + 4) | 0;
                     continue;
                   }
                   break;
                 case 5:
-                  if (off >>> 0 < memLimit && (off & 1) === 0) {
+                  if (a < memEnd && (off & 1) === 0) {
                     x[rd] = u16[off >> 1]!;
                     pc = (pc + 4) | 0;
                     continue;
@@ -471,7 +483,7 @@ export class Hart implements Stateful {
               const f3 = (inst >>> 12) & 7;
               switch (f3) {
                 case 0:
-                  if (off >>> 0 < memLimit) {
+                  if (a < memEnd) {
                     u8[off] = v;
                     if ((marks[off >>> PAGE_SHIFT]! & (1 << ((off >>> BLOCK_SHIFT) & 7))) === 0) marks[off >>> PAGE_SHIFT] |= 1 << ((off >>> BLOCK_SHIFT) & 7);
                     pc = (pc + 4) | 0;
@@ -479,7 +491,7 @@ export class Hart implements Stateful {
                   }
                   break;
                 case 1:
-                  if (off >>> 0 < memLimit && (off & 1) === 0) {
+                  if (a < memEnd && (off & 1) === 0) {
                     u16[off >> 1] = v;
                     if ((marks[off >>> PAGE_SHIFT]! & (1 << ((off >>> BLOCK_SHIFT) & 7))) === 0) marks[off >>> PAGE_SHIFT] |= 1 << ((off >>> BLOCK_SHIFT) & 7);
                     pc = (pc + 4) | 0;
@@ -487,7 +499,7 @@ export class Hart implements Stateful {
                   }
                   break;
                 case 2:
-                  if (off >>> 0 < memLimit && (off & 3) === 0) {
+                  if (a < memEnd && (off & 3) === 0) {
                     i32[off >> 2] = v;
                     if ((marks[off >>> PAGE_SHIFT]! & (1 << ((off >>> BLOCK_SHIFT) & 7))) === 0) marks[off >>> PAGE_SHIFT] |= 1 << ((off >>> BLOCK_SHIFT) & 7);
                     pc = (pc + 4) | 0;
@@ -531,10 +543,10 @@ export class Hart implements Stateful {
                   taken = a >= b;
                   break;
                 case 6:
-                  taken = a >>> 0 < b >>> 0;
+                  taken = (a ^ U32_ORDER) < (b ^ U32_ORDER);
                   break;
                 case 7:
-                  taken = a >>> 0 >= b >>> 0;
+                  taken = (a ^ U32_ORDER) >= (b ^ U32_ORDER);
                   break;
                 default:
                   break illegal;
@@ -1265,9 +1277,9 @@ function amoResult(f5: number, a: number, b: number): number {
     case Amo.Max:
       return a > b ? a : b;
     case Amo.Minu:
-      return a >>> 0 < b >>> 0 ? a : b;
+      return (a ^ U32_ORDER) < (b ^ U32_ORDER) ? a : b;
     default:
-      return a >>> 0 > b >>> 0 ? a : b;
+      return (a ^ U32_ORDER) > (b ^ U32_ORDER) ? a : b;
   }
 }
 
