@@ -2,10 +2,12 @@
  * `tern host serve`: one long-running process holding the VMs of one host, with the management
  * API on one address and the migration data listener on another.
  */
+import { readFileSync } from 'node:fs';
 import { formatHostPort, type HostPort } from './address.js';
 import { ManagementApi } from './api.js';
 import { MigrationServer } from '../migration/destination.js';
-import { Host } from './host.js';
+import { Host, newVmDevices } from './host.js';
+import type { VcpuTraining } from '../machine/vcpu/messages.js';
 import { IncomingVms } from './incoming.js';
 import { Migrations } from './migrations.js';
 import { warmUpEngine } from './engine-warm-up.js';
@@ -32,6 +34,23 @@ export interface DaemonOptions {
   /** Keep one new vCPU thread started ahead of need (default true; thread-pool.ts). */
   readonly spareThread?: boolean;
   readonly log?: Logger;
+}
+
+/** The guest whose instruction paths a spare thread runs first: the ISA self-test, if this install has it. */
+const TRAINING_IMAGE = new URL('../../../guests/images/selftest.elf', import.meta.url);
+/** How long a spare thread runs it: the self-test's instruction checks come first and take less. */
+const TRAINING_MS = 150;
+const TRAINING_RAM_BYTES = 64 * 1024 * 1024;
+
+/** What each spare vCPU thread runs first (ThreadPool.startSpare); undefined without the image. */
+function spareTraining(): VcpuTraining['train'] | undefined {
+  let image: Uint8Array;
+  try {
+    image = readFileSync(TRAINING_IMAGE);
+  } catch {
+    return undefined;
+  }
+  return { boot: { image, imageName: 'selftest.elf', bootargs: '' }, ramBytes: TRAINING_RAM_BYTES, devices: newVmDevices(), ms: TRAINING_MS };
 }
 
 /** Where a daemon ended up listening. */
@@ -104,7 +123,7 @@ export class Daemon {
     if (this.opts.engineWarmUp !== false) this.engineWarmUp = warmUpEngine(this.log, () => this.stopping !== undefined);
     // The spare thread starts after the engine warm-up: both at once would only slow each other.
     const migrating = (): boolean => this.migrations.activeOutgoing > 0 || this.incoming.count > 0;
-    if (this.opts.spareThread !== false) void (this.engineWarmUp ?? Promise.resolve()).then(() => this.host.threads.startSpare(migrating));
+    if (this.opts.spareThread !== false) void (this.engineWarmUp ?? Promise.resolve()).then(() => this.host.threads.startSpare(migrating, spareTraining()));
     return { name: this.host.name, api: this.apiAddr, migration: this.migrationAddr, pid: process.pid };
   }
 

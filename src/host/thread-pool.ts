@@ -1,3 +1,4 @@
+import type { VcpuTraining } from '../machine/vcpu/messages.js';
 import { VcpuThread } from '../machine/vcpu/vcpu.js';
 
 /**
@@ -35,10 +36,17 @@ export class ThreadPool {
   /** Whether the host is busy with a migration (the refill waits for a quiet moment); set by startSpare. */
   private busy: () => boolean = () => false;
 
-  /** Keeps one spare thread from now on, started now and again after each is taken (once `busy` says no migration runs). */
-  startSpare(busy: () => boolean): void {
+  /** What each spare runs first (VcpuThread.spawn), if anything. */
+  private training: VcpuTraining['train'] | undefined;
+
+  /**
+   * Keeps one spare thread from now on, started now and again after each is taken (once `busy`
+   * says no migration runs). `training`: a guest each spare runs first on a throwaway machine.
+   */
+  startSpare(busy: () => boolean, training?: VcpuTraining['train']): void {
     this.spareWanted = true;
     this.busy = busy;
+    this.training = training;
     this.spawnSpare();
   }
 
@@ -68,7 +76,7 @@ export class ThreadPool {
   private spawnSpare(): void {
     if (this.closed || this.spawning || this.spare?.usable === true) return;
     this.spawning = true;
-    VcpuThread.spawn().then(
+    VcpuThread.spawn(this.training).then(
       (t) => {
         this.spawning = false;
         if (this.closed) void t.terminate();

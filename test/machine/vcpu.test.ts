@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, test } from 'node:test';
 import { GuestRam } from '../../src/machine/memory/ram.js';
-import { Vcpu } from '../../src/machine/vcpu/vcpu.js';
+import { Vcpu, VcpuThread } from '../../src/machine/vcpu/vcpu.js';
 import { CLOCK_WRAP_US, wrappedAgeUs } from '../../src/machine/memory/signals.js';
 import { monotonicUs } from '../../src/util/host-clock.js';
 import { runCaptured } from '../../src/machine/vcpu/run-captured.js';
@@ -307,4 +307,18 @@ test('a retired vCPU thread runs the next machine exactly like a new thread woul
   const fresh = await Vcpu.start({ ram: GuestRam.allocate(16 * MiB), name: 'fresh', start: { kind: 'standby' }, thread: ended! });
   live.push(fresh);
   assert.equal(fresh.reusedThread, false);
+});
+
+test('a spare thread trained on a guest (or on junk: no training) then runs a VM of its own, exactly', async () => {
+  const devices = [{ kind: 'virtio-vsock' as const, guestCid: 3 }, { kind: 'virtio-balloon' as const }];
+  const trained = await VcpuThread.spawn({ boot: { image: imageBytes('selftest'), imageName: 'selftest.elf', bootargs: '' }, ramBytes: 64 * MiB, devices, ms: 50 });
+  const junk = await VcpuThread.spawn({ boot: { image: new TextEncoder().encode('not an elf'), imageName: 'junk.img', bootargs: '' }, ramBytes: 16 * MiB, devices, ms: 50 });
+  for (const thread of [trained, junk]) {
+    assert.equal(thread.usable, true);
+    const ram = GuestRam.allocate(16 * MiB);
+    const v = await Vcpu.start({ ram, running: true, name: 'after-training', devices, thread, start: { kind: 'boot', boot: { image: imageBytes('verify'), imageName: 'verify.elf', bootargs: 'region=1M pace=2ms' } } });
+    live.push(v);
+    assert.ok(await until(() => text(v.consoleHistory()).split('B').length > 3, 20_000), 'the VM runs on the thread');
+    assert.match(text(v.consoleHistory()), /^AB+$/, 'its own output only: nothing of the training guest');
+  }
 });

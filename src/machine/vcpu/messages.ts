@@ -24,6 +24,15 @@ export interface VcpuWorkerData {
   readonly name?: string;
 }
 
+/**
+ * A spare thread's start (VcpuThread.spawn): no machine; with `boot`, it first runs that guest on
+ * a throwaway machine for up to `ms`, so the CPU loop has type feedback for every instruction
+ * path that guest takes before a real VM needs the thread.
+ */
+export interface VcpuTraining {
+  readonly train: { readonly boot: BootSpec; readonly ramBytes: number; readonly devices: readonly VirtioDeviceSpec[]; readonly ms: number };
+}
+
 /** Host thread -> vCPU thread (processed while the vCPU is paused or between slices). */
 export type ToVcpu =
   | { readonly type: 'resume' }

@@ -12,7 +12,7 @@ const CONSOLE_FOLD_CHUNKS = 1024;
 import { CLOCK_WRAP_US, Sig, ring, wrappedAgeUs } from '../memory/signals.js';
 import { monotonicUs } from '../../util/host-clock.js';
 import { VcpuCommand, VcpuState, vcpuStateName } from './control.js';
-import type { FromVcpu, ToVcpu, VcpuStart, VcpuStats, VcpuWorkerData } from './messages.js';
+import type { FromVcpu, ToVcpu, VcpuStart, VcpuStats, VcpuTraining, VcpuWorkerData } from './messages.js';
 
 export class VcpuError extends Error {
   constructor(message: string, readonly vm?: string) {
@@ -54,10 +54,11 @@ export class VcpuThread {
   /**
    * A new thread with no machine, its modules loaded (a new thread spends 100-200 ms loading
    * and compiling them before it can run anything): started ahead of need, it saves that time
-   * for a VM that has no thread of its image here. Rejects if the thread cannot start.
+   * for a VM that has no thread of its image here. `training`: a guest it runs first on a
+   * throwaway machine (VcpuTraining). Rejects if the thread cannot start.
    */
-  static spawn(): Promise<VcpuThread> {
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: null });
+  static spawn(training?: VcpuTraining['train']): Promise<VcpuThread> {
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: training !== undefined ? ({ train: training } satisfies VcpuTraining) : null });
     return new Promise((resolve, reject) => {
       const done = (): void => {
         worker.off('message', onMessage);

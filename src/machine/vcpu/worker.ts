@@ -8,7 +8,7 @@ import { CLOCK_WRAP_US, Sig, wrappedAgeUs } from '../memory/signals.js';
 import type { Logger } from '../../util/log.js';
 import { monotonicUs } from '../../util/host-clock.js';
 import { VcpuCommand, VcpuState } from './control.js';
-import type { FromVcpu, ToVcpu, VcpuWorkerData } from './messages.js';
+import type { FromVcpu, ToVcpu, VcpuTraining, VcpuWorkerData } from './messages.js';
 
 // This thread hands buffers to the host by transfer (console output, saved states), and the first
 // transfer in a thread detaches an ArrayBuffer for the first time, which invalidates V8's
@@ -81,7 +81,7 @@ let dirtyEpoch = 0;
 let throttleRan = 0;
 let exited = false;
 /** True until a standby thread has loaded a machine state. */
-let standby = (data as VcpuWorkerData | null)?.start.kind === 'standby';
+let standby = (data as VcpuWorkerData | VcpuTraining | null) !== null && 'start' in data ? data.start.kind === 'standby' : false;
 
 /** Builds the machine of `d` and starts it (boot, restore or standby); posts 'ready' or 'start-failed'. */
 function init(d: VcpuWorkerData): void {
@@ -126,6 +126,29 @@ function init(d: VcpuWorkerData): void {
     exited = true;
     if ((sig as Int32Array | undefined) !== undefined) setState(VcpuState.Crashed);
     post({ type: 'start-failed', name: err.name, message: err.message });
+  }
+}
+
+/**
+ * A spare thread's training (VcpuTraining): boots a guest on a throwaway machine and runs it for
+ * up to `ms` (or until it exits), output discarded. V8 compiles the CPU loop for the instruction
+ * paths it ran; a path a thread has never run has no type feedback, and the first time a VM
+ * takes it the optimized loop is thrown away (measured after a switchover: a guest's first remu
+ * on a thread whose warm-up boot had not reached one). A failure only means no training.
+ */
+function train(t: VcpuTraining['train']): void {
+  try {
+    const m = new Machine(GuestRam.allocate(t.ramBytes), undefined, { devices: t.devices });
+    m.onOutput = () => {};
+    m.boot(t.boot);
+    m.clock.start();
+    const end = performance.now() + t.ms;
+    while (performance.now() < end) {
+      if (m.runSlice(SLICE) === StopReason.Exit) break;
+    }
+    previous = new Machine(GuestRam.allocate(MIN_RAM_BYTES), undefined, { devices: t.devices });
+  } catch {
+    /* only training */
   }
 }
 
@@ -475,8 +498,10 @@ port.on('message', (m: ToVcpu) => {
   }
 });
 
-if ((data as VcpuWorkerData | null) === null) {
+const spawned = data as VcpuWorkerData | VcpuTraining | null;
+if (spawned === null || 'train' in spawned) {
   // A spare: no machine yet; the host sends 'init' when a VM needs this thread.
+  if (spawned !== null) train(spawned.train);
   retired = true;
   post({ type: 'retired' });
 } else {
