@@ -44,6 +44,16 @@ test('every committed image has a differential case', () => {
   for (const img of images) assert.ok(cases.some((c) => c.image === img), `no differential case for ${img}`);
 });
 
+/** The first line where tern's and QEMU's output differ, with its neighbours (a CI run once saw 2 bytes differ). */
+function firstDifference(tern: string, qemu: string): string {
+  const a = tern.split('\n');
+  const b = qemu.split('\n');
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  const show = (lines: string[]): string => JSON.stringify(lines.slice(Math.max(0, i - 1), i + 2));
+  return `line ${i + 1} differs: tern ${show(a)}, qemu ${show(b)} (${a.length} and ${b.length} lines)`;
+}
+
 for (const c of cases) {
   test(`${c.image} ${c.append || '(no args)'} -m ${c.mem}M: tern and QEMU print the same`, async () => {
     const timeoutMs = c.seconds * 1000;
@@ -63,7 +73,7 @@ for (const c of cases) {
       const failed = (out: string): string => out.split('\n').filter((l) => l.startsWith('FAIL')).join('; ') || out.slice(-300);
       assert.equal(tern.exitCode, 0, `tern: guest exited with ${tern.exitCode}: ${failed(tern.output)}`);
       assert.equal(qemu.exitCode, 0, `qemu: exit ${qemu.exitCode}: ${failed(qemu.output)}`);
-      assert.equal(t, q);
+      assert.equal(t, q, firstDifference(t, q));
     } else {
       const n = Math.min(t.length, q.length);
       assert.ok(n >= 2, `both printed something (tern ${t.length} bytes, qemu ${q.length} bytes)`);
