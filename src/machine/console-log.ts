@@ -68,7 +68,7 @@ export class ConsoleLog implements Stateful {
   since(from: number): Uint8Array {
     const all = this.contents();
     const skip = Math.min(all.length, Math.max(0, from - (this.total - this.filled)));
-    return skip === 0 ? all : all.slice(skip);
+    return all.subarray(skip); // contents() is a copy already
   }
 
   saveState(w: StateWriter): void {

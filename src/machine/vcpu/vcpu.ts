@@ -6,13 +6,13 @@ import { VsockHost, type VsockHostPort } from '../devices/virtio/vsock-host-port
 import { allocateVsockRings, type VsockRings } from '../devices/virtio/vsock.js';
 import { CONSOLE_HISTORY_BYTES, lastBytes } from '../console-log.js';
 import { GuestRam } from '../memory/ram.js';
-
-/** The console mirror is folded into one chunk when it has this many (consoleHistory). */
-const CONSOLE_FOLD_CHUNKS = 1024;
 import { CLOCK_WRAP_US, Sig, ring, wrappedAgeUs } from '../memory/signals.js';
 import { monotonicUs } from '../../util/host-clock.js';
 import { VcpuCommand, VcpuState, vcpuStateName } from './control.js';
 import type { FromVcpu, ToVcpu, VcpuStart, VcpuStats, VcpuTraining, VcpuWorkerData } from './messages.js';
+
+/** The console mirror is folded into one chunk when it has this many (consoleHistory). */
+const CONSOLE_FOLD_CHUNKS = 1024;
 
 export class VcpuError extends Error {
   constructor(message: string, readonly vm?: string) {

@@ -9,6 +9,7 @@ import type { Logger } from '../../util/log.js';
 import { monotonicUs } from '../../util/host-clock.js';
 import { VcpuCommand, VcpuState } from './control.js';
 import type { FromVcpu, ToVcpu, VcpuTraining, VcpuWorkerData } from './messages.js';
+import type { VirtioDeviceSpec } from '../devices/virtio/device-spec.js';
 
 // This thread hands buffers to the host by transfer (console output, saved states), and the first
 // transfer in a thread detaches an ArrayBuffer for the first time, which invalidates V8's
@@ -146,10 +147,15 @@ function train(t: VcpuTraining['train']): void {
     while (performance.now() < end) {
       if (m.runSlice(SLICE) === StopReason.Exit) break;
     }
-    previous = new Machine(GuestRam.allocate(MIN_RAM_BYTES), undefined, { devices: t.devices });
+    previous = standIn(t.devices);
   } catch {
     /* only training */
   }
+}
+
+/** A machine of these devices on 1 MiB of RAM of its own, never run: see `previous`. */
+function standIn(devices: readonly VirtioDeviceSpec[]): Machine {
+  return new Machine(GuestRam.allocate(MIN_RAM_BYTES), undefined, { devices });
 }
 
 /** Drops the machine (the host has paused or stopped it) and waits for the next 'init'. */
@@ -164,7 +170,7 @@ function retire(): void {
   // Let the RAM and the machine go (the host may free or reuse them), but first build a machine
   // of the same devices on a minimal RAM of its own, which keeps the maps alive (see previous).
   try {
-    previous = new Machine(GuestRam.allocate(MIN_RAM_BYTES), undefined, { devices: data?.devices ?? [] });
+    previous = standIn(data?.devices ?? []);
   } catch {
     previous = undefined; // only a speed-up
   }
