@@ -258,6 +258,8 @@ interface Row {
   migrationMaxGapMs: number | null;
   /** The gap around the switchover (the middle of the pause: the completed event's time − downtime / 2; the event time has ms resolution). */
   switchGapMs: number | null;
+  /** The longest gap in the second before the migration started (same probe, nothing migrating): this machine's noise floor. */
+  beforeMaxGapMs: number;
   p50Ms: number | null;
   p99Ms: number | null;
   rpsBefore: number | null;
@@ -331,6 +333,7 @@ async function main(): Promise<void> {
         gapEndedMs: Math.round(gap.endedAt - t1),
         migrationMaxGapMs: migrationGap !== null ? Math.round(migrationGap * 10) / 10 : null,
         switchGapMs: switchGap !== null ? Math.round(switchGap * 10) / 10 : null,
+        beforeMaxGapMs: Math.round(maxGap(times, t0 - 1000, t0).ms * 10) / 10,
         p50Ms: vm === 'kv' ? Math.round(pct(lat, 50) * 100) / 100 : null,
         p99Ms: vm === 'kv' ? Math.round(pct(lat, 99) * 100) / 100 : null,
         rpsBefore: vm === 'kv' ? Math.round(countIn(times, t0 - 1000, t0)) : null,
@@ -357,12 +360,12 @@ async function main(): Promise<void> {
     process.stdout.write(JSON.stringify(summary, null, 2) + '\n');
     return;
   }
-  const head = ['VM', '#', 'DIR', 'DOWNTIME', 'TOTAL', 'CLIENT MAX GAP', 'GAP-DOWNTIME', 'GAP ENDED', 'FROM START', 'SWITCH GAP', 'P50', 'P99', 'RPS BEFORE', 'DURING', 'AFTER'];
-  const lines = rows.map((r) => [r.vm, String(r.migration), r.direction, `${r.downtimeMs.toFixed(1)} ms`, `${r.totalTimeMs.toFixed(0)} ms`, `${r.clientMaxGapMs} ms`, `${r.gapMinusDowntimeMs} ms`, `${r.gapEndedMs} ms`, r.migrationMaxGapMs === null ? '-' : `${r.migrationMaxGapMs} ms`, r.switchGapMs === null ? '-' : `${r.switchGapMs} ms`, r.p50Ms === null ? '-' : `${r.p50Ms} ms`, r.p99Ms === null ? '-' : `${r.p99Ms} ms`, String(r.rpsBefore ?? '-'), String(r.rpsDuring ?? '-'), String(r.rpsAfter ?? '-')]);
+  const head = ['VM', '#', 'DIR', 'DOWNTIME', 'TOTAL', 'CLIENT MAX GAP', 'GAP-DOWNTIME', 'GAP ENDED', 'FROM START', 'SWITCH GAP', 'GAP BEFORE', 'P50', 'P99', 'RPS BEFORE', 'DURING', 'AFTER'];
+  const lines = rows.map((r) => [r.vm, String(r.migration), r.direction, `${r.downtimeMs.toFixed(1)} ms`, `${r.totalTimeMs.toFixed(0)} ms`, `${r.clientMaxGapMs} ms`, `${r.gapMinusDowntimeMs} ms`, `${r.gapEndedMs} ms`, r.migrationMaxGapMs === null ? '-' : `${r.migrationMaxGapMs} ms`, r.switchGapMs === null ? '-' : `${r.switchGapMs} ms`, `${r.beforeMaxGapMs} ms`, r.p50Ms === null ? '-' : `${r.p50Ms} ms`, r.p99Ms === null ? '-' : `${r.p99Ms} ms`, String(r.rpsBefore ?? '-'), String(r.rpsDuring ?? '-'), String(r.rpsAfter ?? '-')]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
   for (const l of [head, ...lines]) process.stdout.write(l.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd() + '\n');
   process.stdout.write(`bandwidth cap ${args.maxBandwidth}; probe errors ${redis.errors}; tick sequence holes ${tick.holes}; redis-benchmark ${!args.redisBenchmark ? 'not run' : `${benchAlive ? 'still running' : 'had exited'} at the end of ${args.tickAlone ? "kv's migrations (stopped for tick's: --tick-alone)" : 'the tick migrations'}`}${summary.redisBenchmarkErrors ? ' WITH ERRORS' : ', no errors'}\n`);
-  process.stdout.write('CLIENT MAX GAP: longest silence seen by the one-at-a-time redis probe (kv) or between tick lines (tick, 50 ms apart normally) during the migration; GAP ENDED: when it ended, relative to the end of tern migrate (which returns just after the activation); FROM START: the longest gap from the migration start on the source host (its migration.started event), without the tern CLI start-up; SWITCH GAP: the gap around the switchover (the middle of the pause, from migration.completed on the source).\n');
+  process.stdout.write('CLIENT MAX GAP: longest silence seen by the one-at-a-time redis probe (kv) or between tick lines (tick, 50 ms apart normally) during the migration; GAP ENDED: when it ended, relative to the end of tern migrate (which returns just after the activation); FROM START: the longest gap from the migration start on the source host (its migration.started event), without the tern CLI start-up; SWITCH GAP: the gap around the switchover (the middle of the pause, from migration.completed on the source); GAP BEFORE: the longest gap in the second before the migration (nothing migrating: the noise floor).\n');
 }
 
 main().catch(async (e: unknown) => {

@@ -50,7 +50,7 @@ export function registerHost(program: Command): void {
     .option('--warm-threads <n>', "vCPU threads of VMs that left, kept for the next VM of the same image (0: none); a new thread runs a guest slowly for its first 100-200 ms while its code compiles", '2')
     .option('--warm-up <duration>', "how long an incoming VM's guest image runs on its standby vCPU thread during pre-copy, so the VM resumes on compiled code (0: never; only when no thread here ran that image)", '300ms')
     .option('--no-engine-warm-up', 'skip compiling the migration paths at start (a second or so of loopback migrations of a synthetic VM, so the first real migration runs as fast as later ones)')
-    .option('--no-spare-thread', 'do not keep a new vCPU thread started ahead of need (it saves a VM with no thread of its image here the 100-200 ms a new thread takes to load its code, an incoming VM\'s warm-up starts at once, and it has run the ISA self-test guest for 150 ms, so the CPU loop is compiled for every instruction path)')
+    .option('--no-spare-thread', 'do not keep a new vCPU thread started ahead of need (it saves a VM with no thread of its image here the 100-200 ms a new thread takes to load its code, an incoming VM\'s warm-up starts at once, and it has run the ISA self-test guest to its end, so the CPU loop is compiled for every instruction path)')
     .option('--json', 'print the start line as JSON: {"name","api","migration","pid"}')
     .addHelpText('after', `
 Prints one line with its addresses once it serves, then logs JSON lines to stderr (level from

@@ -38,8 +38,12 @@ export interface DaemonOptions {
 
 /** The guest whose instruction paths a spare thread runs first: the ISA self-test, if this install has it. */
 const TRAINING_IMAGE = new URL('../../../guests/images/selftest.elf', import.meta.url);
-/** How long a spare thread runs it: the self-test's instruction checks come first and take less. */
-const TRAINING_MS = 150;
+/**
+ * At most how long a spare thread runs it; it exits when done (0.2-0.3 s on a cold thread here).
+ * Cut at 150 ms it had not reached remu or wfi, and a VM's first of those after its resume
+ * discarded the compiled loop.
+ */
+const TRAINING_MS = 2000;
 const TRAINING_RAM_BYTES = 64 * 1024 * 1024;
 
 /** What each spare vCPU thread runs first (ThreadPool.startSpare); undefined without the image. */
