@@ -93,6 +93,8 @@ export interface HostInfo {
     freeBytes: number;
     /** RAM of departed VMs kept warm for reuse (--ram-pool) and buffers preallocated at start (--prealloc-ram) not yet taken; outside the budget. */
     pooledBytes: number;
+    /** Incoming VMs' fresh RAM written ahead of their pages since the daemon started (WRITTEN, protocol 1.8). */
+    prefaultedBytes: number;
   };
   /** vCPU threads of departed VMs kept for the next VM of the same image (--warm-threads). */
   warmThreads: number;

@@ -92,6 +92,8 @@ export class Host {
   readonly warmUpMs: number;
   /** Guest-image warm-ups run for incoming migrations (IncomingVms.warmUp). */
   warmUps = 0;
+  /** Bytes of incoming VMs' fresh RAM written ahead of their pages (prefault.ts) since start. */
+  prefaultedBytes = 0;
   /** Their replays of client traffic: connections accepted, answers read. */
   readonly warmUpTraffic = { connections: 0, answers: 0 };
   private readonly vms = new Map<string, HostedVm>();
@@ -184,10 +186,12 @@ export class Host {
   /**
    * Guest RAM of `bytes`, all zero: warm from the pool when it holds a buffer that size. Writes
    * are tracked (GuestRam.written): only the guest, its devices, the loader and incoming
-   * migrations write a daemon's RAM, and each of them marks what it writes.
+   * migrations write a daemon's RAM, and each of them marks what it writes. `fresh`: a new
+   * buffer, not a pooled one, so the kernel backs each page only at its first write.
    */
-  allocateRam(bytes: number): GuestRam {
-    return GuestRam.allocate(bytes, this.ramPool.take(bytes), true);
+  allocateRam(bytes: number): { ram: GuestRam; fresh: boolean } {
+    const pooled = this.ramPool.take(bytes);
+    return { ram: GuestRam.allocate(bytes, pooled, true), fresh: pooled === undefined };
   }
 
   claim(c: MemoryClaim): void {
@@ -207,7 +211,7 @@ export class Host {
     try {
       let ram: GuestRam;
       try {
-        ram = this.allocateRam(spec.memBytes);
+        ram = this.allocateRam(spec.memBytes).ram;
       } catch (e) {
         if (e instanceof RamSizeError) throw ApiFailure.badRequest(`memBytes: ${e.message}`);
         throw new ApiFailure(507, 'no-memory', `cannot allocate ${spec.memBytes} bytes of guest RAM: ${(e as Error).message}`);
@@ -375,7 +379,7 @@ export class Host {
       pid: process.pid,
       startedAt: this.startedAt.toISOString(),
       vms: this.vms.size,
-      memory: { maxBytes: this.maxMemBytes, usedBytes: used, reservedBytes: reserved, freeBytes: Math.max(0, this.maxMemBytes - used - reserved), pooledBytes: this.ramPool.bytes },
+      memory: { maxBytes: this.maxMemBytes, usedBytes: used, reservedBytes: reserved, freeBytes: Math.max(0, this.maxMemBytes - used - reserved), pooledBytes: this.ramPool.bytes, prefaultedBytes: this.prefaultedBytes },
       warmThreads: this.threads.size,
       spareThreads: this.threads.spares,
       warmUps: this.warmUps,

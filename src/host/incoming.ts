@@ -9,6 +9,9 @@ import { arrivedNetwork, attachNetwork, preconnect } from './vm-net-setup.js';
 import { HostedVm, formatUuid, type HostedVmConfig } from './hosted-vm.js';
 import { STUN_CONFIG_KEY, resumeStunnedTasks } from '../migration/stun.js';
 import { warmUpThread } from './warm-up.js';
+import { Prefault } from './prefault.js';
+import { PAGE_SIZE } from '../machine/memory/layout.js';
+import type { PageRuns } from '../migration/wire/page-runs.js';
 import { monotonicUs } from '../util/host-clock.js';
 import type { TrafficSample } from '../migration/wire/messages.js';
 
@@ -20,6 +23,10 @@ interface HostReservation extends Reservation {
   readonly devices: VirtioDeviceSpec[];
   /** The standby thread already ran this image here (kept in the ThreadPool): no warm-up needed. */
   readonly warm: boolean;
+  /** The RAM is a new buffer, not a pooled one: the kernel backs its pages on first write. */
+  readonly fresh: boolean;
+  /** Writing the pages the source listed (WRITTEN) into fresh RAM; stopped at load or release. */
+  prefault?: Prefault;
   /** Ends a warm-up in progress (set while one runs). */
   endWarmUp?: () => void;
   /** The guest image, once the source sent it: kept with the VM for its next move. */
@@ -58,8 +65,9 @@ export class IncomingVms implements DestinationHost {
     const problem = this.host.admissionProblem(vm.name, uuid, vm.ramBytes);
     if (problem !== undefined) throw new RefusedError(problem.kind === 'exists' ? 'exists' : 'too-big', problem.message);
     let ram: GuestRam;
+    let fresh: boolean;
     try {
-      ram = this.host.allocateRam(vm.ramBytes);
+      ({ ram, fresh } = this.host.allocateRam(vm.ramBytes));
     } catch (e) {
       throw new RefusedError('too-big', `host ${this.host.name} cannot allocate ${vm.ramBytes} bytes of guest RAM: ${(e as Error).message}`);
     }
@@ -82,6 +90,7 @@ export class IncomingVms implements DestinationHost {
       standby,
       devices,
       warm: kept !== undefined,
+      fresh,
       zeroed: true,
       // The standby as it is now: once a warm-up has begun, the one rebuilt after it (the source
       // pauses only after a PONG, which waits for this; measured on a first visit without it:
@@ -164,12 +173,28 @@ export class IncomingVms implements DestinationHost {
     (reservation as HostReservation).endWarmUp?.();
   }
 
+  /**
+   * The pages that may hold data (WRITTEN): into fresh RAM, written now (prefault.ts), while the
+   * warm-up runs and round 1 has not begun. Pooled RAM is backed already.
+   */
+  prefault(vm: IncomingVm, reservation: Reservation, written: PageRuns): void {
+    if (!this.held.has(reservation as HostReservation)) return;
+    const r = reservation as HostReservation;
+    if (!r.fresh || r.prefault !== undefined || written.pageCount === 0) return;
+    const log = this.host.log.child({ vm: vm.name });
+    r.prefault = new Prefault(r.ram, written, (p) => {
+      this.host.prefaultedBytes += p.pages * PAGE_SIZE;
+      log.info({ pages: p.pages, listed: p.listed, complete: p.complete, ms: Math.round(p.ms) }, 'incoming migration: fresh RAM backed ahead of its pages');
+    });
+  }
+
   /** load() joins the console history sent live to the state's (console-precopy). */
   readonly joinsConsole = true;
 
   async load(vm: IncomingVm, reservation: Reservation, state: Uint8Array, opts: LoadOptions): Promise<PreparedVm> {
     const r = this.own(reservation);
     r.endWarmUp?.();
+    r.prefault?.stop(); // before the VM can run: its stores would race with the prefault's
     const vcpu = await r.standby;
     // The host-level envelope: machine state + the VM's network section (vm-envelope.ts).
     let net: ReturnType<typeof arrivedNetwork> | undefined;
@@ -230,6 +255,7 @@ export class IncomingVms implements DestinationHost {
     // Idempotent: a discarded load has already given the memory back.
     const r = reservation as HostReservation;
     r.endWarmUp?.();
+    r.prefault?.stop();
     if (this.held.has(r)) {
       void r.standby
         .then((v) => v.stop(), () => {})

@@ -50,6 +50,7 @@ import {
   decodeImage,
   decodeWarmTraffic,
   decodeConsole,
+  decodeWritten,
   isZeroId,
   randomId,
   sha256,
@@ -330,6 +331,7 @@ class IncomingSession implements UserReads {
   private verify = false;
   private imageSeen = false;
   private trafficSeen = false;
+  private writtenSeen = false;
   /** console-precopy: the history received in CONSOLE frames, for load(). */
   private readonly console = new ReceivedConsole();
   private granted = 0;
@@ -591,6 +593,9 @@ class IncomingSession implements UserReads {
       case FrameType.Console:
         this.onConsole(f);
         return;
+      case FrameType.Written:
+        this.onWritten(f);
+        return;
       default:
         throw violation(`${frameTypeName(f.type)} is not part of a pre-copy migration`, frameTypeName(f.type));
     }
@@ -643,6 +648,8 @@ class IncomingSession implements UserReads {
     }
     // Console history sent live, if this host joins it to the state's: pre-copy only (post-copy loads elsewhere).
     if (h.mode === 'precopy' && this.host.joinsConsole === true) this.granted |= h.capabilities & Capability.ConsolePrecopy;
+    // The written pages, if this host backs fresh RAM with them; never post-copy (the VM runs at once).
+    if (h.mode !== 'postcopy' && this.host.prefault !== undefined) this.granted |= h.capabilities & Capability.WrittenPages;
     if (h.streamCount > 1) {
       this.granted |= Capability.MultiStream;
       this.streamCount = h.streamCount;
@@ -685,6 +692,17 @@ class IncomingSession implements UserReads {
     const m = decodeConsole(f.payload);
     const why = this.console.add(m.end, m.bytes);
     if (why !== undefined) throw violation(why, 'CONSOLE');
+  }
+
+  /** WRITTEN: once, before any page, only when granted; the host may back those pages now. */
+  private onWritten(f: Frame): void {
+    if ((this.granted & Capability.WrittenPages) === 0 || this.owner !== undefined) throw violation('WRITTEN without the written-pages capability, or on a data stream', 'WRITTEN');
+    if (this.writtenSeen || this.pagesReceived > 0 || this.round > 1) throw violation(this.writtenSeen ? 'a second WRITTEN' : 'WRITTEN after pages', 'WRITTEN');
+    this.writtenSeen = true;
+    const m = decodeWritten(f.payload);
+    const ramPages = this.reservation!.ram.pageCount;
+    if (m.runs.ramPages !== ramPages) throw violation(`WRITTEN covers ${m.runs.ramPages} pages, but the VM has ${ramPages}`, 'WRITTEN');
+    this.host.prefault?.(this.vm!, this.reservation!, m.runs);
   }
 
   // ---- parallel streams (migration-protocol.md §5.5) --------------------------------------------

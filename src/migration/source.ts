@@ -7,6 +7,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { connect, type Socket } from 'node:net';
+import type { GuestRam } from '../machine/memory/ram.js';
 import { PAGE_SIZE } from '../machine/memory/layout.js';
 import { silentLogger, type Logger } from '../util/log.js';
 import { bootId, isThisBoot, monotonicUs } from '../util/host-clock.js';
@@ -50,6 +51,10 @@ import {
   encodeImage,
   encodeWarmTraffic,
   encodeConsole,
+  encodeWritten,
+  MAX_PAGE_RUNS,
+  pageRunsFromMap,
+  type PageRuns,
   MAX_WARM_SAMPLES,
   MAX_WARM_SAMPLE_BYTES,
   type TrafficSample,
@@ -177,6 +182,19 @@ interface PingRecord {
  * cancelled. `committed` turns true once the destination holds the VM: from then on the host
  * must release the VM here and never resume it.
  */
+/**
+ * The pages that may hold data (WRITTEN, protocol 1.8): every page but those known zero without
+ * reading them (GuestRam.knownZero: never written, not dirty). All pages where writes are not tracked.
+ */
+function writtenRuns(ram: GuestRam): PageRuns {
+  const n = ram.pageCount;
+  if (!ram.writesTracked) return pageRunsFromMap(new Uint8Array(n).fill(1), n, 'nonzero');
+  const map = ram.written.bits.slice(0, n);
+  const dirty = ram.dirty.bits;
+  for (let p = 0; p < n; p++) if (dirty[p] !== 0) map[p] = 1; // a hint: a racing mark is sent anyway
+  return pageRunsFromMap(map, n, 'nonzero');
+}
+
 export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgress] }> {
   private readonly vm: MigratableVm;
   private readonly opts: MigrateOptions;
@@ -434,6 +452,11 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
       const samples = (m.capabilities & Capability.WarmTraffic) !== 0 ? this.warmUpTraffic() : [];
       if (samples.length > 0) this.write(encodeWarmTraffic({ samples }));
     }
+    // ...and the pages that hold data, so fresh RAM there is backed before they arrive.
+    if ((m.capabilities & Capability.WrittenPages) !== 0) {
+      const runs = writtenRuns(this.vm.ram);
+      if (runs.runs.length / 2 <= MAX_PAGE_RUNS) this.write(encodeWritten({ runs }));
+    }
     const n = this.opts.mode === 'precopy' ? (this.opts.streams ?? 1) : 1;
     if (n > 1) {
       if ((m.capabilities & Capability.MultiStream) === 0) throw new MigrationError('reservation', `destination ${this.peer} does not take parallel streams`, { peer: this.peer, abort: 'cancelled' });
@@ -539,7 +562,8 @@ export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgre
         | Capability.ResumedAt
         | (this.guestClock === 'continuous' ? Capability.PausedAt : 0)
         | (mode === 'precopy' && streamCount === 1 && this.opts.pageRuns !== false ? Capability.PageRuns : 0)
-        | (mode === 'precopy' && vm.consoleSince !== undefined && vm.pauseAndSave !== undefined ? Capability.ConsolePrecopy : 0),
+        | (mode === 'precopy' && vm.consoleSince !== undefined && vm.pauseAndSave !== undefined ? Capability.ConsolePrecopy : 0)
+        | (mode !== 'postcopy' && isZeroId(sessionId) ? Capability.WrittenPages : 0),
       streamIndex: 0,
       streamCount,
       sessionId,

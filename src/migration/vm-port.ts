@@ -6,6 +6,7 @@
 import type { BalloonHostPort } from '../machine/devices/virtio/balloon-host-port.js';
 import type { GuestRam } from '../machine/memory/ram.js';
 import type { MachineConfig, TrafficSample } from './wire/messages.js';
+import type { PageRuns } from './wire/page-runs.js';
 
 /** Who a VM is: stays the same across every move. */
 export interface VmIdentity {
@@ -152,4 +153,11 @@ export interface DestinationHost {
    * the downtime. Never fails the migration.
    */
   bulkArrived?(vm: IncomingVm, reservation: Reservation): void;
+  /**
+   * Optional, pre-copy and hybrid (protocol 1.8, written-pages): the pages the source's guest has
+   * written, sent before round 1. A host whose reserved RAM is fresh may write those pages now
+   * (values unchanged), so the kernel backs them before the pages arrive; it must stop before
+   * load() returns, since the VM may then run. Never fails the migration.
+   */
+  prefault?(vm: IncomingVm, reservation: Reservation, written: PageRuns): void;
 }

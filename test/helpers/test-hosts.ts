@@ -9,7 +9,7 @@ import { MigrationServer, type MigrationServerOptions } from '../../src/migratio
 import type { MigrationReport } from '../../src/migration/report.js';
 import { OutgoingMigration, type MigrateOptions } from '../../src/migration/source.js';
 import { RefusedError, type DestinationHost, type IncomingVm, type LoadOptions, type MigratableVm, type PreparedVm, type Reservation } from '../../src/migration/vm-port.js';
-import { FrameReader, type Frame, type MachineConfig, type TrafficSample } from '../../src/migration/wire/index.js';
+import { FrameReader, type Frame, type MachineConfig, type PageRuns, type TrafficSample } from '../../src/migration/wire/index.js';
 import { imageBytes, text } from './images.js';
 
 export const MiB = 1024 * 1024;
@@ -271,6 +271,14 @@ export class NullDestinationHost implements DestinationHost {
   warmTraffic(_vm: IncomingVm, reservation: Reservation, samples: readonly TrafficSample[]): void {
     if (!this.held.has(reservation)) throw new Error('warm traffic for a reservation this host does not hold');
     this.warmTraffics.push(samples.map((s) => ({ vmPort: s.vmPort, bytes: new Uint8Array(s.bytes) })));
+  }
+
+  /** The written-page sets received (WRITTEN frames), in order. */
+  readonly writtens: PageRuns[] = [];
+
+  prefault(_vm: IncomingVm, reservation: Reservation, written: PageRuns): void {
+    if (!this.held.has(reservation)) throw new Error('WRITTEN for a reservation this host does not hold');
+    this.writtens.push({ ramPages: written.ramPages, pageCount: written.pageCount, runs: written.runs.slice() });
   }
 
   private drop(r: Reservation): void {

@@ -21,6 +21,8 @@ import {
   encodeImage,
   encodeWarmTraffic,
   encodeConsole,
+  encodeWritten,
+  pageRunsFromList,
   encodePausedAt,
   encodeRoundEnd,
   encodeState,
@@ -179,11 +181,13 @@ test('thousands of mutated and truncated migration streams: the server survives,
   try {
     const stream = await recordSourceStream(port);
     const starts = frameStarts(stream);
-    assert.ok(starts.length >= 9, 'HELLO, IMAGE, WARM_TRAFFIC, CONSOLE, PAGES, ROUND_END..., STATE, PING, COMPLETE');
+    assert.ok(starts.length >= 10, 'HELLO, IMAGE, WARM_TRAFFIC, WRITTEN, CONSOLE, PAGES, ROUND_END..., STATE, PING, COMPLETE');
     assert.equal(host.warmImages.length, 1, 'the recorded migration carried the image');
     assert.deepEqual(host.warmImages[0], IMAGE);
     assert.deepEqual(host.warmTraffics, [SAMPLES], 'and the traffic samples');
     assert.deepEqual(host.consoles, [{ end: HISTORY_END, bytes: HISTORY }], 'and the console history (CONSOLE), given to load()');
+    // Its RAM does not track writes, so every page may hold data: one run of all 256 (WRITTEN).
+    assert.deepEqual(host.writtens.map((w) => ({ ramPages: w.ramPages, pageCount: w.pageCount, runs: Array.from(w.runs) })), [{ ramPages: 256, pageCount: 256, runs: [0, 256] }], 'and the written pages');
     await checkClean(server, host);
     const activationsBefore = host.activations;
 
@@ -344,6 +348,20 @@ test('hostile streams get a clear answer: a page beyond RAM, a non-tern peer, a 
     await imageAbort(cat(hello, consoleFrame), /CONSOLE without the console-precopy capability/);
     await imageAbort(cat(withConsole, consoleFrame, encodeConsole({ end: 120, bytes: HISTORY.subarray(0, 30) })), /CONSOLE history \[90, 120\) goes back before the end of the history received \(100\)/);
     await imageAbort(cat(withConsole, round1, encodeState({ state: Uint8Array.of(1, 2, 3) }), consoleFrame), /CONSOLE after STATE/);
+    // WRITTEN (protocol 1.8): only with written-pages, once, before any page, over the VM's pages.
+    const withWritten = encodeHello({
+      version: PROTOCOL_VERSION, vmId: vm.uuid, vmName: 'hostile', ramBytes: 1 * MiB, pageSize: 4096, config: vm.config,
+      mode: 'precopy', capabilities: Capability.ZeroPages | Capability.WrittenPages, streamIndex: 0, streamCount: 1, sessionId: new Uint8Array(16),
+    });
+    const writtenFrame = encodeWritten({ runs: pageRunsFromList([0, 1, 2, 9], 256) });
+    await imageAbort(cat(hello, writtenFrame), /WRITTEN without the written-pages capability/);
+    await imageAbort(cat(withWritten, writtenFrame, writtenFrame), /a second WRITTEN/);
+    await imageAbort(cat(withWritten, ok, writtenFrame), /WRITTEN after pages/);
+    await imageAbort(cat(withWritten, encodeWritten({ runs: pageRunsFromList([0], 512) })), /WRITTEN covers 512 pages, but the VM has 256/);
+    const overlapping = writtenFrame.slice();
+    overlapping[8 + 12 + 8] = 1; // the second run (page 9) now starts at page 1, inside the first
+    await imageAbort(cat(withWritten, overlapping), /WRITTEN.*runs\[1\]\.first|overlaps/);
+
     const early = consoleFrame.slice();
     early[8] = 10; // end 10, before the start of its 60 bytes
     await imageAbort(cat(withConsole, early), /end 10 is before the start of 60 bytes/);

@@ -8,6 +8,7 @@ import {
   decodeCommitted,
   decodeComplete,
   decodeDiscard,
+  decodeWritten,
   decodePageRequest,
   decodePing,
   decodePong,
@@ -21,6 +22,7 @@ import {
   encodeCommitted,
   encodeComplete,
   encodeDiscard,
+  encodeWritten,
   encodePageRequest,
   encodePing,
   encodePong,
@@ -75,6 +77,7 @@ export function decodeMessage(frame: Frame, options: DecodeOptions = {}): Messag
     case FrameType.PageRun: return decodePageRun(p, options.ramPages);
     case FrameType.WarmTraffic: return decodeWarmTraffic(p);
     case FrameType.Console: return decodeConsole(p);
+    case FrameType.Written: return decodeWritten(p);
     case FrameType.PageRequest: return decodePageRequest(p);
     case FrameType.Resume: return decodeResume(p);
     case FrameType.Ping: return decodePing(p);
@@ -106,6 +109,7 @@ export function encodeMessage(m: Message): Uint8Array {
     case FrameType.PageRun: return encodePageRun(m);
     case FrameType.WarmTraffic: return encodeWarmTraffic(m);
     case FrameType.Console: return encodeConsole(m);
+    case FrameType.Written: return encodeWritten(m);
     case FrameType.PageRequest: return encodePageRequest(m);
     case FrameType.Resume: return encodeResume(m);
     case FrameType.Ping: return encodePing(m);

@@ -11,9 +11,10 @@ export const PROTOCOL_MAJOR = 1;
  * 1.4 added PAUSED_AT (0x25) and the paused-at capability bit;
  * 1.5 added PAGE_RUN (0x16) and the page-runs capability bit;
  * 1.6 added WARM_TRAFFIC (0x17) and the warm-traffic capability bit;
- * 1.7 added CONSOLE (0x18) and the console-precopy capability bit.
+ * 1.7 added CONSOLE (0x18) and the console-precopy capability bit;
+ * 1.8 added WRITTEN (0x19) and the written-pages capability bit.
  */
-export const PROTOCOL_MINOR = 7;
+export const PROTOCOL_MINOR = 8;
 
 export interface ProtocolVersion {
   readonly major: number;
@@ -49,6 +50,8 @@ export const enum FrameType {
   WarmTraffic = 0x17,
   /** Since 1.7 (console-precopy): console history sent live, so the state in the downtime carries only its tail. */
   Console = 0x18,
+  /** Since 1.8 (written-pages): the pages the guest has written, sent before round 1 so the destination backs them first. */
+  Written = 0x19,
   Complete = 0x20,
   Committed = 0x21,
   Activated = 0x22,
@@ -132,6 +135,13 @@ export const enum Capability {
    * Up to 1 MiB of history no longer travels inside the downtime.
    */
   ConsolePrecopy = 1 << 13,
+  /**
+   * Since 1.8: right after ACCEPT (after IMAGE and WARM_TRAFFIC), the source sends WRITTEN, the
+   * pages that may hold data (every page but those the guest never wrote). A destination that
+   * allocated fresh RAM writes those pages while it waits for round 1, so the kernel's page
+   * faults are not taken while pages arrive. Pre-copy and hybrid, new sessions only.
+   */
+  WrittenPages = 1 << 14,
 }
 
 export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
@@ -149,10 +159,11 @@ export const CAPABILITY_NAMES: ReadonlyArray<readonly [number, string]> = [
   [Capability.PageRuns, 'page-runs'],
   [Capability.WarmTraffic, 'warm-traffic'],
   [Capability.ConsolePrecopy, 'console-precopy'],
+  [Capability.WrittenPages, 'written-pages'],
 ];
 
 /** Capability bits this version defines. */
-export const KNOWN_CAPABILITIES = 0x3fff;
+export const KNOWN_CAPABILITIES = 0x7fff;
 
 export const FRAME_HEADER_BYTES = 8;
 /** The page size of protocol 1.x; a raw PAGES entry carries exactly this many bytes. */
@@ -229,6 +240,7 @@ const NAMES: { [t: number]: string } = {
   [FrameType.PageRun]: 'PAGE_RUN',
   [FrameType.WarmTraffic]: 'WARM_TRAFFIC',
   [FrameType.Console]: 'CONSOLE',
+  [FrameType.Written]: 'WRITTEN',
   [FrameType.Complete]: 'COMPLETE',
   [FrameType.Committed]: 'COMMITTED',
   [FrameType.Activated]: 'ACTIVATED',
@@ -256,6 +268,7 @@ const MAX_PAYLOAD: { [t: number]: number } = {
   [FrameType.PageRun]: PAGE_RUN_FIXED_BYTES + MAX_RUN_PAGES * WIRE_PAGE_SIZE,
   [FrameType.WarmTraffic]: WARM_TRAFFIC_FIXED_BYTES + MAX_WARM_SAMPLES * (WARM_SAMPLE_FIXED_BYTES + MAX_WARM_SAMPLE_BYTES),
   [FrameType.Console]: CONSOLE_FIXED_BYTES + MAX_CONSOLE_BYTES,
+  [FrameType.Written]: DISCARD_FIXED_BYTES + 8 * MAX_PAGE_RUNS,
   [FrameType.Complete]: 8 + DIGEST_BYTES,
   [FrameType.Committed]: 4 + DIGEST_BYTES,
   [FrameType.Activated]: 8,
@@ -288,6 +301,7 @@ const SENDERS: { [t: number]: Sender } = {
   [FrameType.PageRun]: 'source',
   [FrameType.WarmTraffic]: 'source',
   [FrameType.Console]: 'source',
+  [FrameType.Written]: 'source',
   [FrameType.Complete]: 'source',
   [FrameType.Committed]: 'destination',
   [FrameType.Activated]: 'destination',

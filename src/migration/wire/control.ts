@@ -18,6 +18,7 @@ import {
   PAUSED_AT_BYTES,
   ROUND_END_BYTES,
   STATE_FIXED_BYTES,
+  frameTypeName,
 } from './constants.js';
 import { FrameWriter, PayloadReader, checkBytes, checkU32, checkU64, utf8BytesTruncated, writeHeader } from './bytes.js';
 import { WireError } from './errors.js';
@@ -30,6 +31,7 @@ import {
   type Committed,
   type Complete,
   type Discard,
+  type Written,
   type PageRequest,
   type Ping,
   type Pong,
@@ -39,7 +41,7 @@ import {
   type RoundEnd,
   type State,
 } from './messages.js';
-import { readRuns, runsBytes, writeRuns } from './page-runs.js';
+import { readRuns, runsBytes, writeRuns, type PageRuns } from './page-runs.js';
 
 // ---- ABORT: reason u8 | reserved u8 | textLength u16 | text ---------------------------------
 
@@ -137,19 +139,36 @@ export function decodeState(payload: Uint8Array): State {
   return { type: FrameType.State, state: blob, digest };
 }
 
-// ---- DISCARD: ramPages u32 | pageCount u32 | runCount u32 | runs (first u32, length u32)* -----
+// ---- DISCARD, and WRITTEN (1.8):
+// ramPages u32 | pageCount u32 | runCount u32 | runs (first u32, length u32)* ------------------
 
-export function encodeDiscard(m: Body<Discard>): Uint8Array {
-  const w = new FrameWriter(FrameType.Discard, DISCARD_FIXED_BYTES - 12 + runsBytes(m.runs));
-  writeRuns(w, 'DISCARD', m.runs);
+function encodeRunsFrame(type: FrameType.Discard | FrameType.Written, runs: PageRuns): Uint8Array {
+  const w = new FrameWriter(type, DISCARD_FIXED_BYTES - 12 + runsBytes(runs));
+  writeRuns(w, frameTypeName(type), runs);
   return w.finish();
 }
 
-export function decodeDiscard(payload: Uint8Array): Discard {
-  const r = new PayloadReader(payload, 'DISCARD');
+function decodeRuns(payload: Uint8Array, message: string): PageRuns {
+  const r = new PayloadReader(payload, message);
   const runs = readRuns(r);
   r.end();
-  return { type: FrameType.Discard, runs };
+  return runs;
+}
+
+export function encodeDiscard(m: Body<Discard>): Uint8Array {
+  return encodeRunsFrame(FrameType.Discard, m.runs);
+}
+
+export function decodeDiscard(payload: Uint8Array): Discard {
+  return { type: FrameType.Discard, runs: decodeRuns(payload, 'DISCARD') };
+}
+
+export function encodeWritten(m: Body<Written>): Uint8Array {
+  return encodeRunsFrame(FrameType.Written, m.runs);
+}
+
+export function decodeWritten(payload: Uint8Array): Written {
+  return { type: FrameType.Written, runs: decodeRuns(payload, 'WRITTEN') };
 }
 
 // ---- COMPLETE: round u32 | hasDigest u8 | reserved 3 | [ramDigest 32] -------------------------

@@ -79,6 +79,8 @@ export {
   decodeState,
   encodeDiscard,
   decodeDiscard,
+  encodeWritten,
+  decodeWritten,
   encodeComplete,
   decodeComplete,
   encodeCommitted,

@@ -134,6 +134,13 @@ export interface Discard {
   readonly runs: PageRuns;
 }
 
+/** Since 1.8 (written-pages): the pages that may hold data, for the destination to back before round 1. */
+export interface Written {
+  readonly type: FrameType.Written;
+  /** Every page the guest has written (or all pages, where writes are not tracked). */
+  readonly runs: PageRuns;
+}
+
 export interface Complete {
   readonly type: FrameType.Complete;
   /** The last round whose pages were sent. */
@@ -276,6 +283,7 @@ export type Message =
   | PageRun
   | WarmTraffic
   | ConsoleHistory
+  | Written
   | PageRequest
   | Resume
   | Ping

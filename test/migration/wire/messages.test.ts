@@ -17,6 +17,7 @@ import {
   decodeCommitted,
   decodeComplete,
   decodeDiscard,
+  decodeWritten,
   decodeFrameHeader,
   decodeHello,
   decodeMessage,
@@ -36,6 +37,7 @@ import {
   encodeCommitted,
   encodeComplete,
   encodeDiscard,
+  encodeWritten,
   encodeHello,
   encodeMessage,
   encodePageRequest,
@@ -375,6 +377,25 @@ test('CONSOLE (1.7): hand-made bytes; the end and the 1 MiB bound checked', () =
   assert.equal(maxPayloadFor(FrameType.Console), 8 + MAX_CONSOLE_BYTES);
   assert.equal(senderOf(FrameType.Console), 'source');
   assert.deepEqual(capabilityNames(Capability.ConsolePrecopy), ['console-precopy']);
+});
+
+test('WRITTEN (1.8): hand-made bytes, the layout of DISCARD; canonical runs checked', () => {
+  const runs = pageRunsFromList([0, 1, 2, 3, 40], 64);
+  const payload = cat(le.u32(64), le.u32(5), le.u32(2), le.u32(0), le.u32(4), le.u32(40), le.u32(1));
+  assert.deepEqual(encodeWritten({ runs }), frame(0x19, payload));
+  assert.deepEqual(decodeWritten(payload), { type: FrameType.Written, runs });
+  assert.deepEqual(decodeMessage({ type: FrameType.Written, flags: 0, payload }), { type: FrameType.Written, runs });
+  const bad = (p: Uint8Array, code: string, re: RegExp): void => {
+    assert.throws(() => decodeWritten(p), (e: unknown) => e instanceof WireError && e.code === code && e.messageType === 'WRITTEN' && re.test(e.message), `${code} ${re}`);
+  };
+  bad(cat(le.u32(64), le.u32(5), le.u32(2), le.u32(0), le.u32(4), le.u32(3), le.u32(1)), 'bad-value', /overlaps, touches or precedes/);
+  bad(cat(le.u32(64), le.u32(6), le.u32(2), le.u32(0), le.u32(4), le.u32(40), le.u32(1)), 'bad-count', /the runs hold 5 pages/);
+  bad(cat(le.u32(64), le.u32(1), le.u32(1), le.u32(63), le.u32(2)), 'bad-value', /past ramPages 64/);
+  bad(cat(le.u32(64), le.u32(1), le.u32(0xffffffff)), 'bad-count', /exceeds/);
+  bad(cat(le.u32(64), le.u32(1), le.u32(1), le.u32(0)), 'bad-count', /declares 8 bytes at offset 12, but the 16-byte payload has 4 left/);
+  assert.equal(maxPayloadFor(FrameType.Written), maxPayloadFor(FrameType.Discard));
+  assert.equal(senderOf(FrameType.Written), 'source');
+  assert.deepEqual(capabilityNames(Capability.WrittenPages), ['written-pages']);
 });
 
 test('PAGE_REQUEST: hand-made bytes', () => {
