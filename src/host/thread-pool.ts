@@ -7,6 +7,8 @@ import { VcpuThread } from '../machine/vcpu/vcpu.js';
  * migration's pre-copy delays the daemon's relay of its VMs' traffic.
  */
 const SPARE_REFILL_MS = 2_000;
+/** How often a training spare is told whether a migration runs (VcpuTraining hold). */
+const HOLD_POLL_MS = 10;
 
 /**
  * vCPU threads of VMs that left this host (migrated away, deleted), kept by the image they ran
@@ -76,15 +78,27 @@ export class ThreadPool {
   private spawnSpare(): void {
     if (this.closed || this.spawning || this.spare?.usable === true) return;
     this.spawning = true;
-    VcpuThread.spawn(this.training).then(
+    // The training holds while a migration runs here (a refill that began in a quiet moment
+    // took a core through the next migration's round 1: measured, 248 ms against 107 ms).
+    const hold = new Int32Array(new SharedArrayBuffer(4));
+    const watch = setInterval(() => {
+      const want = this.busy() ? 1 : 0;
+      if (Atomics.load(hold, 0) === want) return;
+      Atomics.store(hold, 0, want);
+      Atomics.notify(hold, 0);
+    }, HOLD_POLL_MS);
+    watch.unref();
+    const ended = (): void => {
+      clearInterval(watch);
+      this.spawning = false;
+    };
+    VcpuThread.spawn(this.training !== undefined ? { ...this.training, hold: hold.buffer as SharedArrayBuffer } : undefined).then(
       (t) => {
-        this.spawning = false;
+        ended();
         if (this.closed) void t.terminate();
         else this.spare = t;
       },
-      () => {
-        this.spawning = false; // no spare: VMs start new threads as before
-      },
+      () => ended(), // no spare: VMs start new threads as before
     );
   }
 

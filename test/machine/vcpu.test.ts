@@ -322,3 +322,23 @@ test('a spare thread trained on a guest (or on junk: no training) then runs a VM
     assert.match(text(v.consoleHistory()), /^AB+$/, 'its own output only: nothing of the training guest');
   }
 });
+
+test("a spare's training waits while its hold word is set (a migration runs on the host), then ends", async () => {
+  const devices = [{ kind: 'virtio-vsock' as const, guestCid: 3 }];
+  const hold = new SharedArrayBuffer(4);
+  const word = new Int32Array(hold);
+  Atomics.store(word, 0, 1);
+  let ready = false;
+  const spawned = VcpuThread.spawn({ boot: { image: imageBytes('selftest'), imageName: 'selftest.elf', bootargs: '' }, ramBytes: 16 * MiB, devices, ms: 50, hold }).then((t) => {
+    ready = true;
+    return t;
+  });
+  // Unheld, 50 ms of training is over well within this (a thread loads its code in 0.1-0.3 s).
+  await sleep(2000);
+  assert.equal(ready, false, 'held: the spare is not offered yet');
+  Atomics.store(word, 0, 0);
+  Atomics.notify(word, 0);
+  const thread = await spawned;
+  assert.equal(thread.usable, true);
+  await thread.terminate();
+});

@@ -30,7 +30,17 @@ export interface VcpuWorkerData {
  * path that guest takes before a real VM needs the thread.
  */
 export interface VcpuTraining {
-  readonly train: { readonly boot: BootSpec; readonly ramBytes: number; readonly devices: readonly VirtioDeviceSpec[]; readonly ms: number };
+  readonly train: {
+    readonly boot: BootSpec;
+    readonly ramBytes: number;
+    readonly devices: readonly VirtioDeviceSpec[];
+    readonly ms: number;
+    /**
+     * An Int32 the host sets non-zero while it wants the CPU back (a migration runs there): the
+     * training waits between slices, its guest clock stopped, and `ms` counts only the running.
+     */
+    readonly hold?: SharedArrayBuffer;
+  };
 }
 
 /** Host thread -> vCPU thread (processed while the vCPU is paused or between slices). */

@@ -146,9 +146,17 @@ function train(t: VcpuTraining['train']): void {
     m.hart.setStopSignal(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
     m.boot(t.boot);
     m.clock.start();
-    const end = performance.now() + t.ms;
+    const hold = t.hold !== undefined ? new Int32Array(t.hold) : undefined;
+    let end = performance.now() + t.ms;
     while (performance.now() < end) {
       if (m.runSlice(SLICE) === StopReason.Exit) break;
+      if (hold !== undefined && Atomics.load(hold, 0) !== 0) {
+        const held = performance.now();
+        m.clock.stop();
+        while (Atomics.load(hold, 0) !== 0) Atomics.wait(hold, 0, Atomics.load(hold, 0), 100);
+        m.clock.start();
+        end += performance.now() - held;
+      }
       // Every store then takes the path that marks a fresh 512-byte block, as a VM's stores do
       // after a resume (its RAM's marks start clear): a byte store's first such mark otherwise
       // came after the resume and discarded the compiled loop (measured on a kv first visit).
