@@ -80,7 +80,8 @@ export class ThreadPool {
     this.spawning = true;
     // The training holds while a migration runs here (a refill that began in a quiet moment
     // took a core through the next migration's round 1: measured, 248 ms against 107 ms).
-    const hold = new Int32Array(new SharedArrayBuffer(4));
+    const holdWord = new SharedArrayBuffer(4);
+    const hold = new Int32Array(holdWord);
     const watch = setInterval(() => {
       const want = this.busy() ? 1 : 0;
       if (Atomics.load(hold, 0) === want) return;
@@ -92,7 +93,7 @@ export class ThreadPool {
       clearInterval(watch);
       this.spawning = false;
     };
-    VcpuThread.spawn(this.training !== undefined ? { ...this.training, hold: hold.buffer as SharedArrayBuffer } : undefined).then(
+    VcpuThread.spawn(this.training !== undefined ? { ...this.training, hold: holdWord } : undefined).then(
       (t) => {
         ended();
         if (this.closed) void t.terminate();

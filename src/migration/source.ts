@@ -178,23 +178,22 @@ interface PingRecord {
 }
 
 /**
+ * The pages that may hold data (WRITTEN, protocol 1.8): every page but those GuestRam.knownZero
+ * says are zero without reading them (all pages where writes are not tracked). A hint: a page
+ * marked while this runs is sent as data anyway.
+ */
+function writtenRuns(ram: GuestRam): PageRuns {
+  const n = ram.pageCount;
+  const map = new Uint8Array(n);
+  for (let p = 0; p < n; p++) if (!ram.knownZero(p)) map[p] = 1;
+  return pageRunsFromMap(map, n, 'nonzero');
+}
+
+/**
  * One outgoing migration. `run()` never rejects: its report says completed, failed or
  * cancelled. `committed` turns true once the destination holds the VM: from then on the host
  * must release the VM here and never resume it.
  */
-/**
- * The pages that may hold data (WRITTEN, protocol 1.8): every page but those known zero without
- * reading them (GuestRam.knownZero: never written, not dirty). All pages where writes are not tracked.
- */
-function writtenRuns(ram: GuestRam): PageRuns {
-  const n = ram.pageCount;
-  if (!ram.writesTracked) return pageRunsFromMap(new Uint8Array(n).fill(1), n, 'nonzero');
-  const map = ram.written.bits.slice(0, n);
-  const dirty = ram.dirty.bits;
-  for (let p = 0; p < n; p++) if (dirty[p] !== 0) map[p] = 1; // a hint: a racing mark is sent anyway
-  return pageRunsFromMap(map, n, 'nonzero');
-}
-
 export class OutgoingMigration extends EventEmitter<{ progress: [MigrationProgress] }> {
   private readonly vm: MigratableVm;
   private readonly opts: MigrateOptions;
